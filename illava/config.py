@@ -1,0 +1,155 @@
+"""MergeConfig: every knob of the two-stage merger, validated, plus the named presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+RECYCLE_WEIGHTINGS = ("score", "mean", "paper")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """How many visual tokens each stage keeps, and where.
+
+    Layers are 0-indexed and name the first layer that runs on the reduced tokens: a stage at
+    layer ``k`` scores tokens with the attention of layer ``k - 1`` and prunes before layer ``k``.
+    A keep ratio is the fraction of the stage's input tokens that leave it (recycled tokens
+    included); with several layers the reduction is spread geometrically across them.
+    """
+
+    stage1_layers: tuple[int, ...] = ()
+    stage1_keep: float = 1.0
+    stage1_recycled: int = 1
+    stage2_layers: tuple[int, ...] = ()
+    stage2_keep: float = 1.0
+    stage2_recycled: int = 1
+    recycle_weighting: str = "score"
+    score_chunk: int = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage1_layers", _layer_tuple("stage1_layers", self.stage1_layers))
+        object.__setattr__(self, "stage2_layers", _layer_tuple("stage2_layers", self.stage2_layers))
+        for name in ("stage1_keep", "stage2_keep"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1] (the fraction of visual tokens kept), got {value}")
+        for name in ("stage1_recycled", "stage2_recycled"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+                raise ValueError(f"{name} must be an integer in [0, 64] (recycled tokens per image or sample), got {value!r}")
+        if self.recycle_weighting not in RECYCLE_WEIGHTINGS:
+            raise ValueError(f"recycle_weighting must be one of {RECYCLE_WEIGHTINGS}, got {self.recycle_weighting!r}")
+        if isinstance(self.score_chunk, bool) or not isinstance(self.score_chunk, int) or not 16 <= self.score_chunk <= 65536:
+            raise ValueError(f"score_chunk must be an integer in [16, 65536], got {self.score_chunk!r}")
+
+    @property
+    def stage1_active(self) -> bool:
+        """Stage 1 runs (through iLLaVA's encoder loop) whenever it has layers, even at keep 1.0."""
+        return bool(self.stage1_layers)
+
+    @property
+    def stage2_active(self) -> bool:
+        """Stage 2 runs (through iLLaVA's decoder loop) whenever it has layers, even at keep 1.0."""
+        return bool(self.stage2_layers)
+
+    @property
+    def is_off(self) -> bool:
+        return not (self.stage1_active or self.stage2_active)
+
+    def check_depths(self, vit_depth: int, llm_depth: int) -> None:
+        """Raise ValueError if a layer does not exist in a model with these depths."""
+        for name, layers, depth, what in (
+            ("stage1_layers", self.stage1_layers, vit_depth, "vision encoder"),
+            ("stage2_layers", self.stage2_layers, llm_depth, "language model"),
+        ):
+            for layer in layers:
+                if not 1 <= layer < depth:
+                    raise ValueError(
+                        f"{name} contains {layer}, but this model's {what} has {depth} layers: "
+                        f"use layers from 1 to {depth - 1}"
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["stage1_layers"] = list(self.stage1_layers)
+        out["stage2_layers"] = list(self.stage2_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MergeConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MergeConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> "MergeConfig":
+        return replace(self, **changes)
+
+
+def _layer_tuple(name: str, layers: Any) -> tuple[int, ...]:
+    if isinstance(layers, str):
+        parts = [p for p in layers.replace(",", " ").replace("-", " ").split() if p]
+        try:
+            layers = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"{name} must be layer numbers like '3' or '12,16', got {layers!r}") from None
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = (layers,)
+    try:
+        out = tuple(layers)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of layer numbers, got {layers!r}") from None
+    for layer in out:
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+            raise ValueError(f"{name} must hold integers >= 1 (layer 0 has no earlier layer to score with), got {layer!r}")
+    if len(set(out)) != len(out) or list(out) != sorted(out):
+        raise ValueError(f"{name} must be strictly increasing without repeats, got {list(out)}")
+    return out
+
+
+# Written for Qwen2.5-VL-7B (ViT depth 32, LLM depth 28) and scaled to other depths by scale_layers.
+# paper-image follows the paper's Qwen2-VL setting: ViT blocks 12-15 merging to about half, then LLM
+# layers 6-8 keeping 0.9 each (0.73); about a third of the visual tokens reach the later LLM layers.
+# paper-video follows its video setting (early ViT blocks, one early LLM layer at 0.7). fast keeps
+# about 11%, the paper's headline "89% fewer tokens".
+PRESETS: dict[str, MergeConfig] = {
+    "off": MergeConfig(),
+    "paper-image": MergeConfig(stage1_layers=(13, 14, 15, 16), stage1_keep=0.5, stage2_layers=(6, 7, 8), stage2_keep=0.73),
+    "paper-video": MergeConfig(stage1_layers=(4, 5, 6, 7), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.7),
+    "fast": MergeConfig(stage1_layers=(8,), stage1_keep=0.33, stage2_layers=(4,), stage2_keep=0.33),
+}
+
+
+def preset(name: str, vit_depth: int | None = None, llm_depth: int | None = None) -> MergeConfig:
+    """A named preset; with model depths given, its layers are scaled to fit that model."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[name]
+    if vit_depth is not None and llm_depth is not None:
+        config = scale_layers(config, vit_depth, llm_depth)
+    return config
+
+
+REFERENCE_VIT_DEPTH = 32
+REFERENCE_LLM_DEPTH = 28
+
+
+def scale_layers(config: MergeConfig, vit_depth: int, llm_depth: int) -> MergeConfig:
+    """Move a preset's layers, written for Qwen2.5-VL-7B (ViT 32, LLM 28), to the same relative depth."""
+
+    def scale(layers: tuple[int, ...], depth: int, reference: int) -> tuple[int, ...]:
+        if depth == reference:
+            return layers
+        scaled = sorted({min(depth - 1, max(1, round(layer * depth / reference))) for layer in layers})
+        return tuple(scaled)
+
+    return replace(
+        config,
+        stage1_layers=scale(config.stage1_layers, vit_depth, REFERENCE_VIT_DEPTH),
+        stage2_layers=scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH),
+    )

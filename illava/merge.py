@@ -1,0 +1,145 @@
+"""The merge-and-recycle algorithm as pure tensor functions.
+
+Scores come from queries and keys (recomputed for just the rows needed, so the model's own
+attention kernels stay as they are). Selection keeps the top-scoring tokens; the best of the
+discarded ones become *anchors*, and every other discarded token is folded into the anchor it is
+most similar to. An anchor's slot then holds a weighted mean of its group, the *recycled* token,
+and keeps the anchor's position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Token status codes used by reductions and traces.
+DROPPED, KEPT, RECYCLED, MERGED = 0, 1, 2, 3
+
+
+def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: int = 1024) -> torch.Tensor:
+    """Mean attention each key receives over all heads and queries of one bidirectional segment.
+
+    q, k: (heads, n, head_dim). Returns (n,) float32, summing to 1. Queries are processed ``chunk``
+    rows at a time so no n x n matrix is held for long inputs.
+    """
+    heads, n, _ = q.shape
+    total = torch.zeros(n, dtype=torch.float32, device=q.device)
+    kt = k.float().transpose(1, 2)
+    for start in range(0, n, chunk):
+        logits = torch.matmul(q[:, start : start + chunk].float(), kt) * scale
+        total += logits.softmax(dim=-1).sum(dim=(0, 1))
+    return total / (heads * n)
+
+
+def query_row_attention(
+    q_last: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """Attention probabilities of one query row per sample over all keys, per head.
+
+    q_last: (batch, heads, head_dim); k: (batch, kv_heads, n, head_dim) with grouped heads repeated
+    as the model does; key_mask: (batch, n) bool, False for padding. Returns (batch, heads, n) float32.
+    """
+    groups = q_last.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    logits = torch.einsum("bhd,bhnd->bhn", q_last.float(), k.float()) * scale
+    if key_mask is not None:
+        logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Which of ``n`` tokens survive, and how the discarded ones were recycled.
+
+    kept: (n_out,) ascending indices of surviving slots (top tokens and anchors).
+    anchor: (n_recycled,) indices of slots holding a recycled token (a subset of kept).
+    group: (n,) for each input token, the index into ``anchor`` of the group it joined, -1 if none.
+    status: (n,) int8 codes DROPPED / KEPT / RECYCLED / MERGED.
+    """
+
+    kept: torch.Tensor
+    anchor: torch.Tensor
+    group: torch.Tensor
+    status: torch.Tensor
+
+
+def plan_counts(n: int, keep_ratio: float, recycled: int) -> tuple[int, int]:
+    """(tokens leaving the stage, of which recycled) for ``n`` tokens entering it."""
+    n_out = min(n, max(1, round(keep_ratio * n)))
+    n_recycled = min(recycled, max(n_out - 1, 0), n - n_out)
+    return n_out, n_recycled
+
+
+def reduce_tokens(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_recycled: int) -> Reduction:
+    """Keep the ``n_out - n_recycled`` best tokens; fold all others into ``n_recycled`` anchors.
+
+    scores: (n,), higher is more important. similarity: (n, d) features compared by cosine
+    similarity to pick each discarded token's anchor.
+    """
+    n = scores.shape[0]
+    device = scores.device
+    order = torch.argsort(scores, descending=True, stable=True)
+    n_top = n_out - n_recycled
+    top = order[:n_top]
+    anchor = order[n_top:n_out]
+    status = torch.zeros(n, dtype=torch.int8, device=device)
+    status[top] = KEPT
+    group = torch.full((n,), -1, dtype=torch.long, device=device)
+    if n_recycled > 0:
+        discarded = order[n_top:]
+        unit = torch.nn.functional.normalize(similarity.float(), dim=-1)
+        affinity = unit[discarded] @ unit[anchor].T
+        affinity[torch.arange(n_recycled, device=device), torch.arange(n_recycled, device=device)] = float("inf")
+        group[discarded] = affinity.argmax(dim=-1)
+        status[discarded] = MERGED
+        status[anchor] = RECYCLED
+    kept = torch.sort(torch.cat([top, anchor])).values
+    return Reduction(kept=kept, anchor=anchor, group=group, status=status)
+
+
+def recycled_values(
+    values: torch.Tensor, scores: torch.Tensor, reduction: Reduction, weighting: str
+) -> torch.Tensor:
+    """The recycled token of each anchor: a weighted mean of its group's ``values`` (n, ...).
+
+    weighting: "score" (by importance), "mean" (uniform) or "paper" (by rank within the group, the
+    least important token weighted most, as in the iLLaVA reference code). Accumulates in float32.
+    """
+    members = torch.nonzero(reduction.group >= 0).squeeze(-1)
+    target = reduction.group[members]
+    n_recycled = reduction.anchor.shape[0]
+    if weighting == "score":
+        weight = scores[members].float().clamp_min(0) + 1e-12
+    elif weighting == "mean":
+        weight = torch.ones(members.shape[0], dtype=torch.float32, device=values.device)
+    elif weighting == "paper":
+        # Rank from the worst member upwards (worst = rank 0), then weight = group size - rank.
+        by_score = torch.argsort(scores[members].float(), stable=True)
+        sorted_target = target[by_score]
+        group_order = torch.argsort(sorted_target, stable=True)
+        sizes = torch.bincount(target, minlength=n_recycled)
+        starts = torch.cumsum(sizes, 0) - sizes
+        rank_sorted = torch.arange(members.shape[0], device=values.device) - starts[sorted_target[group_order]]
+        rank = torch.empty_like(rank_sorted)
+        rank[by_score[group_order]] = rank_sorted
+        weight = (sizes[target] - rank).float()
+    else:
+        raise ValueError(f"unknown recycle weighting {weighting!r}")
+    flat = values[members].float().reshape(members.shape[0], -1)
+    sums = torch.zeros(n_recycled, flat.shape[1], dtype=torch.float32, device=values.device)
+    sums.index_add_(0, target, flat * weight[:, None])
+    norm = torch.zeros(n_recycled, dtype=torch.float32, device=values.device).index_add_(0, target, weight)
+    mean = sums / norm[:, None]
+    return mean.reshape(n_recycled, *values.shape[1:]).to(values.dtype)
+
+
+def apply_reduction(
+    values: torch.Tensor, scores: torch.Tensor, reduction: Reduction, weighting: str
+) -> torch.Tensor:
+    """The surviving rows of ``values`` (n, ...), with anchors replaced by their recycled tokens."""
+    if reduction.anchor.numel() == 0:
+        return values[reduction.kept]
+    out = values.clone()
+    out[reduction.anchor] = recycled_values(values, scores, reduction, weighting)
+    return out[reduction.kept]

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from illava.merge import (
+    DROPPED,
+    KEPT,
+    MERGED,
+    RECYCLED,
+    apply_reduction,
+    attention_received,
+    plan_counts,
+    query_row_attention,
+    recycled_values,
+    reduce_tokens,
+)
+
+
+def test_attention_received_matches_the_full_softmax_for_any_chunk():
+    torch.manual_seed(0)
+    q, k = torch.randn(3, 50, 8), torch.randn(3, 50, 8)
+    probs = torch.softmax(q @ k.transpose(1, 2) * 0.3, dim=-1)
+    expected = probs.mean(dim=(0, 1))
+    for chunk in (7, 50, 1024):
+        got = attention_received(q, k, 0.3, chunk)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert abs(float(got.sum()) - 1.0) < 1e-5
+
+
+def test_query_row_attention_repeats_grouped_heads_and_masks_padding():
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 8)
+    k = torch.randn(2, 2, 6, 8)
+    mask = torch.tensor([[True] * 6, [False, False, True, True, True, True]])
+    got = query_row_attention(q, k, mask, 0.5)
+    kk = k.repeat_interleave(2, dim=1)
+    logits = torch.einsum("bhd,bhnd->bhn", q, kk) * 0.5
+    logits[1, :, :2] = float("-inf")
+    torch.testing.assert_close(got, logits.softmax(-1))
+    assert torch.all(got[1, :, :2] == 0)
+
+
+def test_plan_counts():
+    assert plan_counts(100, 0.25, 1) == (25, 1)
+    assert plan_counts(100, 1.0, 3) == (100, 0)
+    assert plan_counts(10, 0.01, 2) == (1, 0)
+    assert plan_counts(10, 0.5, 8) == (5, 4)
+
+
+def test_reduce_tokens_keeps_the_best_and_folds_the_rest_into_anchors():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.05, 0.3, 0.7, 0.2, 0.02])
+    features = torch.eye(8)
+    features[3] = features[2] + 0.01
+    reduction = reduce_tokens(scores, features, n_out=4, n_recycled=1)
+    # top 3 by score: 0, 5, 2; best discarded (anchor): 4.
+    assert reduction.kept.tolist() == [0, 2, 4, 5]
+    assert reduction.anchor.tolist() == [4]
+    assert reduction.status.tolist() == [KEPT, MERGED, KEPT, MERGED, RECYCLED, KEPT, MERGED, MERGED]
+    assert reduction.group.tolist() == [-1, 0, -1, 0, 0, -1, 0, 0]
+
+
+def test_discarded_tokens_join_their_most_similar_anchor():
+    scores = torch.tensor([1.0, 0.5, 0.4, 0.1, 0.1])
+    features = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0.1, 1.0], [0, 1.0, 0.1]])
+    reduction = reduce_tokens(scores, features, n_out=3, n_recycled=2)
+    assert reduction.anchor.tolist() == [1, 2]
+    assert reduction.group.tolist() == [-1, 0, 1, 1, 0]
+
+
+def test_without_recycling_the_rest_is_dropped():
+    scores = torch.tensor([0.2, 0.8, 0.1, 0.4])
+    reduction = reduce_tokens(scores, torch.randn(4, 3), n_out=2, n_recycled=0)
+    assert reduction.kept.tolist() == [1, 3]
+    assert reduction.status.tolist() == [DROPPED, KEPT, DROPPED, KEPT]
+
+
+@pytest.mark.parametrize("weighting", ["score", "mean", "paper"])
+def test_recycled_values_are_weighted_means_of_each_group(weighting):
+    scores = torch.tensor([0.9, 0.6, 0.3, 0.1])
+    values = torch.tensor([[0.0], [10.0], [20.0], [40.0]])
+    reduction = reduce_tokens(scores, torch.ones(4, 2), n_out=2, n_recycled=1)
+    members = {"score": [0.6, 0.3, 0.1], "mean": [1.0, 1.0, 1.0], "paper": [1.0, 2.0, 3.0]}[weighting]
+    expected = sum(w * v for w, v in zip(members, [10.0, 20.0, 40.0])) / sum(members)
+    got = recycled_values(values, scores, reduction, weighting)
+    assert got.shape == (1, 1)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    out = apply_reduction(values, scores, reduction, weighting)
+    assert out[:, 0].tolist() == pytest.approx([0.0, expected])
+
+
+def test_apply_reduction_keeps_extra_dimensions():
+    scores = torch.tensor([0.3, 0.9, 0.1, 0.5, 0.2])
+    values = torch.arange(5 * 4 * 2, dtype=torch.float32).reshape(5, 4, 2)
+    reduction = reduce_tokens(scores, values.reshape(5, -1), n_out=3, n_recycled=1)
+    out = apply_reduction(values, scores, reduction, "mean")
+    assert out.shape == (3, 4, 2)
+    # Top two are 1 and 3; token 0 is the best discarded one, so it anchors 0, 2 and 4.
+    assert reduction.kept.tolist() == [0, 1, 3]
+    torch.testing.assert_close(out[0], values[[0, 2, 4]].mean(0))
+    torch.testing.assert_close(out[1], values[1])
+    torch.testing.assert_close(out[2], values[3])
