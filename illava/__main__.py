@@ -1,0 +1,107 @@
+"""Command line: ``python -m illava caption|demo ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import PRESETS, MergeConfig, preset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m illava", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    caption = commands.add_parser("caption", help="answer a prompt about one or more images")
+    caption.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
+    caption.add_argument("--image", action="append", required=True, help="image file; repeat for several images")
+    caption.add_argument("--prompt", default="Describe this image.")
+    caption.add_argument("--system-prompt", default=None)
+    _merge_arguments(caption)
+    _runtime_arguments(caption)
+    caption.add_argument("--per-image", action="store_true", help="one answer per image instead of one for all")
+    caption.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    demo = commands.add_parser("demo", help="run the demo: merging off and on, side by side")
+    demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
+    demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
+    _runtime_arguments(demo)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "caption":
+            return _caption(args)
+        from .demo import run_demo
+
+        return run_demo(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _merge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named merge settings (default off)")
+    parser.add_argument("--stage1-layer", default=None, help="ViT layer(s) that first run on the reduced tokens, e.g. 16 or 8,16")
+    parser.add_argument("--stage1-keep", type=float, default=None, help="fraction of patch groups that leave the ViT")
+    parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
+    parser.add_argument("--stage2-keep", type=float, default=None, help="fraction of visual tokens kept in the LLM")
+    parser.add_argument("--recycled", type=int, default=None, help="recycled tokens per image (stage 1) and sample (stage 2)")
+
+
+def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
+
+
+def merge_config(args: argparse.Namespace, vit_depth: int, llm_depth: int) -> MergeConfig:
+    """The preset (scaled to the model's depths) with any explicit stage flags applied on top."""
+    config = preset(args.preset or "off", vit_depth, llm_depth)
+    changes = {}
+    if args.stage1_layer is not None:
+        changes["stage1_layers"] = args.stage1_layer
+    if args.stage1_keep is not None:
+        changes["stage1_keep"] = args.stage1_keep
+    if args.stage2_layer is not None:
+        changes["stage2_layers"] = args.stage2_layer
+    if args.stage2_keep is not None:
+        changes["stage2_keep"] = args.stage2_keep
+    if args.recycled is not None:
+        changes["stage1_recycled"] = changes["stage2_recycled"] = args.recycled
+    return config.with_(**changes) if changes else config
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from . import GenerationOptions, encode, generate, load
+
+    lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
+    config = merge_config(args, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+    visuals = encode(lvlm, args.image, config)
+    result = generate(
+        lvlm,
+        visuals,
+        args.prompt,
+        config,
+        GenerationOptions(max_new_tokens=args.max_new_tokens),
+        system_prompt=args.system_prompt,
+        per_item=args.per_image,
+    )
+    for text, stats in zip(result.texts, result.stats):
+        print(text)
+        tokens = stats["visual_tokens"]
+        print(
+            f"[visual tokens: ViT {tokens['vit_input']} patches -> {tokens['vit_output']} tokens, "
+            f"LLM {tokens['llm_input']} -> {tokens['llm_after_stage2']} (full: {tokens['llm_input_full']}); "
+            f"ViT {stats['vit_s']:.3f}s, prefill {stats['prefill_s']:.3f}s, decode {stats['decode_s']:.3f}s]",
+            file=sys.stderr,
+        )
+    if args.json:
+        records = [
+            {"text": text, "ids": ids, "stats": stats}
+            for text, ids, stats in zip(result.texts, result.ids, result.stats)
+        ]
+        print(json.dumps(records[0] if len(records) == 1 else {"results": records, **records[0]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

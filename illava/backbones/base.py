@@ -1,0 +1,82 @@
+"""What every backbone adapter provides, and the registry that picks one by ``model_type``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import MergeConfig
+
+
+@dataclass(frozen=True)
+class EncodedVision:
+    """Vision encoder output for each image or video of one call, in input order.
+
+    features: (n_kept_i, llm_hidden) LLM-ready tokens, in raster (t, h, w) order.
+    kept_groups: (n_kept_i,) raster index of each token in the item's full token grid.
+    stage1_status: (t * h * w,) int8 status code of every token of the full grid after stage 1.
+    """
+
+    features: tuple[torch.Tensor, ...]
+    kept_groups: tuple[torch.Tensor, ...]
+    stage1_status: tuple[torch.Tensor, ...]
+
+
+class Backbone:
+    """Thin adapter around one transformers model class: where its parts are and how to score."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @property
+    def llm_depth(self) -> int:
+        return len(self.language_model.layers)
+
+    @property
+    def vit_depth(self) -> int:
+        raise NotImplementedError
+
+    def encode_vision(
+        self,
+        pixel_values: torch.Tensor,
+        grid_thw: torch.Tensor,
+        config: MergeConfig,
+        check_interrupt: Callable[[], None] | None = None,
+    ) -> EncodedVision:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Backbone]] = {}
+
+
+def register(model_type: str, adapter: type[Backbone]) -> None:
+    _REGISTRY[model_type] = adapter
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def backbone_for(model: torch.nn.Module) -> Backbone:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in _REGISTRY:
+        raise ValueError(
+            f"model type {model_type!r} is not supported by iLLaVA; supported: {', '.join(supported_model_types())}"
+        )
+    return _REGISTRY[model_type](model)
+
+
+def stage_targets(counts: list[int], keep: float, n_layers: int, step: int) -> list[int]:
+    """Tokens left after ``step`` of ``n_layers`` reductions that together keep ``keep`` of ``counts``."""
+    fraction = keep ** (step / n_layers)
+    return [min(n, max(1, round(n * fraction))) for n in counts]

@@ -1,0 +1,212 @@
+"""Qwen2-VL and Qwen2.5-VL: stage 1 inside their ViT, and the hooks stage 2 needs in their LLM.
+
+The ViT loop below calls the model's own patch embedding, rotary embedding, blocks and merger and
+transformers' own grid helpers. Stage 1 removes whole 2x2 merge groups, so the merger still fuses
+true neighbours and every kept patch keeps its real 2D rotary position; the attention segments
+(one per frame) and Qwen2.5-VL's windows are recounted from the groups that remain.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..config import MergeConfig
+from ..merge import KEPT, apply_reduction, attention_received, query_row_attention, reduce_tokens
+from .base import Backbone, EncodedVision, register, stage_targets
+
+
+@dataclass
+class _Groups:
+    """Per-group bookkeeping in the encoder's current (window) order."""
+
+    raster: torch.Tensor  # global raster id of each group
+    segment: torch.Tensor  # attention segment (frame) of each group
+    window: torch.Tensor | None  # window of each group (Qwen2.5-VL)
+
+    def take(self, index: torch.Tensor) -> "_Groups":
+        return _Groups(self.raster[index], self.segment[index], None if self.window is None else self.window[index])
+
+
+class QwenVLBackbone(Backbone):
+    """Adapter for ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``."""
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.model.model.visual
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vit_depth(self) -> int:
+        return len(self.visual.blocks)
+
+    @property
+    def merge_unit(self) -> int:
+        return self.visual.spatial_merge_size**2
+
+    def stock_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, kind: str) -> tuple[torch.Tensor, ...]:
+        getter = self.model.model.get_image_features if kind == "image" else self.model.model.get_video_features
+        return tuple(getter(pixel_values, grid_thw, return_dict=True).pooler_output)
+
+    def position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
+        """The 4-row (text, t, h, w) positions ``generate`` would build for the unreduced prompt."""
+        return self.model._prepare_position_ids_for_generation(input_ids, dict(model_kwargs))
+
+    def encode_vision(
+        self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: MergeConfig, check_interrupt=None
+    ) -> EncodedVision:
+        visual = self.visual
+        from transformers.utils.generic import get_max_seqlen
+        from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
+
+        unit = self.merge_unit
+        device = pixel_values.device
+        windowed = getattr(visual, "fullatt_block_indexes", None) is not None
+        position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+        cu_seqlens = get_vision_cu_seqlens(grid_thw).to(device)
+        hidden = visual.patch_embed(pixel_values.type(visual.dtype))
+        n_tokens = hidden.shape[0]
+        n_groups = n_tokens // unit
+        if windowed:
+            order, cu_window = get_vision_window_index(
+                grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size
+            )
+            order = order.to(device)
+        else:
+            order = torch.arange(n_groups, device=device)
+        hidden = hidden.reshape(n_groups, unit, -1)[order]
+        cos, sin = visual.rotary_pos_emb(hidden, position_ids.to(device))
+        cos = cos.reshape(n_groups, unit, -1)[order]
+        sin = sin.reshape(n_groups, unit, -1)[order]
+        positions = torch.arange(n_groups, device=device) * unit
+        segment_of_raster = torch.bucketize(positions, cu_seqlens[1:], right=True)
+        groups = _Groups(
+            raster=order,
+            segment=segment_of_raster[order],
+            window=torch.bucketize(positions, cu_window.to(device)[1:], right=True) if windowed else None,
+        )
+        n_segments = cu_seqlens.numel() - 1
+        segment_groups0 = torch.bincount(groups.segment, minlength=n_segments).tolist()
+        status = torch.full((n_groups,), KEPT, dtype=torch.int8, device=device)
+        layers = config.stage1_layers
+        targets = {
+            layer: stage_targets(segment_groups0, config.stage1_keep, len(layers), j + 1) for j, layer in enumerate(layers)
+        }
+
+        cu_full = cu_seqlens
+        cu_win = _window_cu(groups.window, unit) if windowed else None
+        block_input = None
+        for index, block in enumerate(visual.blocks):
+            if check_interrupt is not None:
+                check_interrupt()
+            if index in targets:
+                scores = self._group_scores(visual.blocks[index - 1], block_input, (cos, sin), cu_full, config.score_chunk)
+                keep_index, hidden, status = _reduce_segments(
+                    hidden, scores, groups, cu_full, unit, targets[index], config, status
+                )
+                groups = groups.take(keep_index)
+                cos, sin = cos[keep_index], sin[keep_index]
+                cu_full = _counts_cu(groups.segment, n_segments, unit)
+                cu_win = _window_cu(groups.window, unit) if windowed else None
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            full = (not windowed) or index in visual.fullatt_block_indexes
+            cu_now = cu_full if full else cu_win
+            block_input = flat
+            flat = block(
+                flat,
+                cu_seqlens=cu_now,
+                max_seqlen=get_max_seqlen(cu_now, visual.config),
+                position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
+            )
+            hidden = flat.reshape(-1, unit, flat.shape[-1])
+
+        merged = visual.merger(hidden.reshape(-1, hidden.shape[-1]))
+        raster_order = torch.argsort(groups.raster)
+        return _split_items(merged[raster_order], groups.raster[raster_order], grid_thw, unit, status)
+
+    def _group_scores(self, block, block_input, rotary, cu_seqlens, chunk) -> torch.Tensor:
+        """Attention received by each merge group in ``block``, over its whole frame (not its window)."""
+        attn = block.attn
+        x = block.norm1(block_input)
+        n = x.shape[0]
+        q, k, _ = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        cos, sin = (t.reshape(n, -1) for t in rotary)
+        apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+        q, k = apply_rope(q, k, cos, sin)
+        scores = torch.empty(n, dtype=torch.float32, device=x.device)
+        bounds = cu_seqlens.tolist()
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            qs, ks = q[start:end].transpose(0, 1), k[start:end].transpose(0, 1)
+            scores[start:end] = attention_received(qs, ks, attn.scaling, chunk)
+        return scores.reshape(-1, self.merge_unit).sum(-1)
+
+    def query_scores(
+        self, layer, hidden: torch.Tensor, rotary, key_mask: torch.Tensor, slot: torch.Tensor
+    ) -> torch.Tensor:
+        """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``."""
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        b, n, _ = x.shape
+        cos, sin = rotary
+        rows = torch.arange(b, device=x.device)
+        apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(x[rows, slot][:, None]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        q, _ = apply_rope(q, q, cos[rows, slot][:, None], sin[rows, slot][:, None])
+        k, _ = apply_rope(k, k, cos, sin)
+        probs = query_row_attention(q[:, :, 0], k, key_mask, attn.scaling)
+        return probs.mean(dim=1)
+
+
+def _reduce_segments(hidden, scores, groups: _Groups, cu_full, unit, targets, config, status):
+    """Reduce each frame segment to its target group count; returns kept indices, new hidden, status."""
+    bounds = (cu_full // unit).tolist()
+    kept_parts, hidden_parts = [], []
+    for segment, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n = end - start
+        n_out = targets[segment]
+        n_recycled = min(config.stage1_recycled, max(n_out - 1, 0), n - n_out)
+        local = hidden[start:end]
+        reduction = reduce_tokens(scores[start:end], local.reshape(n, -1), n_out, n_recycled)
+        hidden_parts.append(apply_reduction(local, scores[start:end], reduction, config.recycle_weighting))
+        kept_parts.append(reduction.kept + start)
+        raster = groups.raster[start:end]
+        status[raster] = torch.where(reduction.status == KEPT, status[raster], reduction.status)
+    return torch.cat(kept_parts), torch.cat(hidden_parts), status
+
+
+def _counts_cu(ids: torch.Tensor, n: int, unit: int) -> torch.Tensor:
+    counts = torch.bincount(ids, minlength=n) * unit
+    return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+
+
+def _window_cu(window: torch.Tensor, unit: int) -> torch.Tensor:
+    # Groups stay in window order, so each window is a contiguous run; empty windows vanish.
+    counts = torch.unique_consecutive(window, return_counts=True)[1] * unit
+    return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+
+
+def _split_items(features, raster, grid_thw, unit, status) -> EncodedVision:
+    sizes = (grid_thw.prod(-1) // unit).tolist()
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    item = torch.bucketize(raster, torch.tensor(offsets[1:], device=raster.device), right=True)
+    counts = torch.bincount(item, minlength=len(sizes)).tolist()
+    feats = torch.split(features, counts)
+    kept = torch.split(raster, counts)
+    return EncodedVision(
+        features=tuple(feats),
+        kept_groups=tuple(k - offsets[i] for i, k in enumerate(kept)),
+        stage1_status=tuple(status[offsets[i] : offsets[i + 1]].cpu() for i in range(len(sizes))),
+    )
+
+
+register("qwen2_vl", QwenVLBackbone)
+register("qwen2_5_vl", QwenVLBackbone)

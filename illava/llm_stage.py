@@ -1,0 +1,242 @@
+"""Stage 2: the language model's layer loop, pruning visual tokens at the chosen layers in prefill.
+
+``Stage2`` stands in for the text model's ``forward`` during one ``generate`` call (see
+``installed``) and calls the model's own decoder layers, rotary embedding, norm and mask helpers.
+At each stage-2 layer ``k`` in prefill it scores the visual tokens with the attention the last
+prompt token paid them in layer ``k - 1``, keeps the best, folds the rest into recycled tokens and
+gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE positions.
+Layers before ``k`` cache the full sequence and later ones the reduced one; every decoding step
+rebuilds the later layers' padding mask from the stored selection, and positions continue from the
+unreduced length, as the original model would.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from .backbones import Backbone
+from .backbones.base import stage_targets
+from .config import MergeConfig
+from .merge import KEPT, recycled_values, reduce_tokens
+
+
+@dataclass
+class _Segment:
+    """From ``layer`` on, slot j of row b holds original position ``index[b, j]`` (if ``valid``)."""
+
+    layer: int
+    index: torch.Tensor
+    valid: torch.Tensor
+
+
+@dataclass
+class Stage2Record:
+    """What stage 2 did in the last prefill: per sample, the status of each visual token in order."""
+
+    visual_status: list[torch.Tensor] = field(default_factory=list)
+    visual_after: list[int] = field(default_factory=list)
+
+
+class Stage2:
+    """Replacement text-model forward with stage-2 pruning for one batch of prompts."""
+
+    def __init__(
+        self, backbone: Backbone, config: MergeConfig, visual_mask: torch.Tensor, score_position: int = -1
+    ) -> None:
+        text_model = backbone.language_model
+        if getattr(text_model, "has_sliding_layers", False):
+            raise ValueError("stage 2 does not support sliding-window attention layers; set stage2_keep to 1.0")
+        self.backbone = backbone
+        self.text_model = text_model
+        self.config = config
+        self.visual_mask = visual_mask.bool()
+        # The prompt position whose attention ranks the visual tokens: the last one, unless a test
+        # re-runs a longer sequence and must score from where the prompt ended.
+        self.score_position = score_position
+        self.segments: list[_Segment] = []
+        self.prefill_length = 0
+        self.record = Stage2Record()
+
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache=None,
+        inputs_embeds=None,
+        use_cache=None,
+        **kwargs,
+    ):
+        from transformers.cache_utils import DynamicCache
+        from transformers.masking_utils import create_causal_mask
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
+        model = self.text_model
+        if inputs_embeds is None:
+            inputs_embeds = model.embed_tokens(input_ids)
+        if use_cache is None:
+            use_cache = model.config.use_cache
+        if use_cache and cache is None:
+            cache = DynamicCache(config=model.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        batch, length, _ = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device) + past
+            position_ids = position_ids.view(1, 1, -1).expand(3, batch, -1)
+        elif position_ids.ndim == 2:
+            position_ids = position_ids[None, ...].expand(3, position_ids.shape[0], -1)
+        text_position_ids = None
+        if position_ids.ndim == 3 and position_ids.shape[0] == 4:
+            text_position_ids, position_ids = position_ids[0], position_ids[1:]
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, past + length, dtype=torch.long, device=inputs_embeds.device)
+        mask = create_causal_mask(
+            config=model.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=text_position_ids,
+        )
+        hidden = inputs_embeds
+        rotary = model.rotary_emb(hidden, position_ids)
+        prefill = past == 0
+        if prefill:
+            self.segments = []
+            self.prefill_length = length
+            self.record = Stage2Record()
+            state = _PrefillState.start(attention_mask.bool(), self.visual_mask)
+        segment_at = {segment.layer: segment for segment in self.segments}
+        layer_input = hidden
+        for index, layer in enumerate(model.layers):
+            if prefill and index in self.config.stage2_layers:
+                hidden, rotary = self._reduce(index, model.layers[index - 1], layer_input, hidden, rotary, state)
+                mask = self._mask(hidden, state.valid.long(), cache, index)
+                text_position_ids = None
+            elif not prefill and index in segment_at:
+                segment = segment_at[index]
+                full = attention_mask[:, : self.prefill_length].gather(1, segment.index) * segment.valid
+                reduced = torch.cat([full, attention_mask[:, self.prefill_length :]], dim=1)
+                mask = self._mask(hidden, reduced, cache, index)
+                text_position_ids = None
+            layer_input = hidden
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_embeddings=rotary,
+                position_ids=text_position_ids,
+                cache=cache,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        if prefill:
+            self.record = state.record(self.visual_mask)
+        return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), cache=cache)
+
+    def _mask(self, hidden, attention_mask, cache, layer_index):
+        from transformers.masking_utils import create_causal_mask
+
+        return create_causal_mask(
+            config=self.text_model.config,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=None,
+            layer_idx=layer_index,
+        )
+
+    def _reduce(self, index, score_layer, score_input, hidden, rotary, state: "_PrefillState"):
+        config = self.config
+        slot, key_mask = state.query_slot(self.score_position)
+        scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot)
+        step = config.stage2_layers.index(index) + 1
+        targets = stage_targets(state.visual_counts0, config.stage2_keep, len(config.stage2_layers), step)
+        rows, recycled = [], []
+        for b in range(hidden.shape[0]):
+            visual = torch.nonzero(state.visual[b] & state.valid[b]).squeeze(-1)
+            text = torch.nonzero(~state.visual[b] & state.valid[b]).squeeze(-1)
+            n_out = targets[b]
+            n_recycled = min(config.stage2_recycled, max(n_out - 1, 0), visual.numel() - n_out)
+            row_scores = scores[b, visual]
+            reduction = reduce_tokens(row_scores, hidden[b, visual], n_out, n_recycled)
+            values = None
+            if n_recycled:
+                values = recycled_values(hidden[b, visual], row_scores, reduction, config.recycle_weighting)
+            state.mark(b, visual, reduction.status)
+            rows.append(torch.sort(torch.cat([text, visual[reduction.kept]])).values)
+            recycled.append((visual[reduction.anchor], values))
+        width = max(row.numel() for row in rows)
+        select = torch.zeros(hidden.shape[0], width, dtype=torch.long, device=hidden.device)
+        valid = torch.zeros(hidden.shape[0], width, dtype=torch.bool, device=hidden.device)
+        hidden = hidden.clone()
+        for b, row in enumerate(rows):
+            # Shorter rows are left-padded with masked slots, like the tokenizer's own padding.
+            select[b, width - row.numel() :] = row
+            valid[b, width - row.numel() :] = True
+            anchors, values = recycled[b]
+            if values is not None:
+                hidden[b, anchors] = values
+        gathered = hidden.gather(1, select[..., None].expand(-1, -1, hidden.shape[-1]))
+        cos, sin = (t.gather(1, select[..., None].expand(-1, -1, t.shape[-1])) for t in rotary)
+        state.advance(select, valid)
+        self.segments.append(_Segment(index, state.index, state.valid))
+        return gathered, (cos, sin)
+
+
+@dataclass
+class _PrefillState:
+    index: torch.Tensor  # (B, n) original position of each current slot
+    valid: torch.Tensor  # (B, n) slot is a real token
+    visual: torch.Tensor  # (B, n) slot holds a visual token
+    visual_counts0: list[int]
+    status: torch.Tensor  # (B, N) status of every original position
+
+    @classmethod
+    def start(cls, attention_mask: torch.Tensor, visual_mask: torch.Tensor) -> "_PrefillState":
+        batch, length = attention_mask.shape
+        index = torch.arange(length, device=attention_mask.device).expand(batch, -1)
+        visual = visual_mask & attention_mask
+        status = torch.full((batch, length), KEPT, dtype=torch.int8, device=attention_mask.device)
+        return cls(index, attention_mask, visual, visual.sum(-1).tolist(), status)
+
+    def query_slot(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current slot (per row) of original position ``position`` and the keys it may attend to."""
+        if position < 0:
+            slot = torch.full((self.index.shape[0],), self.index.shape[1] - 1, device=self.index.device)
+            return slot, self.valid
+        slot = (self.index == position).long().argmax(dim=1)
+        return slot, self.valid & (self.index <= position)
+
+    def mark(self, row: int, slots: torch.Tensor, codes: torch.Tensor) -> None:
+        original = self.index[row, slots]
+        old = self.status[row, original]
+        self.status[row, original] = torch.where(codes == KEPT, old, codes)
+
+    def advance(self, select: torch.Tensor, valid: torch.Tensor) -> None:
+        self.index = self.index.gather(1, select)
+        self.visual = self.visual.gather(1, select) & valid
+        self.valid = valid
+
+    def record(self, visual_mask: torch.Tensor) -> Stage2Record:
+        out = Stage2Record()
+        for b in range(visual_mask.shape[0]):
+            out.visual_status.append(self.status[b, visual_mask[b]].cpu())
+            out.visual_after.append(int(self.visual[b].sum()))
+        return out
+
+
+@contextmanager
+def installed(backbone: Backbone, stage2: Stage2 | None) -> Iterator[None]:
+    """Route the text model's forward through ``stage2`` for the duration of the block."""
+    if stage2 is None:
+        yield
+        return
+    text_model = backbone.language_model
+    text_model.forward = stage2
+    try:
+        yield
+    finally:
+        del text_model.forward

@@ -1,0 +1,149 @@
+"""Loading a Hugging Face model folder into an ``LVLM`` handle, safely and offline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbones import Backbone, backbone_for, supported_model_types
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class LVLM:
+    """A loaded vision-language model: the transformers model, its processor and its backbone adapter."""
+
+    model: torch.nn.Module
+    processor: Any
+    backbone: Backbone
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.path}|{self.dtype}|{self.device}"
+
+    @property
+    def pad_token_id(self) -> int:
+        tokenizer = self.processor.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        if self.processor.tokenizer.eos_token_id is not None:
+            ids.add(self.processor.tokenizer.eos_token_id)
+        return ids
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available: use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(sorted(DTYPES))}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def check_model_folder(path: str | Path, allow_pickle: bool = False) -> dict:
+    """Validate a model folder before transformers sees it; returns its config.json as a dict."""
+    folder = Path(path)
+    if not folder.exists():
+        raise ModelFolderError(f"model folder {str(folder)!r} does not exist: check the path")
+    if not folder.is_dir():
+        raise ModelFolderError(f"{str(folder)!r} is a file; point to the folder holding config.json and *.safetensors")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelFolderError(f"{str(folder)!r} has no config.json: it is not a Hugging Face model folder")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"{str(config_file)!r} is not valid JSON ({error}); re-download or repair it") from None
+    model_type = config.get("model_type")
+    if model_type not in supported_model_types():
+        raise ModelFolderError(
+            f"{str(folder)!r} holds a {model_type!r} model; iLLaVA supports {', '.join(supported_model_types())}"
+        )
+    safetensors = list(folder.glob("*.safetensors"))
+    pickles = list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))
+    if not safetensors and pickles and not allow_pickle:
+        raise ModelFolderError(
+            f"{str(folder)!r} has only pickle weights ({pickles[0].name}); pickle files can run code when loaded. "
+            "Convert them to .safetensors, or allow pickle loading explicitly if you trust the source"
+        )
+    if not safetensors and not pickles:
+        raise ModelFolderError(f"{str(folder)!r} has no weights: expected model*.safetensors files next to config.json")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ModelFolderError(f"{str(folder)!r} is missing weight shards {missing}: the download is incomplete")
+    return config
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> LVLM:
+    """Load a Qwen2-VL / Qwen2.5-VL folder with transformers' own classes, from local files only."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = Path(path)
+    check_model_folder(folder, allow_pickle)
+    if attn_implementation not in ATTENTIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTENTIONS}, got {attn_implementation!r}")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            folder,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=not allow_pickle,
+        )
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
+    model = model.to(torch_device).eval()
+    return LVLM(
+        model=model,
+        processor=processor,
+        backbone=backbone_for(model),
+        path=folder,
+        device=torch_device,
+        dtype=torch_dtype,
+    )

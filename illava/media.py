@@ -1,0 +1,77 @@
+"""Image inputs: PIL images, numpy arrays, ComfyUI IMAGE tensors and file paths, as RGB PIL images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_pil_images(images: Any) -> list[Image.Image]:
+    """Turn one image or a collection of images into a list of RGB PIL images.
+
+    Accepts PIL images, file paths, HxWxC uint8/float arrays, and (B, H, W, C) float tensors in 0..1
+    (ComfyUI's IMAGE). Raises ValueError naming what is wrong with an input.
+    """
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return [_tensor_image(frame, f"image {i}") for i, frame in enumerate(images)]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [_array_image(frame, f"image {i}") for i, frame in enumerate(images)]
+    if isinstance(images, (Image.Image, str, Path, np.ndarray, torch.Tensor)):
+        images = [images]
+    out = [_one_image(image, f"image {i}") for i, image in enumerate(_as_list(images))]
+    if not out:
+        raise ValueError("no images given: pass at least one image")
+    return out
+
+
+def _as_list(images: Any) -> list:
+    if isinstance(images, Iterable):
+        return list(images)
+    raise ValueError(f"images must be an image or a list of images, got {type(images).__name__}")
+
+
+def _one_image(image: Any, name: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"{name}: file {str(path)!r} does not exist")
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+        except OSError as error:
+            raise ValueError(f"{name}: {str(path)!r} is not a readable image ({error})") from None
+    if isinstance(image, torch.Tensor):
+        return _tensor_image(image, name)
+    if isinstance(image, np.ndarray):
+        return _array_image(image, name)
+    raise ValueError(f"{name}: unsupported type {type(image).__name__}; use a PIL image, a path, an array or a tensor")
+
+
+def _tensor_image(image: torch.Tensor, name: str) -> Image.Image:
+    return _array_image(image.detach().float().cpu().numpy(), name)
+
+
+def _array_image(array: np.ndarray, name: str) -> Image.Image:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{name}: expected an H x W x C array with 1, 3 or 4 channels, got shape {tuple(array.shape)}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"{name}: image has no pixels (shape {tuple(array.shape)})")
+    if array.dtype != np.uint8:
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name}: image contains NaN or infinite values")
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        if array.dtype == np.uint16:
+            scale = 255.0 / 65535.0
+        array = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]), "RGB")

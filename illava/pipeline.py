@@ -1,0 +1,411 @@
+"""load() -> LVLM; encode() runs stage 1; generate() runs stage 2 and decoding.
+
+The orchestration both the ComfyUI nodes and the command line use.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .backbones import Backbone
+from .config import MergeConfig
+from .llm_stage import Stage2, installed
+from .loading import LVLM
+from .media import to_pil_images
+from .trace import ItemTrace, stage1_trace
+
+PREVIEW_SIDE = 512
+
+
+@dataclass(frozen=True)
+class VisualItem:
+    """One encoded image or video: LLM-ready tokens after stage 1 and where they came from."""
+
+    kind: str
+    grid_thw: tuple[int, int, int]
+    features: torch.Tensor
+    kept_groups: torch.Tensor
+    trace: ItemTrace
+    preview: np.ndarray
+    second_per_grid: float | None = None
+
+    @property
+    def tokens_full(self) -> int:
+        t, h, w = self.grid_thw
+        return t * h * w // 4
+
+    @property
+    def tokens_kept(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def patches(self) -> int:
+        t, h, w = self.grid_thw
+        return t * h * w
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """The visual inputs of one prompt after stage 1 (``encode``'s result)."""
+
+    items: tuple[VisualItem, ...]
+    config: MergeConfig
+    vit_s: float
+    model_id: str
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "vit_input": sum(item.patches for item in self.items),
+            "vit_output": sum(item.tokens_kept for item in self.items),
+            "llm_input_full": sum(item.tokens_full for item in self.items),
+        }
+
+
+@dataclass
+class Generation:
+    """Generated text and what it cost, one entry per prompt of the batch."""
+
+    texts: list[str]
+    ids: list[list[int]]
+    stats: list[dict[str, Any]]
+    traces: list[list[ItemTrace]]
+    logits: list[torch.Tensor] | None = field(default=None, repr=False)
+
+
+def encode(
+    lvlm: LVLM,
+    images: Any = None,
+    config: MergeConfig | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> VisualTokens:
+    """Run the vision encoder with stage 1 over one or more images (all for one prompt)."""
+    config = config or MergeConfig()
+    config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+    pil_images = to_pil_images(images)
+    processed = lvlm.processor.image_processor(images=pil_images, return_tensors="pt")
+    pixel_values = processed["pixel_values"].to(lvlm.device)
+    grid_thw = processed["image_grid_thw"].to(lvlm.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        encoded = _run_encoder(lvlm.backbone, pixel_values, grid_thw, config, check_interrupt)
+    _synchronize(lvlm.device)
+    vit_s = time.perf_counter() - start
+    merge = lvlm.backbone.visual.spatial_merge_size
+    items = []
+    for i, image in enumerate(pil_images):
+        t, h, w = (int(v) for v in grid_thw[i].tolist())
+        grid = (t, h // merge, w // merge)
+        items.append(
+            VisualItem(
+                kind="image",
+                grid_thw=(t, h, w),
+                features=encoded.features[i],
+                kept_groups=encoded.kept_groups[i],
+                trace=stage1_trace("image", grid, encoded.stage1_status[i]),
+                preview=_preview(image, (h * 14, w * 14)),
+            )
+        )
+    return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
+
+
+def _run_encoder(backbone: Backbone, pixel_values, grid_thw, config: MergeConfig, check_interrupt):
+    from .backbones.base import EncodedVision
+
+    if config.stage1_active:
+        return backbone.encode_vision(pixel_values, grid_thw, config, check_interrupt)
+    features = backbone.stock_features(pixel_values, grid_thw, "image")
+    kept = tuple(torch.arange(f.shape[0], device=f.device) for f in features)
+    status = tuple(torch.ones(f.shape[0], dtype=torch.int8) for f in features)
+    return EncodedVision(features=features, kept_groups=kept, stage1_status=status)
+
+
+def _preview(image, size_hw: tuple[int, int]) -> np.ndarray:
+    """The image as the encoder saw it (resized to its patch grid), at most PREVIEW_SIDE pixels a side."""
+    h, w = size_hw
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    return np.asarray(image.resize((max(1, round(w * scale)), max(1, round(h * scale)))).convert("RGB"))
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings. Greedy by default so runs are reproducible; ``seed`` is used only when sampling."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 32768:
+            raise ValueError(f"max_new_tokens must be an integer from 1 to 32768, got {self.max_new_tokens!r}")
+        if not 0.0 < self.temperature <= 10.0:
+            raise ValueError(f"temperature must be in (0, 10], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
+        if not 0.5 <= self.repetition_penalty <= 3.0:
+            raise ValueError(f"repetition_penalty must be in [0.5, 3], got {self.repetition_penalty}")
+
+
+def generate(
+    lvlm: LVLM,
+    visuals: VisualTokens,
+    prompt: str,
+    config: MergeConfig | None = None,
+    options: GenerationOptions | None = None,
+    system_prompt: str | None = None,
+    per_item: bool = False,
+    on_token: Callable[[int, int], None] | None = None,
+    return_logits: bool = False,
+) -> Generation:
+    """Answer ``prompt`` about ``visuals``: one prompt with every item, or one prompt per item (``per_item``)."""
+    if per_item:
+        requests = [((item,), prompt) for item in visuals.items]
+    else:
+        requests = [(visuals.items, prompt)]
+    return generate_batch(lvlm, requests, config or visuals.config, options, system_prompt, on_token, return_logits, visuals.vit_s)
+
+
+def generate_batch(
+    lvlm: LVLM,
+    requests: Sequence[tuple[Sequence[VisualItem], str]],
+    config: MergeConfig | None = None,
+    options: GenerationOptions | None = None,
+    system_prompt: str | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    return_logits: bool = False,
+    vit_s: float = 0.0,
+) -> Generation:
+    """Generate for several (visual items, prompt) pairs at once, left-padded into one batch."""
+    config = config or MergeConfig()
+    options = options or GenerationOptions()
+    backbone = lvlm.backbone
+    config.check_depths(backbone.vit_depth, backbone.llm_depth)
+    if not requests:
+        raise ValueError("nothing to generate: give at least one prompt")
+    for items, prompt in requests:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty: write a question or instruction for the model")
+        for item in items:
+            if item.features.device != lvlm.device and item.features.device.type != lvlm.device.type:
+                raise ValueError("these visual tokens were encoded on another device; encode them again with this model")
+    inputs = build_inputs(lvlm, requests, system_prompt)
+    stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
+    clock = _Clock(options.max_new_tokens, on_token, lvlm.device)
+    kwargs = dict(
+        max_new_tokens=options.max_new_tokens,
+        do_sample=options.do_sample,
+        return_dict_in_generate=True,
+        output_logits=return_logits,
+        stopping_criteria=[clock],
+        pad_token_id=lvlm.pad_token_id,
+    )
+    if options.do_sample:
+        kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if options.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = options.repetition_penalty
+    rng = torch.random.fork_rng(devices=[lvlm.device] if lvlm.device.type == "cuda" else []) if options.do_sample else nullcontext()
+    with rng, torch.inference_mode(), installed(backbone, stage2):
+        if options.do_sample:
+            torch.manual_seed(options.seed)
+        clock.start()
+        out = lvlm.model.generate(**inputs, **kwargs)
+        clock.stop()
+    prompt_length = inputs["input_ids"].shape[1]
+    new_ids = out.sequences[:, prompt_length:]
+    ids = [_trim(row.tolist(), lvlm.eos_token_ids, lvlm.pad_token_id) for row in new_ids]
+    texts = [lvlm.processor.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    stats, traces = [], []
+    for b, (items, _) in enumerate(requests):
+        after2 = stage2.record.visual_after[b] if stage2 is not None else sum(item.tokens_kept for item in items)
+        stats.append(
+            {
+                "visual_tokens": {
+                    "vit_input": sum(item.patches for item in items),
+                    "vit_output": sum(item.tokens_kept for item in items),
+                    "llm_input": sum(item.tokens_kept for item in items),
+                    "llm_after_stage2": after2,
+                    "llm_input_full": sum(item.tokens_full for item in items),
+                },
+                "prompt_tokens": int(inputs["attention_mask"][b].sum()),
+                "new_tokens": len(ids[b]),
+                "vit_s": vit_s,
+                "prefill_s": clock.prefill_s,
+                "decode_s": clock.decode_s,
+                "config": config.to_dict(),
+            }
+        )
+        traces.append(_item_traces(items, stage2.record.visual_status[b] if stage2 is not None else None))
+    logits = None
+    if return_logits:
+        logits = [torch.stack([step[b] for step in out.logits]).float().cpu() for b in range(len(requests))]
+    return Generation(texts=texts, ids=ids, stats=stats, traces=traces, logits=logits)
+
+
+def build_inputs(
+    lvlm: LVLM, requests: Sequence[tuple[Sequence[VisualItem], str]], system_prompt: str | None = None
+) -> dict[str, Any]:
+    """Tokenized, left-padded prompts whose placeholders match the kept visual tokens, with positions.
+
+    Positions are computed for the full (unreduced) prompt, then the placeholders of tokens removed
+    by stage 1 are dropped together with their positions, so every kept token keeps its M-RoPE slot.
+    """
+    tokenizer = lvlm.processor.tokenizer
+    texts = [_expand(lvlm, chat_text(lvlm, items, prompt, system_prompt), items) for items, prompt in requests]
+    encoded = tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False)
+    input_ids = encoded["input_ids"].to(lvlm.device)
+    attention_mask = encoded["attention_mask"].to(lvlm.device)
+    image_id, video_id = lvlm.model.config.image_token_id, lvlm.model.config.video_token_id
+    token_types = (input_ids == image_id).long() + 2 * (input_ids == video_id).long()
+    all_items = [item for items, _ in requests for item in items]
+    images = [item for item in all_items if item.kind == "image"]
+    videos = [item for item in all_items if item.kind == "video"]
+    model_kwargs: dict[str, Any] = {"attention_mask": attention_mask, "mm_token_type_ids": token_types}
+    if images:
+        model_kwargs["image_grid_thw"] = torch.tensor([item.grid_thw for item in images], device=lvlm.device)
+    if videos:
+        model_kwargs["video_grid_thw"] = torch.tensor([item.grid_thw for item in videos], device=lvlm.device)
+        model_kwargs["second_per_grid_ts"] = torch.tensor([item.second_per_grid for item in videos], device=lvlm.device)
+    position_ids = lvlm.backbone.position_ids(input_ids, model_kwargs)
+    tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
+    if any(item.tokens_kept < item.tokens_full for item in all_items):
+        tensors, position_ids = _drop_removed(tensors, position_ids, requests, lvlm.pad_token_id)
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    encoder_outputs = {}
+    if images:
+        encoder_outputs["image"] = BaseModelOutputWithPooling(pooler_output=tuple(item.features for item in images))
+    if videos:
+        encoder_outputs["video"] = BaseModelOutputWithPooling(pooler_output=tuple(item.features for item in videos))
+    return {**tensors, "position_ids": position_ids, "mm_encoder_outputs": encoder_outputs}
+
+
+def chat_text(lvlm: LVLM, items: Sequence[VisualItem], prompt: str, system_prompt: str | None = None) -> str:
+    """The chat-template prompt with one placeholder per image or video, before expansion."""
+    content = [{"type": item.kind} for item in items] + [{"type": "text", "text": prompt}]
+    messages = [{"role": "user", "content": content}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    return lvlm.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
+    """Repeat each image/video placeholder once per token of the full grid, as the processor does."""
+    processor = lvlm.processor
+    tokens = {"image": processor.image_token, "video": processor.video_token}
+    pattern = re.compile("|".join(re.escape(t) for t in tokens.values()))
+    queues = {kind: [item for item in items if item.kind == kind] for kind in tokens}
+    found = pattern.findall(text)
+    if len(found) != len(items):
+        raise ValueError(
+            f"the chat template produced {len(found)} image/video placeholders for {len(items)} inputs; "
+            "check the model's chat_template"
+        )
+
+    def replace(match: re.Match) -> str:
+        kind = "image" if match.group(0) == tokens["image"] else "video"
+        return match.group(0) * queues[kind].pop(0).tokens_full
+
+    return pattern.sub(replace, text)
+
+
+def _drop_removed(tensors, position_ids, requests, pad_token_id):
+    """Remove the placeholder columns of tokens stage 1 took out, then left-pad the rows again."""
+    input_ids = tensors["input_ids"]
+    keep = tensors["attention_mask"].bool().clone()
+    visual = tensors["mm_token_type_ids"] != 0
+    for b, (items, _) in enumerate(requests):
+        flags = []
+        for item in items:
+            kept = torch.zeros(item.tokens_full, dtype=torch.bool, device=input_ids.device)
+            kept[item.kept_groups.to(input_ids.device)] = True
+            flags.append(kept)
+        keep[b, visual[b]] = torch.cat(flags)
+    width = int(keep.sum(-1).max())
+    batch = input_ids.shape[0]
+    out = {
+        "input_ids": torch.full((batch, width), pad_token_id, dtype=input_ids.dtype, device=input_ids.device),
+        "attention_mask": torch.zeros((batch, width), dtype=tensors["attention_mask"].dtype, device=input_ids.device),
+        "mm_token_type_ids": torch.zeros((batch, width), dtype=tensors["mm_token_type_ids"].dtype, device=input_ids.device),
+    }
+    positions = torch.zeros((position_ids.shape[0], batch, width), dtype=position_ids.dtype, device=input_ids.device)
+    for b in range(batch):
+        columns = torch.nonzero(keep[b]).squeeze(-1)
+        start = width - columns.numel()
+        for name in out:
+            out[name][b, start:] = tensors[name][b, columns]
+        positions[:, b, start:] = position_ids[:, b, columns]
+    return out, positions
+
+
+def _item_traces(items: Sequence[VisualItem], stage2_status: torch.Tensor | None) -> list[ItemTrace]:
+    if stage2_status is None:
+        return [item.trace for item in items]
+    traces, start = [], 0
+    for item in items:
+        codes = stage2_status[start : start + item.tokens_kept]
+        start += item.tokens_kept
+        traces.append(item.trace.with_stage2(item.kept_groups, codes))
+    return traces
+
+
+def _trim(ids: list[int], eos: set[int], pad: int) -> list[int]:
+    out = []
+    for token in ids:
+        if token in eos:
+            break
+        out.append(token)
+    return out
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Clock:
+    """A stopping criterion that never stops: it times prefill and decode and reports each token."""
+
+    def __init__(self, total: int, on_token: Callable[[int, int], None] | None, device: torch.device) -> None:
+        self.total = total
+        self.on_token = on_token
+        self.device = device
+        self.steps = 0
+        self.t0 = self.t_first = self.t_end = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        _synchronize(self.device)
+        self.t_end = time.perf_counter()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.steps == 0:
+            _synchronize(self.device)
+            self.t_first = time.perf_counter()
+        self.steps += 1
+        if self.on_token is not None:
+            self.on_token(self.steps, self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    @property
+    def prefill_s(self) -> float:
+        return self.t_first - self.t0
+
+    @property
+    def decode_s(self) -> float:
+        return max(0.0, self.t_end - self.t_first)

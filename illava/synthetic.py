@@ -1,0 +1,186 @@
+"""Small random-weight models of the real architectures, saved as ordinary Hugging Face folders.
+
+Tests, the demo and the benchmark build their models here: nothing can be downloaded, so a model is
+made from a config (transformers' own class), given a byte-level tokenizer and a processor, and
+written with ``save_pretrained`` so that it loads through exactly the code a real checkpoint uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TextDims:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    mrope_section: tuple[int, int, int]
+    vocab_size: int | None = None
+
+
+@dataclass(frozen=True)
+class VisionDims:
+    depth: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    window_size: int = 112
+    fullatt_block_indexes: tuple[int, ...] = ()
+
+
+TINY_TEXT = TextDims(64, 128, 4, 4, 2, (2, 3, 3))
+TINY_VISION = VisionDims(4, 32, 64, 2, window_size=56, fullatt_block_indexes=(1, 3))
+
+
+def byte_level_tokenizer():
+    """A Qwen2 tokenizer over the 256 byte-level symbols plus Qwen's chat and vision special tokens."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {"<|endoftext|>": 0}
+    for symbol in bytes_to_unicode().values():
+        vocab[symbol] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_model_folder(
+    out_dir: str | Path,
+    arch: str = "qwen2_5_vl",
+    text: TextDims = TINY_TEXT,
+    vision: VisionDims = TINY_VISION,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 448 * 448,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a random-weight ``arch`` model (``qwen2_5_vl`` or ``qwen2_vl``) with tokenizer and processor to ``out_dir``."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    im_end = ids["<|im_end|>"]
+    text_config = dict(
+        vocab_size=text.vocab_size or len(tokenizer),
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_hidden_layers=text.num_hidden_layers,
+        num_attention_heads=text.num_attention_heads,
+        num_key_value_heads=text.num_key_value_heads,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(text.mrope_section)},
+        max_position_embeddings=32768,
+        bos_token_id=0,
+        eos_token_id=im_end,
+        pad_token_id=0,
+        initializer_range=initializer_range,
+    )
+    special = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    if arch == "qwen2_5_vl":
+        vision_config = dict(
+            depth=vision.depth,
+            hidden_size=vision.hidden_size,
+            intermediate_size=vision.intermediate_size,
+            num_heads=vision.num_heads,
+            out_hidden_size=text.hidden_size,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=vision.window_size,
+            fullatt_block_indexes=list(vision.fullatt_block_indexes),
+            tokens_per_second=2,
+            initializer_range=initializer_range,
+        )
+        config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **special)
+        model_cls = Qwen2_5_VLForConditionalGeneration
+    elif arch == "qwen2_vl":
+        vision_config = dict(
+            depth=vision.depth,
+            embed_dim=vision.hidden_size,
+            hidden_size=text.hidden_size,
+            mlp_ratio=vision.intermediate_size // vision.hidden_size,
+            num_heads=vision.num_heads,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            initializer_range=initializer_range,
+        )
+        config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **special)
+        model_cls = Qwen2VLForConditionalGeneration
+    else:
+        raise ValueError(f"arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+    config.initializer_range = initializer_range
+    config.eos_token_id = im_end
+    config.pad_token_id = 0
+    torch.manual_seed(seed)
+    model = model_cls(config).to(dtype).eval()
+    model.generation_config.eos_token_id = im_end
+    model.generation_config.pad_token_id = 0
+    model.generation_config.bos_token_id = 0
+    model.save_pretrained(out, safe_serialization=True)
+    _save_processor(out, arch, tokenizer, min_pixels, max_pixels)
+    return out
+
+
+def _save_processor(out: Path, arch: str, tokenizer, min_pixels: int, max_pixels: int) -> None:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    try:
+        from transformers import Qwen2VLVideoProcessor
+
+        video_processor = Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
+    except ImportError:
+        video_processor = None
+    processor_cls = Qwen2_5_VLProcessor if arch == "qwen2_5_vl" else Qwen2VLProcessor
+    processor = processor_cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)

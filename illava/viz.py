@@ -1,0 +1,70 @@
+"""Retained-token maps: the trace drawn over the image, as uint8 RGB arrays ready to save as PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .merge import DROPPED, KEPT, MERGED, RECYCLED
+from .trace import ItemTrace
+
+RECYCLED_COLOUR = np.array([255, 196, 0], dtype=np.float32)
+MERGED_COLOUR = np.array([70, 110, 255], dtype=np.float32)
+GRID_COLOUR = np.array([40, 40, 40], dtype=np.float32)
+
+
+def token_map(image: np.ndarray, codes: np.ndarray, dim: float = 0.2) -> np.ndarray:
+    """Draw one (h, w) status map over ``image`` (H, W, 3 uint8).
+
+    Kept tokens show the image as it is, dropped ones are darkened to ``dim`` of their brightness,
+    tokens folded into a recycled token are darkened and tinted blue, and the slots holding a
+    recycled token are outlined in amber.
+    """
+    h, w = codes.shape
+    height, width = image.shape[:2]
+    rows = (np.arange(height) * h // height).clip(0, h - 1)
+    cols = (np.arange(width) * w // width).clip(0, w - 1)
+    cell = codes[rows[:, None], cols[None, :]]
+    out = image.astype(np.float32)
+    out[cell == DROPPED] *= dim
+    merged = cell == MERGED
+    out[merged] = out[merged] * dim + MERGED_COLOUR * 0.35
+    recycled = cell == RECYCLED
+    out[recycled] = out[recycled] * 0.5 + RECYCLED_COLOUR * 0.5
+    edge = np.zeros_like(cell, dtype=bool)
+    edge[1:, :] |= cell[1:, :] != cell[:-1, :]
+    edge[:, 1:] |= cell[:, 1:] != cell[:, :-1]
+    out[edge & (cell != KEPT)] = GRID_COLOUR
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def stage_maps(trace: ItemTrace, image: np.ndarray, stage: int) -> list[np.ndarray]:
+    """One map per temporal group of ``trace`` for ``stage`` (1, or 2 for after both stages)."""
+    codes = trace.stage1 if stage == 1 else trace.stage2
+    if codes is None:
+        raise ValueError("this trace has no stage-2 map yet: run Generate with stage 2 layers first")
+    return [token_map(image, frame) for frame in codes]
+
+
+def side_by_side(panels: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Panels of one height joined left to right with a white gap."""
+    height = max(panel.shape[0] for panel in panels)
+    width = sum(panel.shape[1] for panel in panels) + gap * (len(panels) - 1)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    x = 0
+    for panel in panels:
+        canvas[: panel.shape[0], x : x + panel.shape[1]] = panel
+        x += panel.shape[1] + gap
+    return canvas
+
+
+def trace_figure(trace: ItemTrace, image: np.ndarray) -> np.ndarray:
+    """The image, its stage-1 map and (when present) its after-stage-2 map, side by side."""
+    panels = [image, stage_maps(trace, image, 1)[0]]
+    if trace.stage2 is not None:
+        panels.append(stage_maps(trace, image, 2)[0])
+    return side_by_side(panels)
+
+
+def save_png(array: np.ndarray, path) -> None:
+    Image.fromarray(array).save(path, format="PNG")

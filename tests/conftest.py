@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random-weight models of the real architectures, saved and loaded for real."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import illava
+from illava.synthetic import build_model_folder
+
+ARCHES = ("qwen2_5_vl", "qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("models")
+    return {arch: str(build_model_folder(root / arch, arch=arch, initializer_range=0.1)) for arch in ARCHES}
+
+
+@pytest.fixture(scope="session")
+def lvlms(model_dirs) -> dict[str, illava.LVLM]:
+    return {arch: illava.load(path, device="cpu", dtype="fp32") for arch, path in model_dirs.items()}
+
+
+@pytest.fixture(params=ARCHES)
+def lvlm(request, lvlms) -> illava.LVLM:
+    return lvlms[request.param]
+
+
+@pytest.fixture(scope="session")
+def qwen25(lvlms) -> illava.LVLM:
+    return lvlms["qwen2_5_vl"]
+
+
+def random_image(seed: int, height: int, width: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    """Three images of different sizes and aspect ratios."""
+    return [random_image(1, 224, 280), random_image(2, 168, 336), random_image(3, 252, 196)]
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.inference_mode():
+        yield

@@ -1,0 +1,110 @@
+"""With merging on: counts follow the config, and cached decoding equals a fresh recomputation."""
+
+import pytest
+import torch
+
+import illava
+from helpers import illava_generate
+from illava import MergeConfig
+from illava.llm_stage import Stage2, installed
+from illava.pipeline import build_inputs
+
+STAGE1 = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=2)
+BOTH = MergeConfig(stage1_layers=(1, 3), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5, stage2_recycled=1)
+STAGE2_TWICE = MergeConfig(stage2_layers=(1, 3), stage2_keep=0.3, stage2_recycled=2)
+STEPS = 6
+PROMPTS = ("Describe both pictures in detail.", "What differs between them?", "List every object.", "Tell a story.")
+
+
+def test_token_counts_follow_the_config(lvlm, images):
+    config = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.25)
+    visuals = illava.encode(lvlm, images[:2], config)
+    for item in visuals.items:
+        assert item.tokens_kept == round(item.tokens_full * 0.5)
+        assert item.trace.counts(1)["kept"] + item.trace.counts(1)["recycled"] == item.tokens_kept
+    result = illava.generate(lvlm, visuals, "Compare them.", config, illava.GenerationOptions(max_new_tokens=2))
+    tokens = result.stats[0]["visual_tokens"]
+    assert tokens["vit_input"] == sum(item.patches for item in visuals.items)
+    assert tokens["llm_input_full"] == sum(item.tokens_full for item in visuals.items)
+    assert tokens["llm_input"] == tokens["vit_output"] == sum(item.tokens_kept for item in visuals.items)
+    assert tokens["llm_after_stage2"] == round(tokens["llm_input"] * 0.25)
+    traces = result.traces[0]
+    kept_after_both = sum(t.counts(2)["kept"] + t.counts(2)["recycled"] for t in traces)
+    assert kept_after_both == tokens["llm_after_stage2"]
+
+
+def _extended_inputs(lvlm, requests, generated):
+    """The reduced prompt followed by the generated tokens, with positions continuing by one."""
+    inputs = build_inputs(lvlm, requests)
+    ids = torch.cat([inputs["input_ids"], generated], dim=1)
+    steps = generated.shape[1]
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(generated)], dim=1)
+    types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(generated)], dim=1)
+    positions = inputs["position_ids"]
+    more = positions[..., -1:] + torch.arange(1, steps + 1)
+    positions = torch.cat([positions, more], dim=-1)
+    return inputs, dict(
+        input_ids=ids,
+        attention_mask=mask,
+        mm_token_type_ids=types,
+        position_ids=positions,
+        mm_encoder_outputs=inputs["mm_encoder_outputs"],
+        use_cache=False,
+    )
+
+
+@pytest.mark.parametrize("config", [STAGE1, BOTH, STAGE2_TWICE], ids=["stage1", "both", "stage2-twice"])
+def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, images, config):
+    # Random weights can emit the end token early; take the first prompt that decodes every step.
+    for prompt in PROMPTS:
+        requests = [([images[0], images[1]], prompt)]
+        result = illava_generate(lvlm, requests, config, max_new_tokens=STEPS)
+        if len(result.ids[0]) == STEPS:
+            break
+    assert len(result.ids[0]) == STEPS, "every prompt stopped early"
+    visuals = illava.encode(lvlm, requests[0][0], config)
+    generated = torch.tensor([result.ids[0][:-1]])
+    batch = [(visuals.items, requests[0][1])]
+    prompt, fresh = _extended_inputs(lvlm, batch, generated)
+    n = prompt["input_ids"].shape[1]
+    stage2 = None
+    if config.stage2_active:
+        visual_mask = fresh["mm_token_type_ids"] != 0
+        stage2 = Stage2(lvlm.backbone, config, visual_mask, score_position=n - 1)
+    with installed(lvlm.backbone, stage2):
+        logits = lvlm.model(**fresh).logits[0, -STEPS:]
+    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
+    if stage2 is not None:
+        assert stage2.record.visual_after[0] < prompt["mm_token_type_ids"].bool().sum()
+
+
+def test_stage1_keeping_everything_equals_stage2_alone(lvlm, images):
+    requests = [([images[2]], "What do you see?")]
+    stage2_only = MergeConfig(stage2_layers=(2,), stage2_keep=0.4)
+    with_stage1 = stage2_only.with_(stage1_layers=(2,), stage1_keep=1.0)
+    a = illava_generate(lvlm, requests, stage2_only)
+    b = illava_generate(lvlm, requests, with_stage1)
+    assert a.ids == b.ids
+    assert torch.equal(a.logits[0], b.logits[0])
+
+
+def test_a_sample_gives_the_same_result_alone_and_in_a_batch(lvlm, images):
+    first = ([images[0]], "Describe the picture.")
+    second = ([images[1], images[2]], "Which of these two is more colourful? Explain.")
+    alone = illava_generate(lvlm, [first], BOTH)
+    alone_second = illava_generate(lvlm, [second], BOTH)
+    batched = illava_generate(lvlm, [second, first], BOTH)
+    assert batched.ids[1] == alone.ids[0]
+    assert batched.ids[0] == alone_second.ids[0]
+    # A batch decodes until its longest row ends, so compare the steps each sample ran alone.
+    for got, want in ((batched.logits[1], alone.logits[0]), (batched.logits[0], alone_second.logits[0])):
+        torch.testing.assert_close(got[: want.shape[0]], want, rtol=0, atol=1e-4)
+    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+
+
+def test_merging_changes_the_output(qwen25, images):
+    """Guards the tests above against a merger that silently does nothing."""
+    requests = [([images[0]], "What is this?")]
+    off = illava_generate(qwen25, requests, MergeConfig())
+    on = illava_generate(qwen25, requests, BOTH)
+    assert not torch.allclose(off.logits[0], on.logits[0])
