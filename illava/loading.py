@@ -135,7 +135,7 @@ def load(
             use_safetensors=not allow_pickle,
         )
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
     model = model.to(torch_device).eval()

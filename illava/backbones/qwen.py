@@ -106,7 +106,7 @@ class QwenVLBackbone(Backbone):
             if check_interrupt is not None:
                 check_interrupt()
             if index in targets:
-                scores = self._group_scores(visual.blocks[index - 1], block_input, (cos, sin), cu_full, config.score_chunk)
+                scores = self.group_scores(visual.blocks[index - 1], block_input, (cos, sin), cu_full, config.score_chunk)
                 keep_index, hidden, status = _reduce_segments(
                     hidden, scores, groups, cu_full, unit, targets[index], config, status
                 )
@@ -130,7 +130,7 @@ class QwenVLBackbone(Backbone):
         raster_order = torch.argsort(groups.raster)
         return _split_items(merged[raster_order], groups.raster[raster_order], grid_thw, unit, status)
 
-    def _group_scores(self, block, block_input, rotary, cu_seqlens, chunk) -> torch.Tensor:
+    def group_scores(self, block, block_input, rotary, cu_seqlens, chunk) -> torch.Tensor:
         """Attention received by each merge group in ``block``, over its whole frame (not its window)."""
         attn = block.attn
         x = block.norm1(block_input)

@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import illava
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "illava", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_caption_json_matches_the_library(model_dirs, images, tmp_path, qwen25):
+    paths = []
+    for i, image in enumerate(images[:2]):
+        paths += ["--image", str(tmp_path / f"{i}.png")]
+        image.save(tmp_path / f"{i}.png")
+    done = run_cli(
+        "caption", "--model", model_dirs["qwen2_5_vl"], *paths, "--prompt", "Compare them.",
+        "--stage1-layer", "2", "--stage1-keep", "0.5", "--stage2-layer", "2", "--stage2-keep", "0.5",
+        "--max-new-tokens", "5", "--dtype", "fp32", "--device", "cpu", "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    tokens = record["stats"]["visual_tokens"]
+    assert set(tokens) == {"vit_input", "vit_output", "llm_input", "llm_after_stage2", "llm_input_full"}
+    assert tokens["vit_output"] < tokens["llm_input_full"] and tokens["llm_after_stage2"] < tokens["llm_input"]
+    assert record["stats"]["prefill_s"] > 0 and record["stats"]["decode_s"] >= 0
+    config = illava.MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.5)
+    visuals = illava.encode(qwen25, [str(tmp_path / "0.png"), str(tmp_path / "1.png")], config)
+    expected = illava.generate(qwen25, visuals, "Compare them.", config, illava.GenerationOptions(max_new_tokens=5))
+    assert record["ids"] == expected.ids[0]
+    assert record["text"] == expected.texts[0]
+
+
+def test_presets_and_errors(model_dirs, images, tmp_path):
+    images[0].save(tmp_path / "a.png")
+    done = run_cli("caption", "--model", model_dirs["qwen2_vl"], "--image", str(tmp_path / "a.png"),
+                   "--preset", "fast", "--max-new-tokens", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    tokens = json.loads(done.stdout.strip().splitlines()[-1])["stats"]["visual_tokens"]
+    assert tokens["llm_after_stage2"] < tokens["llm_input_full"]
+    missing = run_cli("caption", "--model", str(tmp_path / "none"), "--image", str(tmp_path / "a.png"))
+    assert missing.returncode == 2 and "does not exist: check the path" in missing.stderr
+    bad = run_cli("caption", "--model", model_dirs["qwen2_vl"], "--image", str(tmp_path / "a.png"), "--stage2-keep", "2")
+    assert bad.returncode == 2 and "stage2_keep must be in (0, 1]" in bad.stderr
