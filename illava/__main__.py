@@ -12,14 +12,17 @@ from .config import PRESETS, MergeConfig, preset
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illava", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    caption = commands.add_parser("caption", help="answer a prompt about one or more images")
+    caption = commands.add_parser("caption", help="answer a prompt about images and/or a video")
     caption.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
-    caption.add_argument("--image", action="append", required=True, help="image file; repeat for several images")
+    caption.add_argument("--image", action="append", default=None, help="image file; repeat for several images")
+    caption.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
+    caption.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
+    caption.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
     caption.add_argument("--prompt", default="Describe this image.")
     caption.add_argument("--system-prompt", default=None)
     _merge_arguments(caption)
     _runtime_arguments(caption)
-    caption.add_argument("--per-image", action="store_true", help="one answer per image instead of one for all")
+    caption.add_argument("--per-image", action="store_true", help="one answer per input instead of one for all")
     caption.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     demo = commands.add_parser("demo", help="run the demo: merging off and on, side by side")
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
@@ -73,9 +76,11 @@ def merge_config(args: argparse.Namespace, vit_depth: int, llm_depth: int) -> Me
 def _caption(args: argparse.Namespace) -> int:
     from . import GenerationOptions, encode, generate, load
 
+    if not args.image and not args.video:
+        raise ValueError("give at least one --image or a --video")
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
     config = merge_config(args, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
-    visuals = encode(lvlm, args.image, config)
+    visuals = encode(lvlm, args.image, config, video=args.video, fps=args.fps, max_frames=args.max_frames)
     result = generate(
         lvlm,
         visuals,

@@ -16,13 +16,12 @@ def to_pil_images(images: Any) -> list[Image.Image]:
     Accepts PIL images, file paths, HxWxC uint8/float arrays, and (B, H, W, C) float tensors in 0..1
     (ComfyUI's IMAGE). Raises ValueError naming what is wrong with an input.
     """
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        return [_tensor_image(frame, f"image {i}") for i, frame in enumerate(images)]
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [_array_image(frame, f"image {i}") for i, frame in enumerate(images)]
-    if isinstance(images, (Image.Image, str, Path, np.ndarray, torch.Tensor)):
-        images = [images]
-    out = [_one_image(image, f"image {i}") for i, image in enumerate(_as_list(images))]
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        out = [_one_image(frame, f"image {i}") for i, frame in enumerate(images)]
+    else:
+        if isinstance(images, (Image.Image, str, Path, np.ndarray, torch.Tensor)):
+            images = [images]
+        out = [_one_image(image, f"image {i}") for i, image in enumerate(_as_list(images))]
     if not out:
         raise ValueError("no images given: pass at least one image")
     return out

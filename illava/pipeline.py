@@ -13,20 +13,30 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .backbones import Backbone
+from .backbones.base import EncodedVision
 from .config import MergeConfig
 from .llm_stage import Stage2, installed
 from .loading import LVLM
 from .media import to_pil_images
 from .trace import ItemTrace, stage1_trace
+from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
+from .video import preprocess as preprocess_video
 
+TokenCallback = Callable[[int, int, list], None]
 PREVIEW_SIDE = 512
+VIDEO_PREVIEW_SIDE = 256
 
 
 @dataclass(frozen=True)
 class VisualItem:
-    """One encoded image or video: LLM-ready tokens after stage 1 and where they came from."""
+    """One encoded image or video: LLM-ready tokens after stage 1 and where they came from.
+
+    grid_thw is the patch grid (temporal groups, rows, columns); preview holds one small RGB frame
+    per temporal group (one for an image) as the encoder saw it, for drawing token maps.
+    """
 
     kind: str
     grid_thw: tuple[int, int, int]
@@ -84,52 +94,82 @@ def encode(
     images: Any = None,
     config: MergeConfig | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    video: Any = None,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    video_fps: float | None = None,
 ) -> VisualTokens:
-    """Run the vision encoder with stage 1 over one or more images (all for one prompt)."""
+    """Run the vision encoder with stage 1 over the images and/or the video of one prompt.
+
+    ``video`` is a file path (decoded with decord), a ComfyUI VIDEO or a (T, H, W, C) frame stack
+    (``video_fps`` gives a stack's frame rate); ``fps`` and ``max_frames`` choose the sampled frames.
+    Images come first in the prompt, then the video.
+    """
     config = config or MergeConfig()
     config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
-    pil_images = to_pil_images(images)
-    processed = lvlm.processor.image_processor(images=pil_images, return_tensors="pt")
-    pixel_values = processed["pixel_values"].to(lvlm.device)
-    grid_thw = processed["image_grid_thw"].to(lvlm.device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        encoded = _run_encoder(lvlm.backbone, pixel_values, grid_thw, config, check_interrupt)
-    _synchronize(lvlm.device)
-    vit_s = time.perf_counter() - start
-    merge = lvlm.backbone.visual.spatial_merge_size
-    items = []
-    for i, image in enumerate(pil_images):
-        t, h, w = (int(v) for v in grid_thw[i].tolist())
-        grid = (t, h // merge, w // merge)
-        items.append(
-            VisualItem(
-                kind="image",
-                grid_thw=(t, h, w),
-                features=encoded.features[i],
-                kept_groups=encoded.kept_groups[i],
-                trace=stage1_trace("image", grid, encoded.stage1_status[i]),
-                preview=_preview(image, (h * 14, w * 14)),
-            )
-        )
+    if images is None and video is None:
+        raise ValueError("nothing to encode: give at least one image or a video")
+    items: list[VisualItem] = []
+    vit_s = 0.0
+    if images is not None:
+        pil_images = to_pil_images(images)
+        processed = lvlm.processor.image_processor(images=pil_images, return_tensors="pt")
+        encoded, seconds = _timed_encoder(lvlm, processed["pixel_values"], processed["image_grid_thw"], "image", config, check_interrupt)
+        vit_s += seconds
+        for i, image in enumerate(pil_images):
+            grid = tuple(int(v) for v in processed["image_grid_thw"][i].tolist())
+            preview = _preview(image, (grid[1] * 14, grid[2] * 14))
+            items.append(_item("image", grid, encoded, i, preview[None], lvlm))
+    if video is not None:
+        frames = load_video(video, fps, max_frames, video_fps)
+        processed = preprocess_video(lvlm.processor.video_processor, frames)
+        grid_thw = processed["video_grid_thw"]
+        encoded, seconds = _timed_encoder(lvlm, processed["pixel_values_videos"], grid_thw, "video", config, check_interrupt)
+        vit_s += seconds
+        grid = tuple(int(v) for v in grid_thw[0].tolist())
+        temporal = getattr(lvlm.processor.video_processor, "temporal_patch_size", 2)
+        group_frames = frames.pixels[::temporal]
+        preview = np.stack([_preview(Image.fromarray(f), (grid[1] * 14, grid[2] * 14), VIDEO_PREVIEW_SIDE) for f in group_frames])
+        items.append(_item("video", grid, encoded, 0, preview, lvlm, second_per_grid=temporal / frames.fps))
     return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
 
 
-def _run_encoder(backbone: Backbone, pixel_values, grid_thw, config: MergeConfig, check_interrupt):
-    from .backbones.base import EncodedVision
+def _timed_encoder(lvlm: LVLM, pixel_values, grid_thw, kind: str, config: MergeConfig, check_interrupt):
+    start = time.perf_counter()
+    with torch.inference_mode():
+        encoded = _run_encoder(lvlm.backbone, pixel_values.to(lvlm.device), grid_thw.to(lvlm.device), kind, config, check_interrupt)
+    _synchronize(lvlm.device)
+    return encoded, time.perf_counter() - start
 
+
+def _item(kind: str, grid_thw, encoded, index: int, preview: np.ndarray, lvlm: LVLM, second_per_grid=None) -> VisualItem:
+    merge = lvlm.backbone.visual.spatial_merge_size
+    t, h, w = grid_thw
+    grid = (t, h // merge, w // merge)
+    return VisualItem(
+        kind=kind,
+        grid_thw=grid_thw,
+        features=encoded.features[index],
+        kept_groups=encoded.kept_groups[index],
+        trace=stage1_trace(kind, grid, encoded.stage1_status[index]),
+        preview=preview,
+        second_per_grid=second_per_grid,
+    )
+
+
+def _run_encoder(backbone: Backbone, pixel_values, grid_thw, kind: str, config: MergeConfig, check_interrupt):
     if config.stage1_active:
         return backbone.encode_vision(pixel_values, grid_thw, config, check_interrupt)
-    features = backbone.stock_features(pixel_values, grid_thw, "image")
+    features = backbone.stock_features(pixel_values, grid_thw, kind)
     kept = tuple(torch.arange(f.shape[0], device=f.device) for f in features)
     status = tuple(torch.ones(f.shape[0], dtype=torch.int8) for f in features)
     return EncodedVision(features=features, kept_groups=kept, stage1_status=status)
 
 
-def _preview(image, size_hw: tuple[int, int]) -> np.ndarray:
-    """The image as the encoder saw it (resized to its patch grid), at most PREVIEW_SIDE pixels a side."""
+def _preview(image, size_hw: tuple[int, int], side: int = PREVIEW_SIDE) -> np.ndarray:
+    """The image as the encoder saw it (resized to its patch grid), at most ``side`` pixels a side."""
     h, w = size_hw
-    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    scale = min(1.0, side / max(h, w))
     return np.asarray(image.resize((max(1, round(w * scale)), max(1, round(h * scale)))).convert("RGB"))
 
 
@@ -166,10 +206,18 @@ def generate(
     options: GenerationOptions | None = None,
     system_prompt: str | None = None,
     per_item: bool = False,
-    on_token: Callable[[int, int], None] | None = None,
+    on_token: TokenCallback | None = None,
     return_logits: bool = False,
 ) -> Generation:
-    """Answer ``prompt`` about ``visuals``: one prompt with every item, or one prompt per item (``per_item``)."""
+    """Answer ``prompt`` about ``visuals``: one prompt with every item, or one prompt per item (``per_item``).
+
+    ``on_token(step, total, new_ids)`` is called after each generated token with the new token id of
+    every prompt; an exception raised there stops generation and leaves the model as it was.
+    """
+    if visuals.model_id != lvlm.model_id:
+        raise ValueError(
+            "these visual tokens were encoded by another model (or dtype or device): encode them again with this one"
+        )
     if per_item:
         requests = [((item,), prompt) for item in visuals.items]
     else:
@@ -183,7 +231,7 @@ def generate_batch(
     config: MergeConfig | None = None,
     options: GenerationOptions | None = None,
     system_prompt: str | None = None,
-    on_token: Callable[[int, int], None] | None = None,
+    on_token: TokenCallback | None = None,
     return_logits: bool = False,
     vit_s: float = 0.0,
 ) -> Generation:
@@ -197,9 +245,8 @@ def generate_batch(
     for items, prompt in requests:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: write a question or instruction for the model")
-        for item in items:
-            if item.features.device != lvlm.device and item.features.device.type != lvlm.device.type:
-                raise ValueError("these visual tokens were encoded on another device; encode them again with this model")
+        if not items:
+            raise ValueError("no visual inputs: encode at least one image or video for every prompt")
     inputs = build_inputs(lvlm, requests, system_prompt)
     stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
     clock = _Clock(options.max_new_tokens, on_token, lvlm.device)
@@ -379,7 +426,7 @@ def _synchronize(device: torch.device) -> None:
 class _Clock:
     """A stopping criterion that never stops: it times prefill and decode and reports each token."""
 
-    def __init__(self, total: int, on_token: Callable[[int, int], None] | None, device: torch.device) -> None:
+    def __init__(self, total: int, on_token: TokenCallback | None, device: torch.device) -> None:
         self.total = total
         self.on_token = on_token
         self.device = device
@@ -399,7 +446,7 @@ class _Clock:
             self.t_first = time.perf_counter()
         self.steps += 1
         if self.on_token is not None:
-            self.on_token(self.steps, self.total)
+            self.on_token(self.steps, self.total, input_ids[:, -1].tolist())
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     @property

@@ -58,12 +58,34 @@ def side_by_side(panels: list[np.ndarray], gap: int = 6) -> np.ndarray:
     return canvas
 
 
-def trace_figure(trace: ItemTrace, image: np.ndarray) -> np.ndarray:
-    """The image, its stage-1 map and (when present) its after-stage-2 map, side by side."""
-    panels = [image, stage_maps(trace, image, 1)[0]]
-    if trace.stage2 is not None:
-        panels.append(stage_maps(trace, image, 2)[0])
-    return side_by_side(panels)
+def stacked(rows: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Rows joined top to bottom with a white gap."""
+    width = max(row.shape[1] for row in rows)
+    height = sum(row.shape[0] for row in rows) + gap * (len(rows) - 1)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    y = 0
+    for row in rows:
+        canvas[y : y + row.shape[0], : row.shape[1]] = row
+        y += row.shape[0] + gap
+    return canvas
+
+
+def trace_figure(trace: ItemTrace, frames: np.ndarray, columns: int = 2) -> np.ndarray:
+    """Per temporal group: the frame, its stage-1 map and (when present) its after-stage-2 map.
+
+    frames: (t, h, w, 3), one frame per temporal group of ``trace`` (t = 1 for an image). Groups are
+    laid out ``columns`` to a row.
+    """
+    if len(frames) != trace.grid[0]:
+        raise ValueError(f"the trace has {trace.grid[0]} temporal groups but {len(frames)} frames were given")
+    triplets = []
+    for t, frame in enumerate(frames):
+        panels = [frame, token_map(frame, trace.stage1[t])]
+        if trace.stage2 is not None:
+            panels.append(token_map(frame, trace.stage2[t]))
+        triplets.append(side_by_side(panels))
+    rows = [side_by_side(triplets[i : i + columns], gap=18) for i in range(0, len(triplets), columns)]
+    return stacked(rows, gap=18)
 
 
 def save_png(array: np.ndarray, path) -> None:

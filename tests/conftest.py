@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import illava
+from helpers import write_video
 from illava.synthetic import build_model_folder
 
 ARCHES = ("qwen2_5_vl", "qwen2_vl")
@@ -54,3 +55,8 @@ def images() -> list[Image.Image]:
 def _no_grad():
     with torch.inference_mode():
         yield
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory) -> str:
+    return write_video(tmp_path_factory.mktemp("video") / "moving.mp4")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import illava
@@ -40,3 +41,23 @@ def illava_generate(lvlm, requests, config, max_new_tokens: int = 6, **kwargs):
         batch.append((visuals.items, prompt))
     options = illava.GenerationOptions(max_new_tokens=max_new_tokens)
     return illava.generate_batch(lvlm, batch, config, options, return_logits=True, **kwargs)
+
+
+def write_video(path, frames: int = 20, height: int = 112, width: int = 140, fps: int = 10) -> str:
+    """An MP4 of a yellow square moving right over a dark red background, encoded with PyAV."""
+    import av
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for i in range(frames):
+        image = np.zeros((height, width, 3), np.uint8)
+        image[..., 0] = 60
+        x = (5 + i * 4) % (width - 30)
+        image[20:50, x : x + 30] = (255, 255, 0)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return str(path)

@@ -43,3 +43,13 @@ def test_presets_and_errors(model_dirs, images, tmp_path):
     assert missing.returncode == 2 and "does not exist: check the path" in missing.stderr
     bad = run_cli("caption", "--model", model_dirs["qwen2_vl"], "--image", str(tmp_path / "a.png"), "--stage2-keep", "2")
     assert bad.returncode == 2 and "stage2_keep must be in (0, 1]" in bad.stderr
+
+
+def test_caption_a_video(model_dirs, video_file):
+    done = run_cli("caption", "--model", model_dirs["qwen2_5_vl"], "--video", video_file, "--fps", "4",
+                   "--preset", "paper-video", "--max-new-tokens", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    tokens = json.loads(done.stdout.strip().splitlines()[-1])["stats"]["visual_tokens"]
+    assert tokens["llm_input_full"] == 80 and tokens["llm_after_stage2"] < tokens["llm_input"] < 80
+    nothing = run_cli("caption", "--model", model_dirs["qwen2_5_vl"])
+    assert nothing.returncode == 2 and "give at least one --image or a --video" in nothing.stderr

@@ -29,9 +29,10 @@ def test_maps_follow_the_trace_of_a_real_run(qwen25, images):
     stage2_kept = np.isin(trace.stage2, [KEPT, RECYCLED]).sum()
     assert stage1_kept == visuals.items[0].tokens_kept and stage2_kept < stage1_kept
     preview = visuals.items[0].preview
+    assert preview.shape[0] == 1
     figure = trace_figure(trace, preview)
-    assert figure.shape[0] == preview.shape[0] and figure.shape[1] > 3 * preview.shape[1]
-    first, second = stage_maps(trace, preview, 1)[0], stage_maps(trace, preview, 2)[0]
+    assert figure.shape[0] == preview.shape[1] and figure.shape[1] > 3 * preview.shape[2]
+    first, second = stage_maps(trace, preview[0], 1)[0], stage_maps(trace, preview[0], 2)[0]
     assert first.mean() > second.mean()
 
 

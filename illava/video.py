@@ -1,0 +1,170 @@
+"""Video inputs: decord-decoded files, ComfyUI VIDEO objects and frame stacks, sampled by fps.
+
+Only the sampled frames are ever decoded, into one uint8 array; everything downstream works from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 32
+DECODE_CHUNK = 8
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Sampled frames (T, H, W, 3) uint8, the rate they were sampled at, and their source times."""
+
+    pixels: np.ndarray
+    fps: float
+    timestamps: tuple[float, ...]
+
+
+def sample_indices(total: int, source_fps: float, fps: float, max_frames: int) -> np.ndarray:
+    """Evenly spaced frame indices: ``fps`` per second of video, at most ``max_frames``, at least one."""
+    if total < 1:
+        raise ValueError("the video has no frames: check that the file is a complete video")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    duration = total / source_fps if source_fps > 0 else total / DEFAULT_FPS
+    count = max(1, min(max_frames, total, math.floor(duration * fps + 1e-6) or 1))
+    return np.minimum(((np.arange(count) + 0.5) * total / count).astype(np.int64), total - 1)
+
+
+def load_video(source: Any, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES, source_fps: float | None = None) -> Frames:
+    """Sample frames from a file path, a ComfyUI VIDEO, or a (T, H, W, C) frame stack.
+
+    ``source_fps`` gives the frame rate of a frame stack (it has none of its own; default 24).
+    """
+    if isinstance(source, (str, Path)):
+        return _from_file(Path(source), fps, max_frames)
+    if hasattr(source, "get_components") or hasattr(source, "get_stream_source"):
+        return _from_comfy_video(source, fps, max_frames)
+    if isinstance(source, (np.ndarray, torch.Tensor)) or isinstance(source, (list, tuple)):
+        return _from_stack(source, fps, max_frames, source_fps or 24.0)
+    raise ValueError(
+        f"unsupported video input {type(source).__name__}: give a file path, a ComfyUI VIDEO or a frame stack"
+    )
+
+
+def _decord():
+    try:
+        import decord
+    except ImportError:
+        raise ValueError(
+            "reading video files needs decord: pip install decord (or decord2 where no decord wheel exists)"
+        ) from None
+    return decord
+
+
+def _from_file(path: Path, fps: float, max_frames: int) -> Frames:
+    if not path.is_file():
+        raise ValueError(f"video file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"video file {str(path)!r} is empty")
+    decord = _decord()
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        total = len(reader)
+        source_fps = float(reader.get_avg_fps() or 0.0)
+    except Exception as error:  # noqa: BLE001 - decord raises its own error types for broken files
+        raise ValueError(f"could not read {str(path)!r} as a video ({str(error).splitlines()[0][:200]})") from None
+    return _sampled(reader, total, source_fps, fps, max_frames, str(path))
+
+
+def _sampled(reader, total: int, source_fps: float, fps: float, max_frames: int, name: str) -> Frames:
+    indices = sample_indices(total, source_fps, fps, max_frames)
+    pixels = None
+    try:
+        # Decoding a few frames at a time into one array keeps a single full copy of the clip.
+        for start in range(0, len(indices), DECODE_CHUNK):
+            batch = reader.get_batch(indices[start : start + DECODE_CHUNK].tolist()).asnumpy()
+            if pixels is None:
+                pixels = np.empty((len(indices), *batch.shape[1:]), dtype=np.uint8)
+            pixels[start : start + len(batch)] = batch
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"could not decode frames of {name} ({str(error).splitlines()[0][:200]})") from None
+    rate = source_fps if source_fps > 0 else DEFAULT_FPS
+    sampled_fps = len(indices) / (total / rate)
+    return Frames(pixels, sampled_fps, tuple(float(i) / rate for i in indices))
+
+
+def _from_comfy_video(video: Any, fps: float, max_frames: int) -> Frames:
+    source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return _from_file(Path(source), fps, max_frames)
+    components = video.get_components()
+    rate = float(components.frame_rate)
+    return _from_stack(components.images, fps, max_frames, rate)
+
+
+def _from_stack(frames: Any, fps: float, max_frames: int, source_fps: float) -> Frames:
+    total = len(frames)
+    indices = sample_indices(total, source_fps, fps, max_frames)
+    picked = [_frame_uint8(frames[int(i)], int(i)) for i in indices]
+    shapes = {frame.shape for frame in picked}
+    if len(shapes) != 1:
+        raise ValueError(f"all frames of a video must have one size, got {sorted(shapes)}")
+    sampled_fps = len(indices) / (total / source_fps)
+    return Frames(np.stack(picked), sampled_fps, tuple(float(i) / source_fps for i in indices))
+
+
+def _frame_uint8(frame: Any, index: int) -> np.ndarray:
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu().numpy()
+    if not hasattr(frame, "shape"):
+        frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"frame {index}: expected H x W x C with 1, 3 or 4 channels, got shape {tuple(frame.shape)}")
+    if frame.dtype != np.uint8:
+        values = frame.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError(f"frame {index} contains NaN or infinite values")
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        frame = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
+    if frame.shape[-1] == 1:
+        frame = np.repeat(frame, 3, axis=-1)
+    return frame[..., :3]
+
+
+def preprocess(video_processor, frames: Frames, chunk_frames: int = 8) -> dict[str, torch.Tensor]:
+    """``pixel_values_videos`` and ``video_grid_thw`` for one clip, processed a few frames at a time.
+
+    Frames are resized and patchified independently, so chunking gives the same values as one call
+    while only a chunk's float intermediates exist at once. The per-frame pixel cap of Qwen's
+    reference preprocessing depends on the clip's length, so it is computed once for the whole clip.
+    """
+    temporal = video_processor.temporal_patch_size
+    factor = video_processor.patch_size * video_processor.merge_size
+    size = dict(video_processor.size)
+    total_pixels = int(video_processor.max_video_tokens * factor * factor * 0.9)
+    capped = min(size["longest_edge"], total_pixels * temporal // len(frames.pixels))
+    size["longest_edge"] = max(capped, int(size["shortest_edge"] * 1.05))
+    chunk = max(temporal, chunk_frames // temporal * temporal)
+    groups = math.ceil(len(frames.pixels) / temporal)
+    pixel_values = grid = None
+    row = 0
+    for start in range(0, len(frames.pixels), chunk):
+        out = video_processor(
+            videos=[frames.pixels[start : start + chunk]],
+            return_tensors="pt",
+            do_sample_frames=False,
+            size=size,
+            cap_pixels_per_frame=False,
+        )
+        part, (t, h, w) = out["pixel_values_videos"], out["video_grid_thw"][0].tolist()
+        if pixel_values is None:
+            grid = (groups, h, w)
+            pixel_values = torch.empty(groups * h * w, part.shape[1], dtype=part.dtype)
+        pixel_values[row : row + len(part)] = part
+        row += len(part)
+    return {"pixel_values_videos": pixel_values, "video_grid_thw": torch.tensor([grid])}
