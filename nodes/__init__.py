@@ -1,0 +1,29 @@
+"""The ComfyUI nodes of iLLaVA: thin wrappers that turn node inputs into library calls."""
+
+from . import comfy_compat
+from .config import MergeConfigNode
+from .encode import EncodeImage
+from .encode_video import EncodeVideo
+from .generate import Generate
+from .load import LoadLVLM
+from .preview import PreviewTokens
+
+comfy_compat.register_model_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "iLLaVA_LoadLVLM": LoadLVLM,
+    "iLLaVA_MergeConfig": MergeConfigNode,
+    "iLLaVA_EncodeImage": EncodeImage,
+    "iLLaVA_EncodeVideo": EncodeVideo,
+    "iLLaVA_Generate": Generate,
+    "iLLaVA_PreviewTokens": PreviewTokens,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "iLLaVA_LoadLVLM": "Load LVLM (iLLaVA)",
+    "iLLaVA_MergeConfig": "iLLaVA Merge Config",
+    "iLLaVA_EncodeImage": "Encode Image (iLLaVA)",
+    "iLLaVA_EncodeVideo": "Encode Video (iLLaVA)",
+    "iLLaVA_Generate": "Generate (iLLaVA)",
+    "iLLaVA_PreviewTokens": "Preview Retained Tokens (iLLaVA)",
+}

@@ -1,0 +1,91 @@
+"""iLLaVA Merge Config: a preset or every MergeConfig knob, checked when the prompt is queued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..illava import PRESETS, LVLM, MergeConfig, preset
+from ..illava.config import RECYCLE_WEIGHTINGS
+
+# Menu label -> library preset name; "custom" uses the knobs as written.
+PRESET_CHOICES = {"off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None}
+CUSTOM_DEFAULTS = PRESETS["paper-image"]
+
+
+@dataclass(frozen=True)
+class MergeChoice:
+    """What the config node outputs: a named preset (scaled to the model when used) or a custom config.
+
+    Preset layers are written for Qwen2.5-VL-7B; ``resolve`` moves them to the same relative depth of
+    the loaded model. Custom layers are used as written and checked against the model.
+    """
+
+    preset_name: str | None
+    config: MergeConfig
+
+    def resolve(self, lvlm: LVLM) -> MergeConfig:
+        """The config for this model; a layer past the model's depth is a clear error."""
+        if self.preset_name is None:
+            config = self.config
+        else:
+            config = preset(self.preset_name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+        config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+        return config
+
+
+def build_choice(preset: str = "custom", **knobs: Any) -> MergeChoice:
+    """The node's output for these widget values; raises ValueError naming the bad field."""
+    if preset not in PRESET_CHOICES:
+        raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
+    name = PRESET_CHOICES[preset]
+    if name is not None:
+        return MergeChoice(name, PRESETS[name])
+    values = {**CUSTOM_DEFAULTS.to_dict(), **knobs}
+    return MergeChoice(None, MergeConfig.from_dict(values))
+
+
+def _layers_text(layers: tuple[int, ...]) -> str:
+    return ",".join(str(layer) for layer in layers)
+
+
+class MergeConfigNode:
+    """Chooses how many visual tokens iLLaVA keeps in the vision encoder (stage 1) and the LLM (stage 2)."""
+
+    CATEGORY = "iLLaVA"
+    FUNCTION = "build"
+    RETURN_TYPES = ("ILLAVA_CONFIG",)
+    RETURN_NAMES = ("config",)
+    OUTPUT_TOOLTIPS = ("The merge settings, for Encode Image (stage 1) and Generate (stage 2).",)
+    DESCRIPTION = (
+        "Named presets are written for Qwen2.5-VL-7B and scaled to the loaded model's depth when used; "
+        "the knobs below apply only with preset = custom, where layers are used exactly as written."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        d = CUSTOM_DEFAULTS
+        return {
+            "required": {
+                "preset": (list(PRESET_CHOICES), {"default": "paper image", "tooltip": "off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. custom: use the knobs below."}),
+                "stage1_layers": ("STRING", {"default": _layers_text(d.stage1_layers), "tooltip": "Vision-encoder blocks that merge tokens, e.g. '13,14,15,16' (0-indexed, increasing; empty = no stage 1). Custom only."}),
+                "stage1_keep": ("FLOAT", {"default": d.stage1_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of visual tokens that leave the vision encoder (recycled tokens included). Custom only."}),
+                "stage1_recycled": ("INT", {"default": d.stage1_recycled, "min": 0, "max": 64, "tooltip": "Tokens per image that absorb the discarded ones instead of dropping them. Custom only."}),
+                "stage2_layers": ("STRING", {"default": _layers_text(d.stage2_layers), "tooltip": "LLM layers before which visual tokens are pruned, e.g. '6,7,8' (empty = no stage 2). Custom only."}),
+                "stage2_keep": ("FLOAT", {"default": d.stage2_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the visual tokens entering the LLM that reach its later layers. Custom only."}),
+                "stage2_recycled": ("INT", {"default": d.stage2_recycled, "min": 0, "max": 64, "tooltip": "Tokens per prompt that absorb the pruned ones in the LLM. Custom only."}),
+                "recycle_weighting": (list(RECYCLE_WEIGHTINGS), {"default": d.recycle_weighting, "tooltip": "How discarded tokens are averaged into recycled ones: by attention score, plain mean, or as in the paper's code. Custom only."}),
+                "score_chunk": ("INT", {"default": d.score_chunk, "min": 16, "max": 65536, "tooltip": "Rows scored at once in the vision encoder: lower saves memory on large images. Custom only."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **inputs: Any) -> bool | str:
+        try:
+            build_choice(**inputs)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    def build(self, preset: str, **knobs: Any) -> tuple[MergeChoice]:
+        return (build_choice(preset, **knobs),)

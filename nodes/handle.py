@@ -1,0 +1,53 @@
+"""The ILLAVA_LVLM value: a loaded model shared between Load nodes without keeping it alive."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..illava import LVLM, load
+from . import comfy_compat
+
+
+@dataclass(frozen=True, eq=False)
+class SharedModel:
+    """One loaded model and its ComfyUI memory-management patcher (None outside ComfyUI)."""
+
+    lvlm: LVLM
+    patcher: Any
+
+
+@dataclass(frozen=True, eq=False)
+class LVLMHandle:
+    """What Load LVLM outputs: the shared model plus this node's keep_loaded choice."""
+
+    shared: SharedModel
+    keep_loaded: bool
+
+    def acquire(self) -> LVLM:
+        """The model, with its weights on the compute device (ComfyUI may have offloaded them)."""
+        comfy_compat.load_to_device(self.shared.patcher)
+        return self.shared.lvlm
+
+    def finish(self) -> None:
+        """Give the compute device back after a run when keep_loaded is off."""
+        if not self.keep_loaded:
+            comfy_compat.release(self.shared.patcher)
+
+
+# Weak values: the model lives exactly as long as some node output (ComfyUI's cache) holds a handle.
+_shared: "weakref.WeakValueDictionary[tuple, SharedModel]" = weakref.WeakValueDictionary()
+
+
+def shared_model(path: Path, device: str, dtype: str, attention: str, trust_remote_code: bool) -> SharedModel:
+    """Load the model, or reuse the one another node already loaded with the same settings."""
+    key = (str(path), dtype, device, attention)
+    found = _shared.get(key)
+    if found is not None:
+        return found
+    lvlm = load(path, device=device, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code)
+    shared = SharedModel(lvlm=lvlm, patcher=comfy_compat.manage_model(lvlm.model, lvlm.device))
+    _shared[key] = shared
+    return shared

@@ -1,0 +1,92 @@
+"""Load LVLM: a Qwen2-VL / Qwen2.5-VL folder from models/LLM or models/VLM, never downloaded."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from ..illava import ModelFolderError
+from . import comfy_compat
+from .handle import LVLMHandle, shared_model
+from .model_folders import list_models, no_models_hint, resolve_model
+
+log = logging.getLogger("illava")
+
+DEVICES = ["auto", "cuda", "cpu"]
+DTYPES = ["auto", "bf16", "fp16", "fp32"]
+ATTENTIONS = ["sdpa", "eager", "flash_attention_2"]
+
+
+class LoadLVLM:
+    """Loads a vision-language model folder into an ILLAVA_LVLM handle shared by the other nodes."""
+
+    CATEGORY = "iLLaVA"
+    FUNCTION = "load"
+    RETURN_TYPES = ("ILLAVA_LVLM",)
+    RETURN_NAMES = ("lvlm",)
+    OUTPUT_TOOLTIPS = ("The loaded model, for Encode Image and Generate.",)
+    DESCRIPTION = (
+        "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
+        "models/VLM. Nothing is downloaded. Supported: Qwen2-VL and Qwen2.5-VL."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        models = list_models() or [no_models_hint()]
+        return {
+            "required": {
+                "model": (models, {"tooltip": "A model folder under models/LLM or models/VLM (or extra_model_paths.yaml's LLM / VLM)."}),
+                "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU unless --cpu)."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."}),
+                "attention": (ATTENTIONS, {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
+                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "Off: move the weights off the GPU after each Generate (slower, frees VRAM for other models)."}),
+                "trust_remote_code": ("BOOLEAN", {"default": False, "tooltip": "Lets the model folder run its own Python code while loading. Only turn on for folders from a source you trust; the supported models do not need it."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model: str) -> bool | str:
+        try:
+            resolve_model(model)
+        except ModelFolderError as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, model: str, **_: object) -> str:
+        try:
+            folder = resolve_model(model)
+        except ModelFolderError:
+            return ""
+        files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.name.endswith(".safetensors"))
+        return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in files)
+
+    def load(self, model: str, device: str, dtype: str, attention: str, keep_loaded: bool, trust_remote_code: bool) -> tuple[LVLMHandle]:
+        folder = resolve_model(model)
+        device = _device(device)
+        try:
+            shared = shared_model(folder, device, dtype, _attention(attention, device), trust_remote_code)
+        except ModelFolderError as error:
+            raise ModelFolderError(f"Fix or replace the model folder {model!r}: {error}") from error
+        return (LVLMHandle(shared=shared, keep_loaded=keep_loaded),)
+
+
+def _device(choice: str) -> str:
+    if choice == "auto":
+        comfy_device = comfy_compat.default_device()
+        return str(comfy_device) if comfy_device is not None else "auto"
+    return choice
+
+
+def _attention(choice: str, device: str) -> str:
+    if choice != "flash_attention_2":
+        return choice
+    if importlib.util.find_spec("flash_attn") is None:
+        log.warning("iLLaVA: flash_attention_2 was chosen but the flash-attn package is not installed; using sdpa")
+        return "sdpa"
+    if device == "cpu":
+        log.warning("iLLaVA: flash_attention_2 needs a CUDA GPU; using sdpa on the CPU")
+        return "sdpa"
+    return choice
+
+

@@ -1,0 +1,82 @@
+"""Driving the nodes the way ComfyUI does, without ComfyUI installed: import, inputs, calls, workflows."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK_NAME = "illava_pack"
+
+
+def load_pack():
+    """Import the repository root as a package loaded by path, as ComfyUI imports custom_nodes/<dir>."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def widget_defaults(node_cls) -> dict:
+    """The value each widget input starts with in the UI (default, else the first combo entry)."""
+    values = {}
+    for section in ("required", "optional"):
+        for name, spec in node_cls.INPUT_TYPES().get(section, {}).items():
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(kind, list):
+                values[name] = options.get("default", kind[0])
+            elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                values[name] = options["default"]
+    return values
+
+
+def run_node(node_cls, **inputs):
+    """Call the node's FUNCTION as ComfyUI's executor does: inside inference mode, on a fresh instance."""
+    with torch.inference_mode():
+        out = getattr(node_cls(), node_cls.FUNCTION)(**inputs)
+    result = out["result"] if isinstance(out, dict) else out
+    assert isinstance(result, tuple) and len(result) == len(node_cls.RETURN_TYPES)
+    return result, (out.get("ui") if isinstance(out, dict) else None)
+
+
+class WorkflowRunner:
+    """Executes an API-format workflow node by node: constants from inputs, links from earlier outputs."""
+
+    def __init__(self, mappings: dict, extra: dict) -> None:
+        self.mappings = mappings
+        self.extra = extra
+
+    def run(self, workflow: dict) -> tuple[dict, dict]:
+        outputs: dict[str, tuple] = {}
+        ui: dict[str, dict] = {}
+        pending = dict(workflow)
+        while pending:
+            ready = [nid for nid, node in pending.items() if all(
+                not _is_link(v) or v[0] in outputs for v in node["inputs"].values())]
+            assert ready, f"workflow has a cycle or a dangling link among {sorted(pending)}"
+            for nid in ready:
+                node = pending.pop(nid)
+                cls = self.mappings.get(node["class_type"]) or self.extra[node["class_type"]]
+                kwargs = {k: outputs[v[0]][v[1]] if _is_link(v) else v for k, v in node["inputs"].items()}
+                if "unique_id" in inspect.signature(getattr(cls, cls.FUNCTION)).parameters:
+                    kwargs["unique_id"] = nid
+                validate = getattr(cls, "VALIDATE_INPUTS", None)
+                if validate is not None:
+                    names = inspect.signature(validate).parameters
+                    constants = {k: v for k, v in node["inputs"].items() if not _is_link(v)}
+                    checked = validate(**constants) if any(p.kind == p.VAR_KEYWORD for p in names.values()) else validate(
+                        **{k: constants[k] for k in names if k in constants})
+                    assert checked is True, f"node {nid} failed validation: {checked}"
+                outputs[nid], ui[nid] = run_node(cls, **kwargs)
+        return outputs, ui
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)

@@ -1,0 +1,89 @@
+"""Encode Video from a file path, a frame batch and a ComfyUI-style VIDEO object, then Generate and Preview."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes_harness import run_node, widget_defaults
+
+
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory):
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 112, 112, "yuv420p"
+    for i in range(16):
+        frame = np.full((112, 112, 3), 30, np.uint8)
+        frame[40:70, i * 5 : i * 5 + 30] = (250, 40, 40)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return str(path)
+
+
+def encode_video(mappings, lvlm, **inputs):
+    node = mappings["iLLaVA_EncodeVideo"]
+    values = {**widget_defaults(node), "lvlm": lvlm, "fps": 4.0, **inputs}
+    return run_node(node, **values)
+
+
+def paper_video(mappings):
+    node = mappings["iLLaVA_MergeConfig"]
+    (choice,), _ = run_node(node, **{**widget_defaults(node), "preset": "paper video"})
+    return choice
+
+
+def test_a_file_path_encodes_per_frame_group_and_previews_every_group(mappings, lvlm, video_path):
+    (visuals,), ui = encode_video(mappings, lvlm, path=video_path, config=paper_video(mappings))
+    item = visuals.items[0]
+    assert item.kind == "video" and item.grid_thw[0] == 4
+    assert "1 video (4 frame groups)" in ui["text"][0]
+    assert item.tokens_kept < item.tokens_full
+    generate = mappings["iLLaVA_Generate"]
+    (text, texts, stats, trace), _ = run_node(
+        generate, **{**widget_defaults(generate), "lvlm": lvlm, "visuals": visuals, "max_new_tokens": 3, "config": paper_video(mappings)}
+    )
+    assert "after stage 2" in stats
+    (maps,), preview_ui = run_node(mappings["iLLaVA_PreviewTokens"], visuals=visuals, trace=trace)
+    assert maps.shape[0] == 2 * 4, "a stage-1 and an after-stage-2 map for each frame group"
+    assert len(preview_ui["images"]) == 8
+
+
+def test_frames_and_video_objects_give_the_same_tokens_as_the_file(mappings, lvlm, video_path):
+    from illava_pack.illava.video import load_video
+
+    (from_file,), _ = encode_video(mappings, lvlm, path=video_path)
+    decoded = load_video(video_path, fps=8, max_frames=64)
+    frames = torch.from_numpy(decoded.pixels).float() / 255.0
+    (from_frames,), _ = encode_video(mappings, lvlm, frames=frames, frames_fps=8.0)
+    assert from_frames.items[0].grid_thw == from_file.items[0].grid_thw
+
+    class Components:
+        images = frames
+        frame_rate = 8.0
+
+    class InMemoryVideo:
+        def get_stream_source(self):
+            return object()
+
+        def get_components(self):
+            return Components()
+
+    (from_object,), _ = encode_video(mappings, lvlm, video=InMemoryVideo())
+    assert torch.equal(from_object.items[0].features, from_frames.items[0].features)
+
+
+def test_no_source_or_two_sources_name_the_fix(mappings, lvlm, video_path):
+    with pytest.raises(ValueError, match="^Connect a VIDEO"):
+        encode_video(mappings, lvlm)
+    with pytest.raises(ValueError, match="^Connect only one of video, frames and path"):
+        encode_video(mappings, lvlm, path=video_path, frames=torch.rand(4, 32, 32, 3))
+    with pytest.raises(ValueError, match="could not read .* as a video|is empty|does not exist"):
+        encode_video(mappings, lvlm, path=video_path + ".missing")

@@ -1,0 +1,136 @@
+"""Whole workflows: the API-format test workflow and the UI-format example workflows, run node by node."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from nodes_harness import ROOT
+
+EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
+WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+class LoadImageStandIn:
+    """Core Load Image's interface, returning a fixed 84x112 picture."""
+
+    FUNCTION = "load"
+    RETURN_TYPES = ("IMAGE", "MASK")
+
+    def load(self, image: str, upload: str = "image"):
+        generator = torch.Generator().manual_seed(len(image))
+        return torch.rand((1, 84, 112, 3), generator=generator), torch.zeros((1, 84, 112))
+
+
+def widget_names(cls) -> list[str]:
+    spec = cls.INPUT_TYPES()
+    names = []
+    for section in ("required", "optional"):
+        for name, entry in spec.get(section, {}).items():
+            if isinstance(entry[0], list) or entry[0] in WIDGET_KINDS:
+                names.append(name)
+    return names
+
+
+def runnable(api: dict) -> dict:
+    """Point an example workflow at the tiny test model and keep generation short."""
+    for node in api.values():
+        if node["class_type"] == "iLLaVA_LoadLVLM":
+            node["inputs"].update(model="tiny-qwen2_5_vl", device="cpu")
+        if node["class_type"] == "iLLaVA_Generate":
+            node["inputs"]["max_new_tokens"] = 4
+    return api
+
+
+def ui_to_api(workflow: dict, mappings: dict) -> dict:
+    """Convert a UI workflow to API format the way the frontend's graphToPrompt does for these nodes."""
+    links = {link[0]: link for link in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        inputs = {}
+        for socket in node["inputs"]:
+            if socket.get("link") is not None:
+                link = links[socket["link"]]
+                inputs[socket["name"]] = [str(link[1]), link[2]]
+        if node["type"] in mappings:
+            inputs.update(zip(widget_names(mappings[node["type"]]), node["widgets_values"]))
+        elif node["type"] == "LoadImage":
+            inputs["image"] = node["widgets_values"][0]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def test_api_workflow_runs_node_by_node(runner, api_workflow, models_root):
+    outputs, ui = runner({"LoadImage": LoadImageStandIn}).run(api_workflow("caption_api.json"))
+    text, texts, stats, trace = outputs["5"]
+    assert isinstance(text, str) and texts == [text]
+    assert "after stage 2" in stats and ui["5"]["stats"] == [stats]
+    assert ui["4"]["text"][0].startswith("1 image:")
+    (maps,) = outputs["6"]
+    assert maps.shape[0] == 2 and len(ui["6"]["images"]) == 2
+
+
+def test_invalid_config_in_a_workflow_fails_validation(runner, api_workflow, models_root):
+    workflow = api_workflow("caption_api.json")
+    workflow["2"]["inputs"].update(preset="custom", stage2_keep=0)
+    with pytest.raises(AssertionError, match="stage2_keep must be"):
+        runner({"LoadImage": LoadImageStandIn}).run(workflow)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_workflow_is_consistent(path, mappings):
+    workflow = json.loads(path.read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert any(node["type"] == "iLLaVA_Generate" for node in nodes.values())
+    for node in nodes.values():
+        cls = mappings.get(node["type"])
+        if cls is None:
+            continue
+        names = widget_names(cls)
+        assert len(node["widgets_values"]) == len(names), (node["id"], node["type"])
+        spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+        for name, value in zip(names, node["widgets_values"]):
+            if isinstance(spec[name][0], list) and name != "model":
+                assert value in spec[name][0], (node["id"], name, value)
+    for link_id, origin, slot, target, target_slot, kind in workflow["links"]:
+        source = nodes[origin]
+        assert source["outputs"][slot]["type"] == kind and link_id in source["outputs"][slot]["links"]
+        assert nodes[target]["inputs"][target_slot]["type"] == kind
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id
+        if source["type"] in mappings:
+            assert mappings[source["type"]].RETURN_TYPES[slot] == kind
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_workflow_runs(path, mappings, runner, models_root):
+    api = runnable(ui_to_api(json.loads(path.read_text()), mappings))
+    outputs, ui = runner({"LoadImage": LoadImageStandIn}).run(api)
+    generated = [nid for nid, node in api.items() if node["class_type"] == "iLLaVA_Generate"]
+    assert generated and all(ui[nid]["stats"][0].startswith("visual tokens:") for nid in generated)
+
+
+def test_ab_example_compares_merging_off_and_on(mappings, runner, models_root):
+    api = runnable(ui_to_api(json.loads((ROOT / "example_workflows" / "illava_ab_compare.json").read_text()), mappings))
+    outputs, ui = runner({"LoadImage": LoadImageStandIn}).run(api)
+    stats = {api[nid]["inputs"]["config"][0]: outputs[nid][2] for nid, node in api.items() if node["class_type"] == "iLLaVA_Generate"}
+    presets = {nid: api[nid]["inputs"]["preset"] for nid in stats}
+    off = next(s for nid, s in stats.items() if presets[nid] == "off")
+    on = next(s for nid, s in stats.items() if presets[nid] == "paper image")
+    assert "(100%) -> " in off.splitlines()[0] and "(100%) -> " not in on.splitlines()[0]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_web_presets_match_the_library():
+    from illava_pack.illava import PRESETS
+
+    script = "import {PRESETS} from './web/budget.js'; console.log(JSON.stringify(PRESETS));"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    web = json.loads(result.stdout)
+    fields = ("stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep")
+    assert set(web) == set(PRESETS)
+    for name, config in PRESETS.items():
+        assert {f: web[name][f] for f in fields} == {f: config.to_dict()[f] for f in fields}, name
