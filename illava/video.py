@@ -67,6 +67,8 @@ def _decord():
 
 
 def _from_file(path: Path, fps: float, max_frames: int) -> Frames:
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder: give the path of a video file")
     if not path.is_file():
         raise ValueError(f"video file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
@@ -99,12 +101,34 @@ def _sampled(reader, total: int, source_fps: float, fps: float, max_frames: int,
 
 
 def _from_comfy_video(video: Any, fps: float, max_frames: int) -> Frames:
-    source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
-    if isinstance(source, (str, Path)) and Path(source).is_file():
-        return _from_file(Path(source), fps, max_frames)
+    """A file-backed VIDEO is decoded from its file (sampled frames only); others from their frames."""
+    if _file_backed(video):
+        source = video.get_stream_source()
+        if isinstance(source, (str, Path)) and Path(source).is_file() and _has_decord():
+            return _from_file(Path(source), fps, max_frames)
     components = video.get_components()
-    rate = float(components.frame_rate)
-    return _from_stack(components.images, fps, max_frames, rate)
+    return _from_stack(components.images, fps, max_frames, float(components.frame_rate))
+
+
+def _file_backed(video: Any) -> bool:
+    """True when the class that serves the stream also decodes it, i.e. the stream is the source file.
+
+    ComfyUI's base VIDEO type serves in-memory videos by re-encoding every frame; only subclasses
+    backed by a file override that.
+    """
+    for cls in type(video).__mro__:
+        if "get_stream_source" in vars(cls):
+            decode = vars(cls).get("get_components")
+            return decode is not None and not getattr(decode, "__isabstractmethod__", False)
+    return False
+
+
+def _has_decord() -> bool:
+    try:
+        _decord()
+    except ValueError:
+        return False
+    return True
 
 
 def _from_stack(frames: Any, fps: float, max_frames: int, source_fps: float) -> Frames:

@@ -11,14 +11,16 @@ from .trace import ItemTrace
 RECYCLED_COLOUR = np.array([255, 196, 0], dtype=np.float32)
 MERGED_COLOUR = np.array([70, 110, 255], dtype=np.float32)
 GRID_COLOUR = np.array([40, 40, 40], dtype=np.float32)
+HATCH_PERIOD = 5
 
 
 def token_map(image: np.ndarray, codes: np.ndarray, dim: float = 0.2) -> np.ndarray:
     """Draw one (h, w) status map over ``image`` (H, W, 3 uint8).
 
     Kept tokens show the image as it is, dropped ones are darkened to ``dim`` of their brightness,
-    tokens folded into a recycled token are darkened and tinted blue, and the slots holding a
-    recycled token are outlined in amber.
+    tokens folded into a recycled token are darkened and hatched in blue (hatching, not a tint, so
+    they never look brighter than kept ones on dark images), and the slots holding a recycled
+    token are washed in amber.
     """
     h, w = codes.shape
     height, width = image.shape[:2]
@@ -28,7 +30,9 @@ def token_map(image: np.ndarray, codes: np.ndarray, dim: float = 0.2) -> np.ndar
     out = image.astype(np.float32)
     out[cell == DROPPED] *= dim
     merged = cell == MERGED
-    out[merged] = out[merged] * dim + MERGED_COLOUR * 0.35
+    out[merged] *= dim
+    hatch = ((np.arange(height)[:, None] + np.arange(width)[None, :]) % HATCH_PERIOD) == 0
+    out[merged & hatch] = MERGED_COLOUR
     recycled = cell == RECYCLED
     out[recycled] = out[recycled] * 0.5 + RECYCLED_COLOUR * 0.5
     edge = np.zeros_like(cell, dtype=bool)

@@ -77,6 +77,13 @@ def default_model_folder() -> str:
     return os.path.join("ComfyUI", "models", "LLM")
 
 
+def input_path(path: str) -> str:
+    """A relative path is read from ComfyUI's input folder (where uploads land); absolute ones stay."""
+    if folder_paths is None or os.path.isabs(path):
+        return path
+    return os.path.join(folder_paths.get_input_directory(), path)
+
+
 def default_device() -> torch.device | None:
     """ComfyUI's compute device (honours --cpu and --cuda-device); None outside ComfyUI."""
     if model_management is None:

@@ -22,6 +22,8 @@ def video_source(video: Any, frames: torch.Tensor | None, path: str) -> Any:
     if len(given) > 1:
         raise ValueError("Connect only one of video, frames and path to Encode Video: it got more than one")
     source = given[0]
+    if isinstance(source, str):
+        return comfy_compat.input_path(source.strip())
     if isinstance(source, torch.Tensor) and (source.ndim != 4 or source.shape[0] == 0):
         raise ValueError(f"Connect a non-empty IMAGE batch of frames: got shape {tuple(source.shape)}")
     return source
@@ -51,7 +53,7 @@ class EncodeVideo:
             "optional": {
                 "video": ("VIDEO", {"tooltip": "From Load Video or any node giving ComfyUI's VIDEO."}),
                 "frames": ("IMAGE", {"tooltip": "Frames as an IMAGE batch (e.g. from Video Helper Suite); set frames_fps to their rate."}),
-                "path": ("STRING", {"default": "", "tooltip": "Or the path of a video file on this machine."}),
+                "path": ("STRING", {"default": "", "tooltip": "Or the path of a video file on this machine; a relative path is read from ComfyUI's input folder."}),
                 "frames_fps": ("FLOAT", {"default": 24.0, "min": 0.1, "max": 240.0, "step": 0.1, "tooltip": "Frame rate of the frames input (a frame batch carries none)."}),
                 "config": ("ILLAVA_CONFIG", {"tooltip": "From iLLaVA Merge Config; unconnected = no merging."}),
             },

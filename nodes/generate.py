@@ -72,7 +72,7 @@ class Generate:
         return {
             "required": {
                 "lvlm": ("ILLAVA_LVLM", {"tooltip": "From Load LVLM; the same one Encode Image used."}),
-                "visuals": ("ILLAVA_VISUALS", {"tooltip": "From Encode Image."}),
+                "visuals": ("ILLAVA_VISUALS", {"tooltip": "From Encode Image or Encode Video."}),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "Describe this image.", "tooltip": "The question or instruction about the images."}),
                 "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 32768, "tooltip": "Most tokens to generate."}),
                 "sampling": (SAMPLING, {"default": "greedy", "tooltip": "greedy: always the likeliest token (reproducible). sample: random, shaped by temperature / top_p / top_k and seeded."}),

@@ -59,7 +59,7 @@ class PreviewTokens:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {
-            "required": {"visuals": ("ILLAVA_VISUALS", {"tooltip": "From Encode Image."})},
+            "required": {"visuals": ("ILLAVA_VISUALS", {"tooltip": "From Encode Image or Encode Video."})},
             "optional": {"trace": ("ILLAVA_TRACE", {"tooltip": "From Generate (same visuals), to add the stage-2 maps."})},
         }
 

@@ -36,6 +36,8 @@ def test_decord_reads_the_sampled_frames(video_file):
 def test_bad_video_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_video(tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="is a folder: give the path of a video file"):
+        load_video(tmp_path)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="is empty"):
@@ -51,11 +53,34 @@ def test_frame_stacks_and_comfy_video_objects(video_file):
     frames = load_video(stack, fps=2, max_frames=32, source_fps=4)
     assert frames.pixels.shape == (6, 56, 84, 3)
 
-    class ComfyVideo:
+    class Components:
+        images = stack
+        frame_rate = 4.0
+
+    class VideoInput:
+        """Like ComfyUI's base VIDEO type: serves a stream by re-encoding its frames."""
+
+        def get_stream_source(self):
+            raise AssertionError("an in-memory video must not be re-encoded")
+
+        def get_components(self):
+            raise NotImplementedError
+
+        get_components.__isabstractmethod__ = True
+
+    class VideoFromFile(VideoInput):
         def get_stream_source(self):
             return video_file
 
-    assert load_video(ComfyVideo(), fps=4).pixels.shape == (8, 112, 140, 3)
+        def get_components(self):
+            raise AssertionError("a file-backed video is decoded from its file, sampled frames only")
+
+    class VideoFromComponents(VideoInput):
+        def get_components(self):
+            return Components()
+
+    assert load_video(VideoFromFile(), fps=4).pixels.shape == (8, 112, 140, 3)
+    assert load_video(VideoFromComponents(), fps=2).pixels.shape == (6, 56, 84, 3)
     with pytest.raises(ValueError, match="NaN"):
         load_video(torch.full((4, 8, 8, 3), float("nan")), source_fps=2)
 

@@ -70,9 +70,6 @@ def test_frames_and_video_objects_give_the_same_tokens_as_the_file(mappings, lvl
         frame_rate = 8.0
 
     class InMemoryVideo:
-        def get_stream_source(self):
-            return object()
-
         def get_components(self):
             return Components()
 
