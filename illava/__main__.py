@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .bench import ARCHES, run_bench
 from .config import PRESETS, MergeConfig, preset
 
 
@@ -28,10 +29,27 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
     demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
     _runtime_arguments(demo)
+    bench = commands.add_parser("bench", help="speed and memory: vanilla transformers and iLLaVA side by side")
+    bench.add_argument("--arch", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2-vl-2b or qwen2-vl-7b")
+    bench.add_argument("--llm-layers", type=int, default=None, help="use this many decoder layers (reported)")
+    bench.add_argument("--vit-layers", type=int, default=None, help="use this many ViT layers (reported)")
+    bench.add_argument("--full-depth", action="store_true", help="on CPU, keep every layer (default: 9 LLM and 8 ViT layers)")
+    bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    bench.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"], choices=sorted(PRESETS))
+    bench.add_argument("--inputs", nargs="+", default=["1 image", "4 images", "16-frame video"],
+                       choices=["1 image", "4 images", "16-frame video"])
+    bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
+    bench.add_argument("--repeats", type=int, default=2, help="timed rounds per method after one warm-up run")
+    bench.add_argument("--json", required=True, help="output JSON; a .md table and a .png chart are written beside it")
     args = parser.parse_args(argv)
     try:
         if args.command == "caption":
             return _caption(args)
+        if args.command == "bench":
+            if args.arch not in ARCHES:
+                raise ValueError(f"--arch must be one of {', '.join(ARCHES)}, got {args.arch!r}")
+            return run_bench(args)
         from .demo import run_demo
 
         return run_demo(args)

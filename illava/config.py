@@ -26,7 +26,7 @@ class MergeConfig:
     stage2_keep: float = 1.0
     stage2_recycled: int = 1
     recycle_weighting: str = "score"
-    score_chunk: int = 1024
+    score_chunk: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage1_layers", _layer_tuple("stage1_layers", self.stage1_layers))

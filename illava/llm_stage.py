@@ -113,7 +113,8 @@ class Stage2:
         layer_input = hidden
         for index, layer in enumerate(model.layers):
             if prefill and index in self.config.stage2_layers:
-                hidden, rotary = self._reduce(index, model.layers[index - 1], layer_input, hidden, rotary, state)
+                keys = _cached_keys(cache, index - 1, hidden.shape[1])
+                hidden, rotary = self._reduce(index, model.layers[index - 1], layer_input, keys, hidden, rotary, state)
                 mask = self._mask(hidden, state.valid.long(), cache, index)
                 text_position_ids = None
             elif not prefill and index in segment_at:
@@ -148,10 +149,10 @@ class Stage2:
             layer_idx=layer_index,
         )
 
-    def _reduce(self, index, score_layer, score_input, hidden, rotary, state: "_PrefillState"):
+    def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, state: "_PrefillState"):
         config = self.config
         slot, key_mask = state.query_slot(self.score_position)
-        scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot)
+        scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
         step = config.stage2_layers.index(index) + 1
         targets = stage_targets(state.visual_counts0, config.stage2_keep, len(config.stage2_layers), step)
         rows, recycled = [], []
@@ -184,6 +185,17 @@ class Stage2:
         state.advance(select, valid)
         self.segments.append(_Segment(index, state.index, state.valid))
         return gathered, (cos, sin)
+
+
+def _cached_keys(cache, layer_index: int, length: int) -> torch.Tensor | None:
+    """The rotated keys ``layer_index`` just stored in a dynamic cache, if it holds exactly this prefill."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or layer_index >= len(layers):
+        return None
+    keys = getattr(layers[layer_index], "keys", None)
+    if not isinstance(keys, torch.Tensor) or keys.ndim != 4 or keys.shape[-2] != length:
+        return None
+    return keys
 
 
 @dataclass

@@ -21,14 +21,15 @@ def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: in
     """Mean attention each key receives over all heads and queries of one bidirectional segment.
 
     q, k: (heads, n, head_dim). Returns (n,) float32, summing to 1. Queries are processed ``chunk``
-    rows at a time so no n x n matrix is held for long inputs.
+    rows at a time so no n x n matrix is held for long inputs. Like eager attention, the logits are
+    computed in the inputs' dtype and the softmax in float32.
     """
     heads, n, _ = q.shape
     total = torch.zeros(n, dtype=torch.float32, device=q.device)
-    kt = k.float().transpose(1, 2)
+    kt = k.transpose(1, 2)
     for start in range(0, n, chunk):
-        logits = torch.matmul(q[:, start : start + chunk].float(), kt) * scale
-        total += logits.softmax(dim=-1).sum(dim=(0, 1))
+        logits = torch.matmul(q[:, start : start + chunk], kt) * scale
+        total += logits.softmax(dim=-1, dtype=torch.float32).sum(dim=(0, 1))
     return total / (heads * n)
 
 

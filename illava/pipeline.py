@@ -178,6 +178,7 @@ class GenerationOptions:
     """Decoding settings. Greedy by default so runs are reproducible; ``seed`` is used only when sampling."""
 
     max_new_tokens: int = 128
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -188,6 +189,8 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 32768:
             raise ValueError(f"max_new_tokens must be an integer from 1 to 32768, got {self.max_new_tokens!r}")
+        if isinstance(self.min_new_tokens, bool) or not isinstance(self.min_new_tokens, int) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be an integer from 0 to max_new_tokens, got {self.min_new_tokens!r}")
         if not 0.0 < self.temperature <= 10.0:
             raise ValueError(f"temperature must be in (0, 10], got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
@@ -252,6 +255,7 @@ def generate_batch(
     clock = _Clock(options.max_new_tokens, on_token, lvlm.device)
     kwargs = dict(
         max_new_tokens=options.max_new_tokens,
+        min_new_tokens=options.min_new_tokens,
         do_sample=options.do_sample,
         return_dict_in_generate=True,
         output_logits=return_logits,

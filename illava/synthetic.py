@@ -162,11 +162,12 @@ def build_model_folder(
     model.generation_config.pad_token_id = 0
     model.generation_config.bos_token_id = 0
     model.save_pretrained(out, safe_serialization=True)
-    _save_processor(out, arch, tokenizer, min_pixels, max_pixels)
+    processor_for(arch, tokenizer, min_pixels, max_pixels).save_pretrained(out)
     return out
 
 
-def _save_processor(out: Path, arch: str, tokenizer, min_pixels: int, max_pixels: int) -> None:
+def processor_for(arch: str, tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 448 * 448):
+    """The processor class ``arch``'s real checkpoints ship, over ``tokenizer``, with these pixel limits."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
@@ -177,10 +178,9 @@ def _save_processor(out: Path, arch: str, tokenizer, min_pixels: int, max_pixels
     except ImportError:
         video_processor = None
     processor_cls = Qwen2_5_VLProcessor if arch == "qwen2_5_vl" else Qwen2VLProcessor
-    processor = processor_cls(
+    return processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
-    processor.save_pretrained(out)

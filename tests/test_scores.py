@@ -61,10 +61,15 @@ def test_stage1_scores_equal_eager_attention_received(eager_lvlm, images, monkey
         captured["hidden"] = args[0]
         captured["kwargs"] = kwargs
 
+    def capture_qkv(module, args, out):
+        if "done" not in captured:
+            captured["qkv"] = out
+
     block = visual.blocks[block_index]
     hooks = [
         block.register_forward_pre_hook(capture, with_kwargs=True),
         block.register_forward_hook(lambda *_: captured.update(done=True)),
+        block.attn.qkv.register_forward_hook(capture_qkv),
     ]
     processed = lvlm.processor.image_processor(images=images[:2], return_tensors="pt")
     grid = processed["image_grid_thw"]
@@ -78,6 +83,6 @@ def test_stage1_scores_equal_eager_attention_received(eager_lvlm, images, monkey
     expected_groups = expected.reshape(-1, 4).sum(-1)
     kwargs = captured["kwargs"]
     got = lvlm.backbone.group_scores(
-        block, captured["hidden"], kwargs["position_embeddings"], kwargs["cu_seqlens"], chunk=37
+        block.attn, captured["qkv"], kwargs["position_embeddings"], kwargs["cu_seqlens"], chunk=37
     )
     torch.testing.assert_close(got, expected_groups, rtol=0, atol=1e-5)

@@ -61,10 +61,10 @@ class QwenVLBackbone(Backbone):
     def encode_vision(
         self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: MergeConfig, check_interrupt=None
     ) -> EncodedVision:
-        visual = self.visual
         from transformers.utils.generic import get_max_seqlen
         from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
+        visual = self.visual
         unit = self.merge_unit
         device = pixel_values.device
         windowed = getattr(visual, "fullatt_block_indexes", None) is not None
@@ -101,45 +101,55 @@ class QwenVLBackbone(Backbone):
 
         cu_full = cu_seqlens
         cu_win = _window_cu(groups.window, unit) if windowed else None
-        block_input = None
-        for index, block in enumerate(visual.blocks):
-            if check_interrupt is not None:
-                check_interrupt()
-            if index in targets:
-                scores = self.group_scores(visual.blocks[index - 1], block_input, (cos, sin), cu_full, config.score_chunk)
-                keep_index, hidden, status = _reduce_segments(
-                    hidden, scores, groups, cu_full, unit, targets[index], config, status
-                )
-                groups = groups.take(keep_index)
-                cos, sin = cos[keep_index], sin[keep_index]
-                cu_full = _counts_cu(groups.segment, n_segments, unit)
-                cu_win = _window_cu(groups.window, unit) if windowed else None
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            full = (not windowed) or index in visual.fullatt_block_indexes
-            cu_now = cu_full if full else cu_win
-            block_input = flat
-            flat = block(
-                flat,
-                cu_seqlens=cu_now,
-                max_seqlen=get_max_seqlen(cu_now, visual.config),
-                position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
+        # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
+        projections: dict[int, torch.Tensor] = {}
+        hooks = [
+            visual.blocks[layer - 1].attn.qkv.register_forward_hook(
+                lambda module, args, out, at=layer - 1: projections.__setitem__(at, out)
             )
-            hidden = flat.reshape(-1, unit, flat.shape[-1])
-
+            for layer in targets
+        ]
+        try:
+            for index, block in enumerate(visual.blocks):
+                if check_interrupt is not None:
+                    check_interrupt()
+                if index in targets:
+                    qkv = projections.pop(index - 1)
+                    scores = self.group_scores(visual.blocks[index - 1].attn, qkv, (cos, sin), cu_full, config.score_chunk)
+                    keep_index, hidden, status = _reduce_segments(
+                        hidden, scores, groups, cu_full, unit, targets[index], config, status
+                    )
+                    groups = groups.take(keep_index)
+                    cos, sin = cos[keep_index], sin[keep_index]
+                    cu_full = _counts_cu(groups.segment, n_segments, unit)
+                    cu_win = _window_cu(groups.window, unit) if windowed else None
+                flat = hidden.reshape(-1, hidden.shape[-1])
+                cu_now = cu_full if not windowed or index in visual.fullatt_block_indexes else cu_win
+                flat = block(
+                    flat,
+                    cu_seqlens=cu_now,
+                    max_seqlen=get_max_seqlen(cu_now, visual.config),
+                    position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
+                )
+                hidden = flat.reshape(-1, unit, flat.shape[-1])
+        finally:
+            for hook in hooks:
+                hook.remove()
         merged = visual.merger(hidden.reshape(-1, hidden.shape[-1]))
         raster_order = torch.argsort(groups.raster)
         return _split_items(merged[raster_order], groups.raster[raster_order], grid_thw, unit, status)
 
-    def group_scores(self, block, block_input, rotary, cu_seqlens, chunk) -> torch.Tensor:
-        """Attention received by each merge group in ``block``, over its whole frame (not its window)."""
-        attn = block.attn
-        x = block.norm1(block_input)
-        n = x.shape[0]
-        q, k, _ = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    def group_scores(self, attn, qkv: torch.Tensor, rotary, cu_seqlens, chunk) -> torch.Tensor:
+        """Attention received by each merge group in the block of ``attn``, over its whole frame (not its window).
+
+        qkv: that block's q/k/v projection output (n, 3 * width); rotary: its (cos, sin).
+        """
+        n = qkv.shape[0]
+        q, k, _ = qkv.reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         cos, sin = (t.reshape(n, -1) for t in rotary)
         apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
         q, k = apply_rope(q, k, cos, sin)
-        scores = torch.empty(n, dtype=torch.float32, device=x.device)
+        scores = torch.empty(n, dtype=torch.float32, device=qkv.device)
         bounds = cu_seqlens.tolist()
         for start, end in zip(bounds[:-1], bounds[1:]):
             qs, ks = q[start:end].transpose(0, 1), k[start:end].transpose(0, 1)
@@ -147,19 +157,32 @@ class QwenVLBackbone(Backbone):
         return scores.reshape(-1, self.merge_unit).sum(-1)
 
     def query_scores(
-        self, layer, hidden: torch.Tensor, rotary, key_mask: torch.Tensor, slot: torch.Tensor
+        self,
+        layer,
+        hidden: torch.Tensor,
+        rotary,
+        key_mask: torch.Tensor,
+        slot: torch.Tensor,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``."""
+        """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``.
+
+        hidden: the layer's input; keys: its rotated keys (batch, kv_heads, n, head_dim) when the KV
+        cache already holds them, else they are recomputed.
+        """
         attn = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        b, n, _ = x.shape
+        b = hidden.shape[0]
         cos, sin = rotary
-        rows = torch.arange(b, device=x.device)
+        rows = torch.arange(b, device=hidden.device)
         apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-        q = attn.q_proj(x[rows, slot][:, None]).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        x_query = layer.input_layernorm(hidden[rows, slot][:, None])
+        q = attn.q_proj(x_query).view(b, 1, -1, attn.head_dim).transpose(1, 2)
         q, _ = apply_rope(q, q, cos[rows, slot][:, None], sin[rows, slot][:, None])
-        k, _ = apply_rope(k, k, cos, sin)
+        if keys is None:
+            x = layer.input_layernorm(hidden)
+            keys = attn.k_proj(x).view(b, x.shape[1], -1, attn.head_dim).transpose(1, 2)
+            keys, _ = apply_rope(keys, keys, cos, sin)
+        k = keys
         probs = query_row_attention(q[:, :, 0], k, key_mask, attn.scaling)
         return probs.mean(dim=1)
 
