@@ -14,6 +14,8 @@ from .backbones import Backbone, backbone_for, supported_model_types
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 class ModelFolderError(ValueError):
@@ -99,6 +101,14 @@ def check_model_folder(path: str | Path, allow_pickle: bool = False) -> dict:
         )
     if not safetensors and not pickles:
         raise ModelFolderError(f"{str(folder)!r} has no weights: expected model*.safetensors files next to config.json")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelFolderError(
+            f"{str(folder)!r} has no tokenizer files ({' or '.join(TOKENIZER_FILES)}): copy them from the original model"
+        )
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise ModelFolderError(
+            f"{str(folder)!r} has no image processor config ({' or '.join(PROCESSOR_FILES)}): copy it from the original model"
+        )
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = set(json.loads(index.read_text()).get("weight_map", {}).values())

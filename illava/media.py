@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+
+# Qwen's image processor refuses anything more elongated than this.
+MAX_ASPECT = 200
 
 
 def to_pil_images(images: Any) -> list[Image.Image]:
@@ -24,13 +27,20 @@ def to_pil_images(images: Any) -> list[Image.Image]:
         out = [_one_image(image, f"image {i}") for i, image in enumerate(_as_list(images))]
     if not out:
         raise ValueError("no images given: pass at least one image")
+    for i, image in enumerate(out):
+        width, height = image.size
+        if max(width, height) > MAX_ASPECT * min(width, height):
+            raise ValueError(
+                f"image {i} is {width}x{height} pixels: the model accepts aspect ratios up to {MAX_ASPECT}:1; "
+                "crop or pad it first"
+            )
     return out
 
 
 def _as_list(images: Any) -> list:
-    if isinstance(images, Iterable):
+    if isinstance(images, (list, tuple)):
         return list(images)
-    raise ValueError(f"images must be an image or a list of images, got {type(images).__name__}")
+    raise ValueError(f"images must be an image or a list of images, got unsupported type {type(images).__name__}")
 
 
 def _one_image(image: Any, name: str) -> Image.Image:

@@ -251,6 +251,7 @@ def generate_batch(
         if not items:
             raise ValueError("no visual inputs: encode at least one image or video for every prompt")
     inputs = build_inputs(lvlm, requests, system_prompt)
+    _check_context(lvlm, inputs["input_ids"].shape[1], options.max_new_tokens)
     stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
     clock = _Clock(options.max_new_tokens, on_token, lvlm.device)
     kwargs = dict(
@@ -304,6 +305,16 @@ def generate_batch(
     if return_logits:
         logits = [torch.stack([step[b] for step in out.logits]).float().cpu() for b in range(len(requests))]
     return Generation(texts=texts, ids=ids, stats=stats, traces=traces, logits=logits)
+
+
+def _check_context(lvlm: LVLM, prompt_tokens: int, max_new_tokens: int) -> None:
+    context = lvlm.model.config.text_config.max_position_embeddings
+    if prompt_tokens + max_new_tokens > context:
+        raise ValueError(
+            f"the prompt takes {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}, but this model's "
+            f"context holds {context}: shorten the prompt, use fewer or smaller images, merge more, "
+            "or lower max_new_tokens"
+        )
 
 
 def build_inputs(
