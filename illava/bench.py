@@ -2,9 +2,9 @@
 
 Models have the published dimensions of real checkpoints with random weights (built without
 initialisation, then filled cheaply); ``--llm-layers`` / ``--vit-layers`` shorten them to fit a time
-budget, and every output says so. For each input, every method runs once to warm up and then in
-alternating rounds; figures are medians. Peak memory is the process RSS sampled during the run on
-CPU, and ``max_memory_allocated`` on CUDA.
+budget, and every output says so. Every method runs once untimed to warm up, then all methods run
+in alternating rounds on each input; figures are medians. Peak memory is the process RSS sampled
+during the run on CPU, and ``max_memory_allocated`` on CUDA.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Run:
     decode_s: float
     new_tokens: int
     peak_mem_bytes: int
+    peak_extra_bytes: int
     visual_tokens: dict[str, int]
     frame_groups: list[int]
 
@@ -168,15 +169,21 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.peak = 0
+        self.peak = self.start = 0
         self._stop = threading.Event()
+
+    @property
+    def extra(self) -> int:
+        """How far the peak rose above the memory in use when the block began (weights and all)."""
+        return max(0, self.peak - self.start)
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
         else:
-            self.peak = _rss()
+            self.peak = self.start = _rss()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -211,7 +218,8 @@ def run_illava(lvlm, inputs: dict, config: MergeConfig, new_tokens: int) -> Run:
         result = generate(lvlm, visuals, PROMPT, config, options)
     stats = result.stats[0]
     groups = _frame_groups([item.grid_thw for item in visuals.items])
-    return Run(stats["vit_s"], stats["prefill_s"], stats["decode_s"], stats["new_tokens"], memory.peak, stats["visual_tokens"], groups)
+    return Run(stats["vit_s"], stats["prefill_s"], stats["decode_s"], stats["new_tokens"], memory.peak, memory.extra,
+               stats["visual_tokens"], groups)
 
 
 def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
@@ -251,7 +259,8 @@ def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
     patches = sum(t * h * w for t, h, w in grids)
     tokens = {"vit_input": patches, "vit_output": full, "llm_input": full, "llm_after_stage2": full, "llm_input_full": full}
     new = out.shape[1] - model_inputs["input_ids"].shape[1]
-    return Run(vit.seconds, clock.prefill_s - vit.seconds, clock.decode_s, new, memory.peak, tokens, _frame_groups(grids))
+    return Run(vit.seconds, clock.prefill_s - vit.seconds, clock.decode_s, new, memory.peak, memory.extra, tokens,
+               _frame_groups(grids))
 
 
 class _Stopwatch:
@@ -286,6 +295,7 @@ def median_run(runs: list[Run]) -> dict[str, float]:
         "prefill_s": statistics.median(r.prefill_s for r in runs),
         "decode_s": statistics.median(r.decode_s for r in runs),
         "peak_mem_bytes": int(statistics.median(r.peak_mem_bytes for r in runs)),
+        "peak_extra_bytes": int(statistics.median(r.peak_extra_bytes for r in runs)),
     }
 
 
@@ -306,21 +316,22 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     methods = ["vanilla"] + list(args.presets)
     configs = {name: preset(name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth) for name in args.presets}
     all_inputs = bench_inputs()
+
+    def once(method: str, inputs: dict) -> Run:
+        if method == "vanilla":
+            return run_vanilla(lvlm, inputs, args.new_tokens)
+        return run_illava(lvlm, inputs, configs[method], args.new_tokens)
+
+    # One untimed run per method, on the first input, takes the first-call costs out of the figures.
+    for method in methods:
+        once(method, all_inputs[args.inputs[0]])
     rows = []
     for input_name in args.inputs:
         inputs = all_inputs[input_name]
         runs: dict[str, list[Run]] = {method: [] for method in methods}
-
-        def once(method: str) -> Run:
-            if method == "vanilla":
-                return run_vanilla(lvlm, inputs, args.new_tokens)
-            return run_illava(lvlm, inputs, configs[method], args.new_tokens)
-
-        for method in methods:
-            once(method)
         for _ in range(args.repeats):
             for method in methods:
-                runs[method].append(once(method))
+                runs[method].append(once(method, inputs))
         text_tokens = _text_tokens(lvlm, inputs)
         base = median_run(runs["vanilla"])
         base_flops = ideal_prefill_flops(lvlm, MergeConfig(), text_tokens, runs["vanilla"][0])
@@ -343,9 +354,11 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
                 "decode_tok_s": new / med["decode_s"] if med["decode_s"] > 0 else None,
                 "throughput_tok_s": new / (ttft + med["decode_s"]),
                 "peak_mem_bytes": med["peak_mem_bytes"],
+                "peak_extra_bytes": med["peak_extra_bytes"],
                 "speedup_prefill": (base["vit_s"] + base["prefill_s"]) / ttft,
                 "ideal_speedup_prefill": base_flops / flops,
                 "memory_ratio": med["peak_mem_bytes"] / base["peak_mem_bytes"],
+                "extra_memory_ratio": med["peak_extra_bytes"] / max(1, base["peak_extra_bytes"]),
             }
             row["measured_over_ideal"] = row["speedup_prefill"] / row["ideal_speedup_prefill"]
             rows.append(row)
@@ -369,15 +382,16 @@ def _row_line(row: dict) -> str:
         f"  {row['input']:<15} {name:<12} tokens {tokens['llm_input_full']:>5}->{tokens['vit_output']:>5}->{tokens['llm_after_stage2']:>5} "
         f"ViT {row['vit_s']:6.2f}s TTFT {row['prefill_s']:6.2f}s x{row['speedup_prefill']:.2f} "
         f"(ideal x{row['ideal_speedup_prefill']:.2f}) decode {row['decode_tok_s'] or 0:5.1f} tok/s "
-        f"mem {row['peak_mem_bytes'] / 2**30:5.2f} GiB x{row['memory_ratio']:.2f}"
+        f"mem {row['peak_mem_bytes'] / 2**30:5.2f} GiB x{row['memory_ratio']:.2f} "
+        f"(above start {row['peak_extra_bytes'] / 2**20:6.0f} MiB x{row['extra_memory_ratio']:.2f})"
     )
 
 
 def markdown_table(result: dict) -> str:
     """The rows as a Markdown table for the README."""
     lines = [
-        "| input | method | visual tokens (full → after ViT → after stage 2) | ViT s | TTFT s | prefill speedup | ideal | measured/ideal | decode tok/s | peak memory | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| input | method | visual tokens (full → after ViT → after stage 2) | ViT s | TTFT s | prefill speedup | ideal | measured/ideal | decode tok/s | peak memory | memory ratio | peak above start | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         tokens = row["visual_tokens"]
@@ -385,7 +399,8 @@ def markdown_table(result: dict) -> str:
             f"| {row['input']} | {row['preset'] or 'vanilla transformers'} | {tokens['llm_input_full']} → {tokens['vit_output']} → "
             f"{tokens['llm_after_stage2']} | {row['vit_s']:.2f} | {row['prefill_s']:.2f} | {row['speedup_prefill']:.2f}x | "
             f"{row['ideal_speedup_prefill']:.2f}x | {row['measured_over_ideal']:.2f} | {row['decode_tok_s'] or 0:.1f} | "
-            f"{row['peak_mem_bytes'] / 2**30:.2f} GiB | {row['memory_ratio']:.2f} |"
+            f"{row['peak_mem_bytes'] / 2**30:.2f} GiB | {row['memory_ratio']:.2f} | "
+            f"{row['peak_extra_bytes'] / 2**20:.0f} MiB | {row['extra_memory_ratio']:.2f} |"
         )
     return "\n".join(lines)
 
