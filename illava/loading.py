@@ -101,6 +101,12 @@ def check_model_folder(path: str | Path, allow_pickle: bool = False) -> dict:
         )
     if not safetensors and not pickles:
         raise ModelFolderError(f"{str(folder)!r} has no weights: expected model*.safetensors files next to config.json")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ModelFolderError(f"{str(folder)!r} is missing weight shards {missing}: the download is incomplete")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelFolderError(
             f"{str(folder)!r} has no tokenizer files ({' or '.join(TOKENIZER_FILES)}): copy them from the original model"
@@ -109,12 +115,6 @@ def check_model_folder(path: str | Path, allow_pickle: bool = False) -> dict:
         raise ModelFolderError(
             f"{str(folder)!r} has no image processor config ({' or '.join(PROCESSOR_FILES)}): copy it from the original model"
         )
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        missing = sorted(name for name in shards if not (folder / name).is_file())
-        if missing:
-            raise ModelFolderError(f"{str(folder)!r} is missing weight shards {missing}: the download is incomplete")
     return config
 
 

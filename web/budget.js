@@ -5,7 +5,7 @@
 export const PRESETS = {
   off: { stage1_layers: [], stage1_keep: 1.0, stage2_layers: [], stage2_keep: 1.0 },
   "paper-image": { stage1_layers: [13, 14, 15, 16], stage1_keep: 0.5, stage2_layers: [6, 7, 8], stage2_keep: 0.73 },
-  "paper-video": { stage1_layers: [4, 5, 6, 7], stage1_keep: 0.5, stage2_layers: [2], stage2_keep: 0.7 },
+  "paper-video": { stage1_layers: [4, 5, 6, 7], stage1_keep: 0.25, stage2_layers: [2], stage2_keep: 0.2 },
   fast: { stage1_layers: [8], stage1_keep: 0.33, stage2_layers: [4], stage2_keep: 0.33 },
 };
 
