@@ -127,12 +127,12 @@ def recycled_values(
         weight = (sizes[target] - rank).float()
     else:
         raise ValueError(f"unknown recycle weighting {weighting!r}")
+    # A (recycled x members) weight matrix turns the grouped sums into one matrix product.
+    mixing = torch.zeros(n_recycled, members.shape[0], dtype=torch.float32, device=values.device)
+    mixing[target, torch.arange(members.shape[0], device=values.device)] = weight
+    mixing /= mixing.sum(dim=1, keepdim=True)
     flat = values[members].float().reshape(members.shape[0], -1)
-    sums = torch.zeros(n_recycled, flat.shape[1], dtype=torch.float32, device=values.device)
-    sums.index_add_(0, target, flat * weight[:, None])
-    norm = torch.zeros(n_recycled, dtype=torch.float32, device=values.device).index_add_(0, target, weight)
-    mean = sums / norm[:, None]
-    return mean.reshape(n_recycled, *values.shape[1:]).to(values.dtype)
+    return (mixing @ flat).reshape(n_recycled, *values.shape[1:]).to(values.dtype)
 
 
 def apply_reduction(
