@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     _runtime_arguments(demo)
     bench = commands.add_parser("bench", help="speed and memory: vanilla transformers and iLLaVA side by side")
     bench.add_argument("--arch", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2-vl-2b or qwen2-vl-7b")
+    bench.add_argument("--layers", type=int, default=None, help="use this many decoder and ViT layers (reported)")
     bench.add_argument("--llm-layers", type=int, default=None, help="use this many decoder layers (reported)")
     bench.add_argument("--vit-layers", type=int, default=None, help="use this many ViT layers (reported)")
     bench.add_argument("--full-depth", action="store_true", help="on CPU, keep every layer (default: 9 LLM and 8 ViT layers)")
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             if args.arch not in ARCHES:
                 raise ValueError(f"--arch must be one of {', '.join(ARCHES)}, got {args.arch!r}")
+            if args.layers is not None:
+                args.llm_layers = args.llm_layers or args.layers
+                args.vit_layers = args.vit_layers or args.layers
             return run_bench(args)
         from .demo import run_demo
 

@@ -1,0 +1,64 @@
+"""The benchmark's FLOP model and a miniature run of the real benchmark command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from illava.bench import ARCHES, build_lvlm
+from illava.config import MergeConfig
+from illava.flops import Dims, llm_prefill_flops, vit_flops
+
+
+@pytest.fixture(scope="module")
+def dims():
+    import torch
+
+    lvlm = build_lvlm("qwen2-vl-2b", torch.device("cpu"), torch.bfloat16, llm_layers=2, vit_layers=2)
+    return Dims.from_config(lvlm.model.config)
+
+
+def test_models_have_the_published_dimensions():
+    import torch
+
+    lvlm = build_lvlm("qwen2.5-vl-3b", torch.device("cpu"), torch.bfloat16, llm_layers=1, vit_layers=2)
+    text, vision = lvlm.model.config.text_config, lvlm.model.config.vision_config
+    assert (text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads) == (2048, 11008, 16, 2)
+    assert (vision.hidden_size, vision.intermediate_size, vision.out_hidden_size) == (1280, 3420, 2048)
+    assert text.vocab_size == 151936 and set(ARCHES) >= {"qwen2.5-vl-3b", "qwen2.5-vl-7b"}
+    assert next(lvlm.model.parameters()).dtype == torch.bfloat16
+
+
+def test_flops_fall_with_the_tokens_kept(dims):
+    off = MergeConfig()
+    half = MergeConfig(stage1_layers=(1,), stage1_keep=0.5, stage2_layers=(1,), stage2_keep=0.5)
+    assert vit_flops(dims, [256], half) < vit_flops(dims, [256], off)
+    assert llm_prefill_flops(dims, 40, 128, half) < llm_prefill_flops(dims, 40, 128, off) < llm_prefill_flops(dims, 40, 256, off)
+    # With nothing merged, FLOPs are linear in the frame count for per-frame attention.
+    assert vit_flops(dims, [256, 256], off) == pytest.approx(2 * vit_flops(dims, [256], off))
+
+
+def test_the_bench_command_writes_rows_a_table_and_a_chart(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "illava", "bench", "--arch", "qwen2-vl-2b", "--layers", "2", "--inputs", "1 image",
+         "--presets", "off", "fast", "--new-tokens", "3", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [row["preset"] for row in rows] == [None, "off", "fast"]
+    keys = {"arch", "input", "method", "preset", "visual_tokens", "vit_s", "prefill_s", "decode_tok_s",
+            "peak_mem_bytes", "speedup_prefill", "ideal_speedup_prefill", "memory_ratio"}
+    for row in rows:
+        assert keys <= set(row)
+        assert row["depth"].startswith("LLM 2/28 layers, ViT 2/32 layers")
+    vanilla, off, fast = rows
+    assert vanilla["speedup_prefill"] == 1.0 and vanilla["memory_ratio"] == 1.0
+    assert off["visual_tokens"] == vanilla["visual_tokens"] and off["ideal_speedup_prefill"] == pytest.approx(1.0)
+    assert fast["visual_tokens"]["llm_after_stage2"] < vanilla["visual_tokens"]["llm_input_full"]
+    assert fast["ideal_speedup_prefill"] > 1.0
+    assert out.with_suffix(".md").read_text().count("\n") == 5
+    assert out.with_suffix(".png").stat().st_size > 1000
