@@ -238,7 +238,7 @@ def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
         content.append({"type": "video"})
         frames = load_video(inputs["video"], inputs["fps"], inputs["max_frames"], inputs["video_fps"])
         kwargs.update(videos=[frames.pixels], do_sample_frames=False, cap_pixels_per_frame=True,
-                      video_metadata=[VideoMetadata(total_num_frames=len(frames.pixels), fps=frames.fps)])
+                      video_metadata=[VideoMetadata(**frames.metadata())])
     content.append({"type": "text", "text": PROMPT})
     text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     model_inputs = processor(text=[text], return_tensors="pt", **kwargs).to(lvlm.device)

@@ -21,7 +21,7 @@ import torch
 from .backbones import Backbone
 from .backbones.base import stage_targets
 from .config import MergeConfig
-from .merge import KEPT, recycled_values, reduce_tokens
+from .merge import KEPT, apply_reduction, recycled_values, reduce_tokens
 
 
 @dataclass
@@ -76,6 +76,9 @@ class Stage2:
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
         model = self.text_model
+        # Qwen3-VL's DeepStack: features added to the visual tokens after each of the first layers.
+        visual_positions = kwargs.pop("visual_pos_masks", None)
+        deepstack = kwargs.pop("deepstack_visual_embeds", None)
         if inputs_embeds is None:
             inputs_embeds = model.embed_tokens(input_ids)
         if use_cache is None:
@@ -114,7 +117,10 @@ class Stage2:
         for index, layer in enumerate(model.layers):
             if prefill and index in self.config.stage2_layers:
                 keys = _cached_keys(cache, index - 1, hidden.shape[1])
-                hidden, rotary = self._reduce(index, model.layers[index - 1], layer_input, keys, hidden, rotary, state)
+                hidden, rotary, deepstack = self._reduce(
+                    index, model.layers[index - 1], layer_input, keys, hidden, rotary, deepstack, state
+                )
+                visual_positions = state.visual
                 mask = self._mask(hidden, state.valid.long(), cache, index)
                 text_position_ids = None
             elif not prefill and index in segment_at:
@@ -133,6 +139,8 @@ class Stage2:
                 use_cache=use_cache,
                 **kwargs,
             )
+            if deepstack is not None and index < len(deepstack):
+                hidden = model._deepstack_process(hidden, visual_positions, deepstack[index])
         if prefill:
             self.record = state.record(self.visual_mask)
         return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), cache=cache)
@@ -149,13 +157,14 @@ class Stage2:
             layer_idx=layer_index,
         )
 
-    def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, state: "_PrefillState"):
+    def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, deepstack, state: "_PrefillState"):
         config = self.config
         slot, key_mask = state.query_slot(self.score_position)
         scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
         step = config.stage2_layers.index(index) + 1
         targets = stage_targets(state.visual_counts0, config.stage2_keep, len(config.stage2_layers), step)
-        rows, recycled = [], []
+        rows, recycled, reductions = [], [], []
+        visual_counts = state.visual.sum(-1).tolist()
         for b in range(hidden.shape[0]):
             visual = torch.nonzero(state.visual[b] & state.valid[b]).squeeze(-1)
             text = torch.nonzero(~state.visual[b] & state.valid[b]).squeeze(-1)
@@ -167,6 +176,7 @@ class Stage2:
             if n_recycled:
                 values = recycled_values(hidden[b, visual], row_scores, reduction, config.recycle_weighting)
             state.mark(b, visual, reduction.status)
+            reductions.append((reduction, row_scores))
             rows.append(torch.sort(torch.cat([text, visual[reduction.kept]])).values)
             recycled.append((visual[reduction.anchor], values))
         width = max(row.numel() for row in rows)
@@ -184,7 +194,16 @@ class Stage2:
         cos, sin = (t.gather(1, select[..., None].expand(-1, -1, t.shape[-1])) for t in rotary)
         state.advance(select, valid)
         self.segments.append(_Segment(index, state.index, state.valid))
-        return gathered, (cos, sin)
+        if deepstack is not None:
+            deepstack = [self._reduce_rows(features, visual_counts, reductions) for features in deepstack]
+        return gathered, (cos, sin), deepstack
+
+    def _reduce_rows(self, features: torch.Tensor, counts: list[int], reductions) -> torch.Tensor:
+        """Per-visual-token features (all rows' visual tokens in order) reduced as the tokens were."""
+        parts = []
+        for rows, (reduction, scores) in zip(torch.split(features, counts), reductions):
+            parts.append(apply_reduction(rows, scores, reduction, self.config.recycle_weighting))
+        return torch.cat(parts)
 
 
 def _cached_keys(cache, layer_index: int, length: int) -> torch.Tensor | None:

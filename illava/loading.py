@@ -126,7 +126,7 @@ def load(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> LVLM:
-    """Load a Qwen2-VL / Qwen2.5-VL folder with transformers' own classes, from local files only."""
+    """Load a supported model folder with transformers' own classes, from local files only."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     folder = Path(path)

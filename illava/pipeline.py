@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,6 +45,8 @@ class VisualItem:
     trace: ItemTrace
     preview: np.ndarray
     second_per_grid: float | None = None
+    deepstack: tuple[torch.Tensor, ...] = ()
+    video_metadata: dict | None = None
 
     @property
     def tokens_full(self) -> int:
@@ -130,7 +132,8 @@ def encode(
         temporal = getattr(lvlm.processor.video_processor, "temporal_patch_size", 2)
         group_frames = frames.pixels[::temporal]
         preview = np.stack([_preview(Image.fromarray(f), (grid[1] * 14, grid[2] * 14), VIDEO_PREVIEW_SIDE) for f in group_frames])
-        items.append(_item("video", grid, encoded, 0, preview, lvlm, second_per_grid=temporal / frames.fps))
+        item = _item("video", grid, encoded, 0, preview, lvlm, second_per_grid=temporal / frames.fps)
+        items.append(replace(item, video_metadata=frames.metadata()))
     return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
 
 
@@ -154,16 +157,14 @@ def _item(kind: str, grid_thw, encoded, index: int, preview: np.ndarray, lvlm: L
         trace=stage1_trace(kind, grid, encoded.stage1_status[index]),
         preview=preview,
         second_per_grid=second_per_grid,
+        deepstack=tuple(layer[index] for layer in encoded.deepstack),
     )
 
 
-def _run_encoder(backbone: Backbone, pixel_values, grid_thw, kind: str, config: MergeConfig, check_interrupt):
+def _run_encoder(backbone: Backbone, pixel_values, grid_thw, kind: str, config: MergeConfig, check_interrupt) -> EncodedVision:
     if config.stage1_active:
         return backbone.encode_vision(pixel_values, grid_thw, config, check_interrupt)
-    features = backbone.stock_features(pixel_values, grid_thw, kind)
-    kept = tuple(torch.arange(f.shape[0], device=f.device) for f in features)
-    status = tuple(torch.ones(f.shape[0], dtype=torch.int8) for f in features)
-    return EncodedVision(features=features, kept_groups=kept, stage1_status=status)
+    return backbone.stock_encode(pixel_values, grid_thw, kind)
 
 
 def _preview(image, size_hw: tuple[int, int], side: int = PREVIEW_SIDE) -> np.ndarray:
@@ -345,13 +346,12 @@ def build_inputs(
     tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
     if any(item.tokens_kept < item.tokens_full for item in all_items):
         tensors, position_ids = _drop_removed(tensors, position_ids, requests, lvlm.pad_token_id)
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
     encoder_outputs = {}
-    if images:
-        encoder_outputs["image"] = BaseModelOutputWithPooling(pooler_output=tuple(item.features for item in images))
-    if videos:
-        encoder_outputs["video"] = BaseModelOutputWithPooling(pooler_output=tuple(item.features for item in videos))
+    for kind, kind_items in (("image", images), ("video", videos)):
+        if kind_items:
+            features = tuple(item.features for item in kind_items)
+            deepstack = tuple(zip(*(item.deepstack for item in kind_items)))
+            encoder_outputs[kind] = lvlm.backbone.encoder_output(features, deepstack)
     return {**tensors, "position_ids": position_ids, "mm_encoder_outputs": encoder_outputs}
 
 
@@ -365,7 +365,7 @@ def chat_text(lvlm: LVLM, items: Sequence[VisualItem], prompt: str, system_promp
 
 
 def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
-    """Repeat each image/video placeholder once per token of the full grid, as the processor does."""
+    """Replace each image/video placeholder with the processor's own expansion for the full grid."""
     processor = lvlm.processor
     tokens = {"image": processor.image_token, "video": processor.video_token}
     pattern = re.compile("|".join(re.escape(t) for t in tokens.values()))
@@ -377,11 +377,22 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
             "check the model's chat_template"
         )
 
-    def replace(match: re.Match) -> str:
+    def expansion(match: re.Match) -> str:
         kind = "image" if match.group(0) == tokens["image"] else "video"
-        return match.group(0) * queues[kind].pop(0).tokens_full
+        return placeholder_text(processor, queues[kind].pop(0))
 
-    return pattern.sub(replace, text)
+    return pattern.sub(expansion, text)
+
+
+def placeholder_text(processor, item: VisualItem) -> str:
+    """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times)."""
+    grid = torch.tensor([item.grid_thw])
+    if item.kind == "image":
+        return processor.replace_image_token({"image_grid_thw": grid}, 0)
+    from transformers.video_utils import VideoMetadata
+
+    metadata = VideoMetadata(**item.video_metadata)
+    return processor.replace_video_token({"video_grid_thw": grid, "video_metadata": [metadata]}, 0)
 
 
 def _drop_removed(tensors, position_ids, requests, pad_token_id):

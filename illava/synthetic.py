@@ -58,6 +58,8 @@ class VisionDims:
     fullatt_block_indexes: tuple[int, ...] = ()
 
 
+ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+QWEN3_PATCH = 16
 TINY_TEXT = TextDims(64, 128, 4, 4, 2, (2, 3, 3))
 TINY_VISION = VisionDims(4, 32, 64, 2, window_size=56, fullatt_block_indexes=(1, 3))
 
@@ -87,7 +89,7 @@ def build_model_folder(
     max_pixels: int = 448 * 448,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a random-weight ``arch`` model (``qwen2_5_vl`` or ``qwen2_vl``) with tokenizer and processor to ``out_dir``."""
+    """Write a random-weight ``arch`` model (one of ``ARCHES``) with tokenizer and processor to ``out_dir``."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -151,8 +153,33 @@ def build_model_folder(
         )
         config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **special)
         model_cls = Qwen2VLForConditionalGeneration
+    elif arch == "qwen3_vl":
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        text_config["head_dim"] = text.hidden_size // text.num_attention_heads
+        text_config["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": list(text.mrope_section),
+            "mrope_interleaved": True,
+        }
+        vision_config = dict(
+            depth=vision.depth,
+            hidden_size=vision.hidden_size,
+            intermediate_size=vision.intermediate_size,
+            num_heads=vision.num_heads,
+            out_hidden_size=text.hidden_size,
+            patch_size=QWEN3_PATCH,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0, vision.depth // 2],
+            initializer_range=initializer_range,
+        )
+        config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special)
+        model_cls = Qwen3VLForConditionalGeneration
     else:
-        raise ValueError(f"arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+        raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {arch!r}")
     config.initializer_range = initializer_range
     config.eos_token_id = im_end
     config.pad_token_id = 0
@@ -168,19 +195,26 @@ def build_model_folder(
 
 def processor_for(arch: str, tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 448 * 448):
     """The processor class ``arch``'s real checkpoints ship, over ``tokenizer``, with these pixel limits."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor, Qwen3VLProcessor
 
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
-    try:
-        from transformers import Qwen2VLVideoProcessor
-
-        video_processor = Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
-    except ImportError:
-        video_processor = None
-    processor_cls = Qwen2_5_VLProcessor if arch == "qwen2_5_vl" else Qwen2VLProcessor
+    patch = QWEN3_PATCH if arch == "qwen3_vl" else 14
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch)
+    video_processor = _video_processor(arch, min_pixels, max_pixels, patch)
+    processor_cls = {"qwen2_5_vl": Qwen2_5_VLProcessor, "qwen2_vl": Qwen2VLProcessor, "qwen3_vl": Qwen3VLProcessor}[arch]
     return processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def _video_processor(arch: str, min_pixels: int, max_pixels: int, patch: int):
+    """Qwen's torchvision-based video processor, or None where torchvision is missing."""
+    try:
+        from transformers import Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
+    except ImportError:
+        return None
+    if arch == "qwen3_vl":
+        return Qwen3VLVideoProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=patch)
+    return Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)

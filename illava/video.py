@@ -20,11 +20,22 @@ DECODE_CHUNK = 8
 
 @dataclass(frozen=True)
 class Frames:
-    """Sampled frames (T, H, W, 3) uint8, the rate they were sampled at, and their source times."""
+    """Sampled frames (T, H, W, 3) uint8, the rate they were sampled at, and where they came from."""
 
     pixels: np.ndarray
     fps: float
-    timestamps: tuple[float, ...]
+    indices: tuple[int, ...]
+    source_fps: float
+    source_frames: int
+
+    def metadata(self) -> dict:
+        """The fields of transformers' ``VideoMetadata`` for these frames."""
+        return {"total_num_frames": self.source_frames, "fps": self.source_fps, "frames_indices": list(self.indices)}
+
+    @property
+    def timestamps(self) -> tuple[float, ...]:
+        """Seconds into the source video of each sampled frame."""
+        return tuple(i / self.source_fps for i in self.indices)
 
 
 def sample_indices(total: int, source_fps: float, fps: float, max_frames: int) -> np.ndarray:
@@ -97,7 +108,7 @@ def _sampled(reader, total: int, source_fps: float, fps: float, max_frames: int,
         raise ValueError(f"could not decode frames of {name} ({str(error).splitlines()[0][:200]})") from None
     rate = source_fps if source_fps > 0 else DEFAULT_FPS
     sampled_fps = len(indices) / (total / rate)
-    return Frames(pixels, sampled_fps, tuple(float(i) / rate for i in indices))
+    return Frames(pixels, sampled_fps, tuple(int(i) for i in indices), rate, total)
 
 
 def _from_comfy_video(video: Any, fps: float, max_frames: int) -> Frames:
@@ -139,7 +150,7 @@ def _from_stack(frames: Any, fps: float, max_frames: int, source_fps: float) -> 
     if len(shapes) != 1:
         raise ValueError(f"all frames of a video must have one size, got {sorted(shapes)}")
     sampled_fps = len(indices) / (total / source_fps)
-    return Frames(np.stack(picked), sampled_fps, tuple(float(i) / source_fps for i in indices))
+    return Frames(np.stack(picked), sampled_fps, tuple(int(i) for i in indices), source_fps, total)
 
 
 def _frame_uint8(frame: Any, index: int) -> np.ndarray:

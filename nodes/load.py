@@ -1,4 +1,4 @@
-"""Load LVLM: a Qwen2-VL / Qwen2.5-VL folder from models/LLM or models/VLM, never downloaded."""
+"""Load LVLM: a supported model folder from models/LLM or models/VLM, never downloaded."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class LoadLVLM:
     OUTPUT_TOOLTIPS = ("The loaded model, for Encode Image and Generate.",)
     DESCRIPTION = (
         "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
-        "models/VLM. Nothing is downloaded. Supported: Qwen2-VL and Qwen2.5-VL."
+        "models/VLM. Nothing is downloaded. Supported: Qwen2-VL, Qwen2.5-VL and Qwen3-VL."
     )
 
     @classmethod

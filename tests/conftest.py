@@ -16,7 +16,7 @@ import illava
 from helpers import write_video
 from illava.synthetic import build_model_folder
 
-ARCHES = ("qwen2_5_vl", "qwen2_vl")
+ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="session")

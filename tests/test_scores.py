@@ -8,7 +8,7 @@ import torch
 import illava
 
 
-@pytest.fixture(params=["qwen2_5_vl", "qwen2_vl"])
+@pytest.fixture(params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
 def eager_lvlm(request, model_dirs):
     return illava.load(model_dirs[request.param], device="cpu", dtype="fp32", attn_implementation="eager")
 
@@ -26,12 +26,18 @@ def _vanilla_inputs(lvlm, images, prompts):
 def test_stage2_scores_equal_eager_last_row_attention(eager_lvlm, images, layer):
     lvlm = eager_lvlm
     inputs = _vanilla_inputs(lvlm, images[:2], ["Short.", "A much longer question about this picture?"])
-    out = lvlm.model(**inputs, output_attentions=True, output_hidden_states=True)
-    expected = out.attentions[layer][:, :, -1, :].mean(dim=1)
     text_model = lvlm.backbone.language_model
+    captured = {}
+    # The layer's true input (Qwen3-VL adds DeepStack features between layers, after the recorded states).
+    hook = text_model.layers[layer].register_forward_pre_hook(lambda module, args: captured.setdefault("hidden", args[0]))
+    try:
+        out = lvlm.model(**inputs, output_attentions=True)
+    finally:
+        hook.remove()
+    expected = out.attentions[layer][:, :, -1, :].mean(dim=1)
     kwargs = {k: inputs[k] for k in ("attention_mask", "mm_token_type_ids", "image_grid_thw")}
     positions = lvlm.backbone.position_ids(inputs["input_ids"], kwargs)
-    hidden = out.hidden_states[layer]
+    hidden = captured["hidden"]
     rotary = text_model.rotary_emb(hidden, positions[1:])
     key_mask = inputs["attention_mask"].bool()
     slot = torch.full((hidden.shape[0],), hidden.shape[1] - 1)

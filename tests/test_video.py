@@ -101,7 +101,7 @@ def _vanilla_video(lvlm, frames, prompt, images=()):
     processor = lvlm.processor
     content = [{"type": "image"} for _ in images] + [{"type": "video"}, {"type": "text", "text": prompt}]
     text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    metadata = VideoMetadata(total_num_frames=len(frames.pixels), fps=frames.fps, frames_indices=list(range(len(frames.pixels))))
+    metadata = VideoMetadata(**frames.metadata())
     inputs = processor(
         text=[text], images=list(images) or None, videos=[frames.pixels], video_metadata=[metadata],
         return_tensors="pt", do_sample_frames=False, cap_pixels_per_frame=True,

@@ -17,11 +17,14 @@ class EncodedVision:
     features: (n_kept_i, llm_hidden) LLM-ready tokens, in raster (t, h, w) order.
     kept_groups: (n_kept_i,) raster index of each token in the item's full token grid.
     stage1_status: (t * h * w,) int8 status code of every token of the full grid after stage 1.
+    deepstack: per DeepStack layer (Qwen3-VL), that layer's features of each item, aligned with
+    ``features``; empty for models without DeepStack.
     """
 
     features: tuple[torch.Tensor, ...]
     kept_groups: tuple[torch.Tensor, ...]
     stage1_status: tuple[torch.Tensor, ...]
+    deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
 
 
 class Backbone:

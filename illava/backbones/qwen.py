@@ -1,4 +1,5 @@
-"""Qwen2-VL and Qwen2.5-VL: stage 1 inside their ViT, and the hooks stage 2 needs in their LLM.
+"""Qwen2-VL and Qwen2.5-VL (and, by extension, Qwen3-VL): stage 1 inside the ViT, and the hooks
+stage 2 needs in the LLM.
 
 The ViT loop below calls the model's own patch embedding, rotary embedding, blocks and merger and
 transformers' own grid helpers. Stage 1 removes whole 2x2 merge groups, so the merger still fuses
@@ -50,9 +51,24 @@ class QwenVLBackbone(Backbone):
     def merge_unit(self) -> int:
         return self.visual.spatial_merge_size**2
 
-    def stock_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, kind: str) -> tuple[torch.Tensor, ...]:
+    def stock_encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, kind: str) -> EncodedVision:
+        """The model's own vision encoder, untouched (merging off in stage 1)."""
         getter = self.model.model.get_image_features if kind == "image" else self.model.model.get_video_features
-        return tuple(getter(pixel_values, grid_thw, return_dict=True).pooler_output)
+        output = getter(pixel_values, grid_thw, return_dict=True)
+        features = tuple(output.pooler_output)
+        deepstack = tuple(tuple(layer) for layer in getattr(output, "deepstack_features", None) or ())
+        return EncodedVision(
+            features=features,
+            kept_groups=tuple(torch.arange(f.shape[0], device=f.device) for f in features),
+            stage1_status=tuple(torch.full((f.shape[0],), KEPT, dtype=torch.int8) for f in features),
+            deepstack=deepstack,
+        )
+
+    def encoder_output(self, features: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+        """What ``generate`` takes as ``mm_encoder_outputs[kind]`` for these items' features."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=features)
 
     def position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
         """The 4-row (text, t, h, w) positions ``generate`` would build for the unreduced prompt."""
@@ -70,7 +86,7 @@ class QwenVLBackbone(Backbone):
         windowed = getattr(visual, "fullatt_block_indexes", None) is not None
         position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
         cu_seqlens = get_vision_cu_seqlens(grid_thw).to(device)
-        hidden = visual.patch_embed(pixel_values.type(visual.dtype))
+        hidden = self.embed_patches(pixel_values, grid_thw)
         n_tokens = hidden.shape[0]
         n_groups = n_tokens // unit
         if windowed:
@@ -101,6 +117,8 @@ class QwenVLBackbone(Backbone):
 
         cu_full = cu_seqlens
         cu_win = _window_cu(groups.window, unit) if windowed else None
+        # Features taken from inside the encoder (DeepStack), reduced together with the hidden states.
+        carried: list[torch.Tensor] = []
         # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
         projections: dict[int, torch.Tensor] = {}
         hooks = [
@@ -116,8 +134,8 @@ class QwenVLBackbone(Backbone):
                 if index in targets:
                     qkv = projections.pop(index - 1)
                     scores = self.group_scores(visual.blocks[index - 1].attn, qkv, (cos, sin), cu_full, config.score_chunk)
-                    keep_index, hidden, status = _reduce_segments(
-                        hidden, scores, groups, cu_full, unit, targets[index], config, status
+                    keep_index, hidden, carried, status = _reduce_segments(
+                        hidden, carried, scores, groups, cu_full, unit, targets[index], config, status
                     )
                     groups = groups.take(keep_index)
                     cos, sin = cos[keep_index], sin[keep_index]
@@ -132,12 +150,25 @@ class QwenVLBackbone(Backbone):
                     position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
                 )
                 hidden = flat.reshape(-1, unit, flat.shape[-1])
+                inner = self.inner_features(index, flat)
+                if inner is not None:
+                    carried.append(inner)
         finally:
             for hook in hooks:
                 hook.remove()
         merged = visual.merger(hidden.reshape(-1, hidden.shape[-1]))
         raster_order = torch.argsort(groups.raster)
-        return _split_items(merged[raster_order], groups.raster[raster_order], grid_thw, unit, status)
+        return _split_items(
+            merged[raster_order], [c[raster_order] for c in carried], groups.raster[raster_order], grid_thw, unit, status
+        )
+
+    def embed_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings in raster (2x2-group-major) order, as the encoder's first block sees them."""
+        return self.visual.patch_embed(pixel_values.type(self.visual.dtype))
+
+    def inner_features(self, block_index: int, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Features the model takes from inside the encoder after ``block_index`` (none for Qwen2/2.5-VL)."""
+        return None
 
     def group_scores(self, attn, qkv: torch.Tensor, rotary, cu_seqlens, chunk) -> torch.Tensor:
         """Attention received by each merge group in the block of ``attn``, over its whole frame (not its window).
@@ -176,32 +207,49 @@ class QwenVLBackbone(Backbone):
         rows = torch.arange(b, device=hidden.device)
         apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         x_query = layer.input_layernorm(hidden[rows, slot][:, None])
-        q = attn.q_proj(x_query).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        q = _heads(attn.q_proj(x_query), attn.head_dim, getattr(attn, "q_norm", None))
         q, _ = apply_rope(q, q, cos[rows, slot][:, None], sin[rows, slot][:, None])
         if keys is None:
             x = layer.input_layernorm(hidden)
-            keys = attn.k_proj(x).view(b, x.shape[1], -1, attn.head_dim).transpose(1, 2)
+            keys = _heads(attn.k_proj(x), attn.head_dim, getattr(attn, "k_norm", None))
             keys, _ = apply_rope(keys, keys, cos, sin)
         k = keys
         probs = query_row_attention(q[:, :, 0], k, key_mask, attn.scaling)
         return probs.mean(dim=1)
 
 
-def _reduce_segments(hidden, scores, groups: _Groups, cu_full, unit, targets, config, status):
-    """Reduce each frame segment to its target group count; returns kept indices, new hidden, status."""
+def _heads(projected: torch.Tensor, head_dim: int, norm) -> torch.Tensor:
+    """(batch, n, heads * head_dim) -> (batch, heads, n, head_dim), with the per-head norm some models have."""
+    batch, n, _ = projected.shape
+    states = projected.view(batch, n, -1, head_dim)
+    if norm is not None:
+        states = norm(states)
+    return states.transpose(1, 2)
+
+
+def _reduce_segments(hidden, carried, scores, groups: _Groups, cu_full, unit, targets, config, status):
+    """Reduce each frame segment to its target group count.
+
+    Returns the kept indices, the new hidden states, the carried features reduced the same way, and
+    the updated status.
+    """
     bounds = (cu_full // unit).tolist()
     kept_parts, hidden_parts = [], []
+    carried_parts: list[list[torch.Tensor]] = [[] for _ in carried]
     for segment, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         n = end - start
         n_out = targets[segment]
         n_recycled = min(config.stage1_recycled, max(n_out - 1, 0), n - n_out)
         local = hidden[start:end]
-        reduction = reduce_tokens(scores[start:end], local.reshape(n, -1), n_out, n_recycled)
-        hidden_parts.append(apply_reduction(local, scores[start:end], reduction, config.recycle_weighting))
+        local_scores = scores[start:end]
+        reduction = reduce_tokens(local_scores, local.reshape(n, -1), n_out, n_recycled)
+        hidden_parts.append(apply_reduction(local, local_scores, reduction, config.recycle_weighting))
+        for parts, feature in zip(carried_parts, carried):
+            parts.append(apply_reduction(feature[start:end], local_scores, reduction, config.recycle_weighting))
         kept_parts.append(reduction.kept + start)
         raster = groups.raster[start:end]
         status[raster] = torch.where(reduction.status == KEPT, status[raster], reduction.status)
-    return torch.cat(kept_parts), torch.cat(hidden_parts), status
+    return torch.cat(kept_parts), torch.cat(hidden_parts), [torch.cat(parts) for parts in carried_parts], status
 
 
 def _counts_cu(ids: torch.Tensor, n: int, unit: int) -> torch.Tensor:
@@ -215,7 +263,7 @@ def _window_cu(window: torch.Tensor, unit: int) -> torch.Tensor:
     return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
 
 
-def _split_items(features, raster, grid_thw, unit, status) -> EncodedVision:
+def _split_items(features, carried, raster, grid_thw, unit, status) -> EncodedVision:
     sizes = (grid_thw.prod(-1) // unit).tolist()
     offsets = [0]
     for size in sizes:
@@ -228,6 +276,7 @@ def _split_items(features, raster, grid_thw, unit, status) -> EncodedVision:
         features=tuple(feats),
         kept_groups=tuple(k - offsets[i] for i, k in enumerate(kept)),
         stage1_status=tuple(status[offsets[i] : offsets[i + 1]].cpu() for i in range(len(sizes))),
+        deepstack=tuple(tuple(torch.split(feature, counts)) for feature in carried),
     )
 
 
