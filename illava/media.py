@@ -67,6 +67,14 @@ def _tensor_image(image: torch.Tensor, name: str) -> Image.Image:
 
 
 def _array_image(array: np.ndarray, name: str) -> Image.Image:
+    return Image.fromarray(rgb_uint8(array, name), "RGB")
+
+
+def rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """An H x W (x 1, 3 or 4) array of 8-bit, 16-bit or 0..1 float values as H x W x 3 uint8.
+
+    Raises ValueError naming ``name`` for other shapes, empty images and NaN or infinite values.
+    """
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
@@ -83,4 +91,4 @@ def _array_image(array: np.ndarray, name: str) -> Image.Image:
         array = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
-    return Image.fromarray(np.ascontiguousarray(array[..., :3]), "RGB")
+    return np.ascontiguousarray(array[..., :3])

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .media import rgb_uint8
+
 DEFAULT_FPS = 2.0
 DEFAULT_MAX_FRAMES = 32
 DECODE_CHUNK = 8
@@ -156,19 +158,7 @@ def _from_stack(frames: Any, fps: float, max_frames: int, source_fps: float) -> 
 def _frame_uint8(frame: Any, index: int) -> np.ndarray:
     if isinstance(frame, torch.Tensor):
         frame = frame.detach().cpu().numpy()
-    if not hasattr(frame, "shape"):
-        frame = np.asarray(frame)
-    if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"frame {index}: expected H x W x C with 1, 3 or 4 channels, got shape {tuple(frame.shape)}")
-    if frame.dtype != np.uint8:
-        values = frame.astype(np.float32)
-        if not np.isfinite(values).all():
-            raise ValueError(f"frame {index} contains NaN or infinite values")
-        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
-        frame = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
-    if frame.shape[-1] == 1:
-        frame = np.repeat(frame, 3, axis=-1)
-    return frame[..., :3]
+    return rgb_uint8(np.asarray(frame), f"frame {index}")
 
 
 def preprocess(video_processor, frames: Frames, chunk_frames: int = 8) -> dict[str, torch.Tensor]:

@@ -51,26 +51,28 @@ def stage_maps(trace: ItemTrace, image: np.ndarray, stage: int) -> list[np.ndarr
 
 
 def side_by_side(panels: list[np.ndarray], gap: int = 6) -> np.ndarray:
-    """Panels of one height joined left to right with a white gap."""
-    height = max(panel.shape[0] for panel in panels)
-    width = sum(panel.shape[1] for panel in panels) + gap * (len(panels) - 1)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    x = 0
-    for panel in panels:
-        canvas[: panel.shape[0], x : x + panel.shape[1]] = panel
-        x += panel.shape[1] + gap
-    return canvas
+    """Panels joined left to right with a white gap, top-aligned."""
+    return _join(panels, axis=1, gap=gap)
 
 
 def stacked(rows: list[np.ndarray], gap: int = 6) -> np.ndarray:
-    """Rows joined top to bottom with a white gap."""
-    width = max(row.shape[1] for row in rows)
-    height = sum(row.shape[0] for row in rows) + gap * (len(rows) - 1)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    y = 0
-    for row in rows:
-        canvas[y : y + row.shape[0], : row.shape[1]] = row
-        y += row.shape[0] + gap
+    """Rows joined top to bottom with a white gap, left-aligned."""
+    return _join(rows, axis=0, gap=gap)
+
+
+def _join(parts: list[np.ndarray], axis: int, gap: int) -> np.ndarray:
+    across = 1 - axis
+    shape = [0, 0, 3]
+    shape[axis] = sum(part.shape[axis] for part in parts) + gap * (len(parts) - 1)
+    shape[across] = max(part.shape[across] for part in parts)
+    canvas = np.full(shape, 255, dtype=np.uint8)
+    offset = 0
+    for part in parts:
+        if axis == 0:
+            canvas[offset : offset + part.shape[0], : part.shape[1]] = part
+        else:
+            canvas[: part.shape[0], offset : offset + part.shape[1]] = part
+        offset += part.shape[axis] + gap
     return canvas
 
 
