@@ -19,11 +19,12 @@ export function parseLocator(locatorId) {
   return { subgraphId: text.slice(0, cut), nodeId: text.slice(cut + 1) };
 }
 
-// Which read-only display widgets each node type gets, and which ui key fills each.
+// Which read-only display widgets each node type gets, the label shown, and which ui key fills each.
 export const DISPLAYS = {
-  iLLaVA_EncodeImage: [{ name: "illava_counts", key: "text" }],
+  iLLaVA_EncodeImage: [{ name: "illava_counts", label: "tokens", key: "text" }],
+  iLLaVA_EncodeVideo: [{ name: "illava_counts", label: "tokens", key: "text" }],
   iLLaVA_Generate: [
-    { name: "illava_text", key: "text" },
-    { name: "illava_stats", key: "stats" },
+    { name: "illava_text", label: "answer", key: "text" },
+    { name: "illava_stats", label: "stats", key: "stats" },
   ],
 };

@@ -8,8 +8,9 @@ import { DISPLAYS, outputTexts, parseLocator } from "./display.js";
 const BUDGET_INPUTS = ["preset", "stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep"];
 
 // A read-only text box that never enters the saved workflow or the queued prompt.
-function addDisplay(node, name) {
+function addDisplay(node, name, label) {
   const widget = ComfyWidgets.STRING(node, name, ["STRING", { multiline: true }], app).widget;
+  widget.label = label;
   widget.serialize = false;
   widget.options = { ...(widget.options ?? {}), serialize: false, read_only: true };
   if (widget.element) {
@@ -60,7 +61,7 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name === "iLLaVA_MergeConfig") {
       chain(nodeType.prototype, "onNodeCreated", function () {
-        addDisplay(this, "illava_budget");
+        addDisplay(this, "illava_budget", "token budget");
         for (const widget of this.widgets ?? []) {
           if (!BUDGET_INPUTS.includes(widget.name)) continue;
           const callback = widget.callback;
@@ -83,7 +84,7 @@ app.registerExtension({
     const displays = DISPLAYS[nodeData.name];
     if (displays) {
       chain(nodeType.prototype, "onNodeCreated", function () {
-        for (const { name } of displays) addDisplay(this, name);
+        for (const { name, label } of displays) addDisplay(this, name, label);
       });
       chain(nodeType.prototype, "onExecuted", function (message) {
         showOutputs(this, message);

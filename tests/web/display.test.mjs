@@ -16,9 +16,12 @@ test("locator ids resolve to a node id and an optional subgraph", () => {
   assert.deepEqual(parseLocator("a1b2-c3:5"), { subgraphId: "a1b2-c3", nodeId: "5" });
 });
 
-test("display widgets belong to iLLaVA nodes and have unique names", () => {
-  const names = Object.values(DISPLAYS).flat().map((d) => d.name);
-  assert.equal(new Set(names).size, names.length);
-  for (const type of Object.keys(DISPLAYS)) assert.match(type, /^iLLaVA_/);
+test("display widgets belong to iLLaVA nodes, have unique names per node and a label", () => {
+  for (const [type, displays] of Object.entries(DISPLAYS)) {
+    assert.match(type, /^iLLaVA_/);
+    const names = displays.map((d) => d.name);
+    assert.equal(new Set(names).size, names.length, type);
+    for (const display of displays) assert.ok(display.label, `${type}.${display.name} has no label`);
+  }
   assert.deepEqual(DISPLAYS.iLLaVA_Generate.map((d) => d.key), ["text", "stats"]);
 });
