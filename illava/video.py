@@ -186,7 +186,7 @@ def preprocess(video_processor, frames: Frames, chunk_frames: int = 8) -> dict[s
             size=size,
             cap_pixels_per_frame=False,
         )
-        part, (t, h, w) = out["pixel_values_videos"], out["video_grid_thw"][0].tolist()
+        part, (_, h, w) = out["pixel_values_videos"], out["video_grid_thw"][0].tolist()
         if pixel_values is None:
             grid = (groups, h, w)
             pixel_values = torch.empty(groups * h * w, part.shape[1], dtype=part.dtype)
