@@ -1,0 +1,303 @@
+"""Train the offline demo model: a small Qwen2.5-VL from scratch on illava.scenes questions.
+
+    python scripts/train_demo.py --out demo_model --max-minutes 40
+
+The model is transformers' own Qwen2_5_VLForConditionalGeneration built from a config, with a
+word-level tokenizer over the question vocabulary plus Qwen's special tokens, saved (bfloat16
+safetensors) with its processor and chat template so that ``illava.load`` reads it like any real
+checkpoint. Inputs are prepared with the library's own image and video preprocessing, so training
+sees exactly what ``illava.encode`` feeds the model. A checkpoint is written every ``--save-every``
+steps and at the end; the log goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from illava import scenes  # noqa: E402
+from illava.evaluate import MAX_FRAMES, VIDEO_FPS  # noqa: E402
+from illava.synthetic import CHAT_TEMPLATE, SPECIAL_TOKENS  # noqa: E402
+from illava.video import load_video  # noqa: E402
+from illava.video import preprocess as preprocess_video  # noqa: E402
+
+IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS = 56 * 56, 224 * 224
+VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 56 * 56, 160 * 160
+KIND_WEIGHTS = {"image": 0.5, "video": 0.3, "multi": 0.2}
+UNKNOWN = "<unk>"
+PAD = "<|endoftext|>"
+
+
+def build_tokenizer():
+    """A word-level fast tokenizer: Qwen's special tokens, then every word the scenes can use."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {PAD: 0}
+    for token in SPECIAL_TOKENS + [UNKNOWN]:
+        vocab[token] = len(vocab)
+    for word in scenes.vocabulary():
+        vocab.setdefault(word, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNKNOWN))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token=UNKNOWN, pad_token=PAD, eos_token="<|im_end|>", model_max_length=32768
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_processor(tokenizer):
+    """Qwen2.5-VL's processor with pixel limits that keep images at most 64 tokens and video frames small."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
+
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIXELS),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXELS),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(tokenizer, args: argparse.Namespace):
+    """A freshly initialised Qwen2_5_VLForConditionalGeneration sized by ``args``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    im_end = ids["<|im_end|>"]
+    head_dim = args.hidden // args.heads
+    rotary = head_dim // 2
+    temporal = rotary // 4
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 3,
+        num_hidden_layers=args.llm_depth,
+        num_attention_heads=args.heads,
+        num_key_value_heads=max(1, args.heads // 2),
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "mrope_section": [temporal, (rotary - temporal) // 2, rotary - temporal - (rotary - temporal) // 2],
+        },
+        max_position_embeddings=4096,
+        bos_token_id=0,
+        eos_token_id=im_end,
+        pad_token_id=0,
+    )
+    vision_config = dict(
+        depth=args.vit_depth,
+        hidden_size=args.vit_width,
+        intermediate_size=args.vit_width * 4,
+        num_heads=max(1, args.vit_width // 64),
+        out_hidden_size=args.hidden,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=list(range(1, args.vit_depth, 2)),
+        tokens_per_second=2,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.eos_token_id = im_end
+    config.pad_token_id = 0
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = im_end
+    model.generation_config.pad_token_id = 0
+    model.generation_config.bos_token_id = 0
+    return model
+
+
+def encode_sample(processor, sample: scenes.Sample) -> dict:
+    """Token ids, loss labels and pixel inputs of one sample, prepared as ``illava.encode`` prepares them."""
+    tokenizer = processor.tokenizer
+    merge = processor.image_processor.merge_size ** 2
+    content, expanded, out = [], [], {"images": None, "video": None}
+    if sample.images:
+        processed = processor.image_processor(images=[Image.fromarray(i) for i in sample.images], return_tensors="pt")
+        out["images"] = (processed["pixel_values"], processed["image_grid_thw"])
+        for grid in processed["image_grid_thw"]:
+            content.append({"type": "image"})
+            expanded.append(int(grid.prod()) // merge)
+    if sample.frames:
+        frames = load_video(np.stack(sample.frames), VIDEO_FPS, MAX_FRAMES, VIDEO_FPS)
+        processed = preprocess_video(processor.video_processor, frames)
+        temporal = processor.video_processor.temporal_patch_size
+        out["video"] = (processed["pixel_values_videos"], processed["video_grid_thw"], temporal / frames.fps)
+        content.append({"type": "video"})
+        expanded.append(int(processed["video_grid_thw"][0].prod()) // merge)
+    content.append({"type": "text", "text": sample.question})
+    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    counts = iter(expanded)
+    pattern = re.compile(f"{re.escape(processor.image_token)}|{re.escape(processor.video_token)}")
+    prompt = pattern.sub(lambda match: match.group(0) * next(counts), prompt)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(sample.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    out["input_ids"] = prompt_ids + answer_ids
+    out["labels"] = [-100] * len(prompt_ids) + answer_ids
+    return out
+
+
+def collate(encoded: list[dict], model_config) -> dict:
+    """Right-padded ids, labels and masks plus the concatenated pixel inputs of a batch."""
+    width = max(len(e["input_ids"]) for e in encoded)
+    input_ids = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        length = len(e["input_ids"])
+        input_ids[row, :length] = torch.tensor(e["input_ids"])
+        labels[row, :length] = torch.tensor(e["labels"])
+        attention_mask[row, :length] = 1
+    token_types = (input_ids == model_config.image_token_id).long() + 2 * (input_ids == model_config.video_token_id).long()
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
+    images = [e["images"] for e in encoded if e["images"] is not None]
+    if images:
+        batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
+        batch["image_grid_thw"] = torch.cat([grid for _, grid in images])
+    videos = [e["video"] for e in encoded if e["video"] is not None]
+    if videos:
+        batch["pixel_values_videos"] = torch.cat([pixels for pixels, _, _ in videos])
+        batch["video_grid_thw"] = torch.cat([grid for _, grid, _ in videos])
+        batch["second_per_grid_ts"] = torch.tensor([seconds for _, _, seconds in videos])
+    return batch
+
+
+class TrainingBatches:
+    """An endless, seeded stream of collated training batches (built in-process: a loader worker halved throughput here)."""
+
+    def __init__(self, processor, model_config, batch: int, seed: int) -> None:
+        self.processor, self.model_config, self.batch, self.seed = processor, model_config, batch, seed
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+        index = 0
+        while True:
+            # One kind per batch: videos are about twice as long as images, and mixing them wastes half
+            # of every batch on padding.
+            kind = str(rng.choice(kinds, p=weights))
+            encoded = [encode_sample(self.processor, scenes.sample("train", kind, index + i)) for i in range(self.batch)]
+            index += self.batch
+            yield collate(encoded, self.model_config)
+
+
+def save(model, processor, out: Path) -> None:
+    """Write a bfloat16 copy of ``model`` with ``processor`` to ``out``, replacing it only once complete."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+    processor.save_pretrained(staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+
+
+def learning_rate_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 5%."""
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    model = build_model(tokenizer, args)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {parameters / 1e6:.2f} M (bfloat16 file about {parameters * 2 / 1e6:.1f} MB)", flush=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
+    batches = iter(TrainingBatches(processor, model.config, args.batch, args.seed))
+    budget = args.max_minutes * 60
+    start = time.perf_counter()
+    step, progress = 0, 0.0
+    losses, correct, counted = [], 0, 0
+    while progress < 1.0:
+        progress = max(step / args.steps, (time.perf_counter() - start) / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * learning_rate_factor(progress, args.warmup)
+        batch = next(batches)
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            output = model(**batch)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(output.loss.item())
+        targets = batch["labels"][:, 1:]
+        answered = targets != -100
+        predicted = output.logits[:, :-1].argmax(-1)
+        correct += int((predicted == targets)[answered].sum())
+        counted += int(answered.sum())
+        if step % args.log_every == 0:
+            elapsed = time.perf_counter() - start
+            print(
+                f"step {step} samples {step * args.batch} loss {np.mean(losses):.4f} answer-token acc {correct / counted:.3f} "
+                f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step elapsed {elapsed / 60:.1f} min",
+                flush=True,
+            )
+            losses, correct, counted = [], 0, 0
+        if step % args.save_every == 0:
+            save(model, processor, Path(args.out))
+            print(f"saved {args.out} at step {step}", flush=True)
+    save(model, processor, Path(args.out))
+    print(f"done: {step} steps, {step * args.batch} samples, {(time.perf_counter() - start) / 60:.1f} min; saved {args.out}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="demo_model")
+    parser.add_argument("--steps", type=int, default=4000, help="schedule length in steps")
+    parser.add_argument(
+        "--max-minutes", type=float, default=45.0,
+        help="wall-time budget: the schedule follows whichever of steps and time runs out first",
+    )
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads; 1 because two threads on a shared two-core machine ran several times slower",
+    )
+    parser.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=False,
+        help="bfloat16 autocast; off because it measured about 9x slower than fp32 on this CPU",
+    )
+    parser.add_argument("--vit-depth", type=int, default=4)
+    parser.add_argument("--vit-width", type=int, default=128)
+    parser.add_argument("--llm-depth", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--save-every", type=int, default=150)
+    train(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
