@@ -5,27 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import write_video
 from nodes_harness import run_node, widget_defaults
 
 
 @pytest.fixture(scope="module")
 def video_path(tmp_path_factory):
-    import av
-    import numpy as np
-
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    container = av.open(str(path), "w")
-    stream = container.add_stream("mpeg4", rate=8)
-    stream.width, stream.height, stream.pix_fmt = 112, 112, "yuv420p"
-    for i in range(16):
-        frame = np.full((112, 112, 3), 30, np.uint8)
-        frame[40:70, i * 5 : i * 5 + 30] = (250, 40, 40)
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return str(path)
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=16, height=112, width=112, fps=8)
 
 
 def encode_video(mappings, lvlm, **inputs):
