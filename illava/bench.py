@@ -14,7 +14,7 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,34 +24,18 @@ from PIL import Image
 
 from .config import MergeConfig, preset
 from .flops import Dims, llm_prefill_flops, vit_flops
+from .synthetic import TextDims, VisionDims
 
-ARCHES: dict[str, dict[str, Any]] = {
-    "qwen2.5-vl-3b": dict(
-        kind="qwen2_5_vl",
-        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                  num_key_value_heads=2, mrope_section=[16, 24, 24], tie=True),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
-    ),
-    "qwen2.5-vl-7b": dict(
-        kind="qwen2_5_vl",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, mrope_section=[16, 24, 24], tie=False),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
-    ),
-    "qwen2-vl-2b": dict(
-        kind="qwen2_vl",
-        text=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                  num_key_value_heads=2, mrope_section=[16, 24, 24], tie=True),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=5120, num_heads=16),
-    ),
-    "qwen2-vl-7b": dict(
-        kind="qwen2_vl",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, mrope_section=[16, 24, 24], tie=False),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=5120, num_heads=16),
-    ),
-}
 VOCAB = 151936
+QWEN2_5_VIT = VisionDims(32, 1280, 3420, 16, window_size=112, fullatt_block_indexes=(7, 15, 23, 31))
+QWEN2_VIT = VisionDims(32, 1280, 5120, 16)
+# Published dimensions: (model type, LLM, ViT).
+ARCHES: dict[str, tuple[str, TextDims, VisionDims]] = {
+    "qwen2.5-vl-3b": ("qwen2_5_vl", TextDims(2048, 11008, 36, 16, 2, (16, 24, 24), VOCAB, True), QWEN2_5_VIT),
+    "qwen2.5-vl-7b": ("qwen2_5_vl", TextDims(3584, 18944, 28, 28, 4, (16, 24, 24), VOCAB, False), QWEN2_5_VIT),
+    "qwen2-vl-2b": ("qwen2_vl", TextDims(1536, 8960, 28, 12, 2, (16, 24, 24), VOCAB, True), QWEN2_VIT),
+    "qwen2-vl-7b": ("qwen2_vl", TextDims(3584, 18944, 28, 28, 4, (16, 24, 24), VOCAB, False), QWEN2_VIT),
+}
 PRESETS = ("off", "paper-image", "paper-video", "fast")
 INPUTS = ("1 image", "4 images", "16-frame video")
 PROMPT = "Describe what you see in detail."
@@ -71,57 +55,17 @@ class Run:
 
 def build_lvlm(arch: str, device: torch.device, dtype: torch.dtype, llm_layers: int | None, vit_layers: int | None, seed: int = 0):
     """A random-weight model of ``arch``'s real dimensions (optionally fewer layers) as an LVLM handle."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-    )
     from transformers.initialization import no_init_weights
 
     from .backbones import backbone_for
     from .loading import LVLM
-    from .synthetic import SPECIAL_TOKENS, byte_level_tokenizer, processor_for
+    from .synthetic import byte_level_tokenizer, model_config, processor_for
 
-    spec = ARCHES[arch]
-    text, vision = dict(spec["text"]), dict(spec["vision"])
+    kind, text, vision = ARCHES[arch]
+    text = replace(text, num_hidden_layers=llm_layers or text.num_hidden_layers)
+    vision = replace(vision, depth=vit_layers or vision.depth)
     tokenizer = byte_level_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text_config = dict(
-        hidden_size=text["hidden_size"],
-        intermediate_size=text["intermediate_size"],
-        num_hidden_layers=llm_layers or text["num_hidden_layers"],
-        num_attention_heads=text["num_attention_heads"],
-        num_key_value_heads=text["num_key_value_heads"],
-        vocab_size=VOCAB,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": text["mrope_section"]},
-        tie_word_embeddings=text["tie"],
-        bos_token_id=0,
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=0,
-    )
-    depth = vit_layers or vision["depth"]
-    special = dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=text["tie"],
-    )
-    if spec["kind"] == "qwen2_5_vl":
-        vision_config = dict(
-            depth=depth, hidden_size=vision["hidden_size"], intermediate_size=vision["intermediate_size"],
-            num_heads=vision["num_heads"], out_hidden_size=text["hidden_size"], window_size=112,
-            fullatt_block_indexes=[i for i in vision["fullatt_block_indexes"] if i < depth] or [depth - 1],
-            tokens_per_second=2,
-        )
-        config, model_cls = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **special), Qwen2_5_VLForConditionalGeneration
-    else:
-        vision_config = dict(
-            depth=depth, embed_dim=vision["hidden_size"], hidden_size=text["hidden_size"],
-            mlp_ratio=vision["intermediate_size"] // vision["hidden_size"], num_heads=vision["num_heads"],
-        )
-        config, model_cls = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **special), Qwen2VLForConditionalGeneration
+    config, model_cls = model_config(kind, text, vision, tokenizer)
     config._attn_implementation = "sdpa"
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -132,9 +76,9 @@ def build_lvlm(arch: str, device: torch.device, dtype: torch.dtype, llm_layers: 
         torch.set_default_dtype(default)
     _fill(model, seed)
     model = model.to(device).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = 0
-    processor = processor_for(spec["kind"], tokenizer, min_pixels=56 * 56, max_pixels=448 * 448)
+    processor = processor_for(kind, tokenizer, min_pixels=56 * 56, max_pixels=448 * 448)
     return LVLM(model=model, processor=processor, backbone=backbone_for(model), path=Path(arch), device=device, dtype=dtype)
 
 
@@ -310,8 +254,11 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     torch.manual_seed(0)
     start = time.perf_counter()
     lvlm = build_lvlm(args.arch, device, dtype, llm_layers, vit_layers)
-    depth = f"LLM {lvlm.backbone.llm_depth}/{ARCHES[args.arch]['text']['num_hidden_layers']} layers, " \
-            f"ViT {lvlm.backbone.vit_depth}/{ARCHES[args.arch]['vision']['depth']} layers"
+    _, full_text, full_vision = ARCHES[args.arch]
+    depth = (
+        f"LLM {lvlm.backbone.llm_depth}/{full_text.num_hidden_layers} layers, "
+        f"ViT {lvlm.backbone.vit_depth}/{full_vision.depth} layers"
+    )
     log(f"{args.arch} ({depth}), {dtype}, {device}: built in {time.perf_counter() - start:.0f} s")
     methods = ["vanilla"] + list(args.presets)
     configs = {name: preset(name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth) for name in args.presets}

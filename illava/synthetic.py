@@ -46,6 +46,7 @@ class TextDims:
     num_key_value_heads: int
     mrope_section: tuple[int, int, int]
     vocab_size: int | None = None
+    tie_word_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,18 +79,8 @@ def byte_level_tokenizer():
     return tokenizer
 
 
-def build_model_folder(
-    out_dir: str | Path,
-    arch: str = "qwen2_5_vl",
-    text: TextDims = TINY_TEXT,
-    vision: VisionDims = TINY_VISION,
-    seed: int = 0,
-    initializer_range: float = 0.02,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 448 * 448,
-    dtype: torch.dtype = torch.float32,
-) -> Path:
-    """Write a random-weight ``arch`` model (one of ``ARCHES``) with tokenizer and processor to ``out_dir``."""
+def model_config(arch: str, text: TextDims, vision: VisionDims, tokenizer, initializer_range: float = 0.02):
+    """(config, model class) of an ``arch`` model with these dimensions over ``tokenizer``'s special tokens."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -97,9 +88,6 @@ def build_model_folder(
         Qwen2VLForConditionalGeneration,
     )
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = byte_level_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     im_end = ids["<|im_end|>"]
     text_config = dict(
@@ -115,12 +103,14 @@ def build_model_folder(
         eos_token_id=im_end,
         pad_token_id=0,
         initializer_range=initializer_range,
+        tie_word_embeddings=text.tie_word_embeddings,
     )
     special = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=text.tie_word_embeddings,
     )
     if arch == "qwen2_5_vl":
         vision_config = dict(
@@ -133,7 +123,8 @@ def build_model_folder(
             spatial_merge_size=2,
             temporal_patch_size=2,
             window_size=vision.window_size,
-            fullatt_block_indexes=list(vision.fullatt_block_indexes),
+            # A shortened encoder keeps the full-attention blocks it still has, and at least its last.
+            fullatt_block_indexes=[i for i in vision.fullatt_block_indexes if i < vision.depth] or [vision.depth - 1],
             tokens_per_second=2,
             initializer_range=initializer_range,
         )
@@ -183,9 +174,28 @@ def build_model_folder(
     config.initializer_range = initializer_range
     config.eos_token_id = im_end
     config.pad_token_id = 0
+    return config, model_cls
+
+
+def build_model_folder(
+    out_dir: str | Path,
+    arch: str = "qwen2_5_vl",
+    text: TextDims = TINY_TEXT,
+    vision: VisionDims = TINY_VISION,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 448 * 448,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a random-weight ``arch`` model (one of ``ARCHES``) with tokenizer and processor to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer()
+    config, model_cls = model_config(arch, text, vision, tokenizer, initializer_range)
     torch.manual_seed(seed)
     model = model_cls(config).to(dtype).eval()
-    model.generation_config.eos_token_id = im_end
+    model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = 0
     model.generation_config.bos_token_id = 0
     model.save_pretrained(out, safe_serialization=True)
