@@ -210,22 +210,23 @@ def _image(rng: np.random.Generator, height: int, width: int, shapes: list[Shape
 
 def colour_question(rng: np.random.Generator):
     """What colour is the <shape>? Asked only about a shape kind that occurs once."""
-    while True:
-        height, width, shapes = _scene(rng)
-        unique = [s for s in shapes if sum(o.kind == s.kind for o in shapes) == 1]
-        if unique:
-            target = _pick(rng, unique)
-            return f"what colour is the {target.kind}?", target.colour, _image(rng, height, width, shapes), []
+    return _unique_question(rng, "kind", lambda s: f"what colour is the {s.kind}?", lambda s: s.colour)
 
 
 def shape_question(rng: np.random.Generator):
     """What shape is the <colour> object? Asked only about a colour that occurs once."""
+    return _unique_question(rng, "colour", lambda s: f"what shape is the {s.colour} object?", lambda s: s.kind)
+
+
+def _unique_question(rng: np.random.Generator, attribute: str, question, answer):
+    """A question about a shape whose ``attribute`` no other shape in its scene shares."""
     while True:
         height, width, shapes = _scene(rng)
-        unique = [s for s in shapes if sum(o.colour == s.colour for o in shapes) == 1]
+        values = [getattr(s, attribute) for s in shapes]
+        unique = [s for s in shapes if values.count(getattr(s, attribute)) == 1]
         if unique:
             target = _pick(rng, unique)
-            return f"what shape is the {target.colour} object?", target.kind, _image(rng, height, width, shapes), []
+            return question(target), answer(target), _image(rng, height, width, shapes), []
 
 
 def count_question(rng: np.random.Generator):
