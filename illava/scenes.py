@@ -71,6 +71,8 @@ class Sample:
     images: tuple[np.ndarray, ...] = ()
     frames: tuple[np.ndarray, ...] = ()
     seed: int = 0
+    layouts: tuple[tuple[Shape, ...], ...] = ()
+    """The shapes drawn in each image (or each frame), in order: ground truth for ``label_map``."""
 
 
 def seed_for(split: str, index: int) -> int:
@@ -89,8 +91,8 @@ def sample(split: str, kind: str, index: int) -> Sample:
     seed = seed_for(split, index)
     rng = np.random.default_rng((KIND_STREAMS[kind], seed))
     family = FAMILIES[kind][int(rng.integers(len(FAMILIES[kind])))]
-    question, answer, images, frames = QUESTION_BUILDERS[family](rng)
-    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed)
+    question, answer, images, frames, layouts = QUESTION_BUILDERS[family](rng)
+    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed, tuple(map(tuple, layouts)))
 
 
 def vocabulary() -> list[str]:
@@ -143,10 +145,29 @@ def render(back: np.ndarray, shapes: list[Shape]) -> np.ndarray:
     return np.asarray(image)
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
+def label_map(height: int, width: int, shapes) -> np.ndarray:
+    """HxW uint8 map of which object covers each pixel: 0 for background, else ``1 + object_label(shape)``."""
+    image = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(image)
+    for shape in shapes:
+        value = 1 + object_label(shape)
+        _draw(draw, shape, value, value)
+    return np.asarray(image)
+
+
+def object_label(shape: Shape) -> int:
+    """The index of a shape's (colour, kind) pair among the ``OBJECT_LABELS`` pairs."""
+    return list(COLOURS).index(shape.colour) * len(SHAPES) + SHAPES.index(shape.kind)
+
+
+OBJECT_LABELS = len(COLOURS) * len(SHAPES)
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: Shape, fill=None, outline=None) -> None:
     x, y, r = shape.x, shape.y, shape.radius
-    fill = COLOURS[shape.colour]
-    outline = tuple(int(c * 0.5) for c in fill)
+    if fill is None:
+        fill = COLOURS[shape.colour]
+        outline = tuple(int(c * 0.5) for c in fill)
     if shape.kind == "circle":
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=2)
     elif shape.kind == "square":
@@ -226,7 +247,7 @@ def _unique_question(rng: np.random.Generator, attribute: str, question, answer)
         unique = [s for s in shapes if values.count(getattr(s, attribute)) == 1]
         if unique:
             target = _pick(rng, unique)
-            return question(target), answer(target), _image(rng, height, width, shapes), []
+            return question(target), answer(target), _image(rng, height, width, shapes), [], [shapes]
 
 
 def count_question(rng: np.random.Generator):
@@ -241,7 +262,7 @@ def count_question(rng: np.random.Generator):
     else:
         kind = _pick(rng, [s.kind for s in shapes] + list(SHAPES))
         question, count = f"how many {PLURALS[kind]} are there?", sum(s.kind == kind for s in shapes)
-    return question, NUMBERS[count], _image(rng, height, width, shapes), []
+    return question, NUMBERS[count], _image(rng, height, width, shapes), [], [shapes]
 
 
 def exist_question(rng: np.random.Generator):
@@ -256,7 +277,7 @@ def exist_question(rng: np.random.Generator):
         near = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present and any(c == s.colour or k == s.kind for s in shapes)]
         colour, kind = _pick(rng, near)
         answer = "no"
-    return f"is there a {colour} {kind}?", answer, _image(rng, height, width, shapes), []
+    return f"is there a {colour} {kind}?", answer, _image(rng, height, width, shapes), [], [shapes]
 
 
 def position_question(rng: np.random.Generator):
@@ -269,7 +290,7 @@ def position_question(rng: np.random.Generator):
         if abs(delta) > max(a.radius, b.radius):
             relation = "left of" if horizontal else "above"
             answer = "yes" if delta > 0 else "no"
-            return f"is the {a.name} {relation} the {b.name}?", answer, _image(rng, height, width, shapes), []
+            return f"is the {a.name} {relation} the {b.name}?", answer, _image(rng, height, width, shapes), [], [shapes]
 
 
 def _video_frame_count(rng: np.random.Generator) -> int:
@@ -297,8 +318,9 @@ def motion_question(rng: np.random.Generator):
         if others is None:
             continue
         back = background(rng, height, width)
-        frames = [render(back, others + [p]) for p in path]
-        return f"which way is the {path[0].name} moving?", direction, [], frames
+        layouts = [others + [p] for p in path]
+        frames = [render(back, layout) for layout in layouts]
+        return f"which way is the {path[0].name} moving?", direction, [], frames, layouts
 
 
 def _still_shapes(rng: np.random.Generator, height: int, width: int, count: int, path: list[Shape]) -> list[Shape] | None:
@@ -319,14 +341,16 @@ def change_question(rng: np.random.Generator, appears: bool):
     # The switch happens at an even frame so that no temporal patch pair mixes before and after.
     switch = 2 * int(rng.integers(2, frame_count // 2 - 1))
     back = background(rng, height, width)
-    before, after = render(back, still), render(back, still + [changing])
+    before, after = still, still + [changing]
     if not appears:
         before, after = after, before
-    frames = [before if t < switch else after for t in range(frame_count)]
+    rendered = {id(before): render(back, before), id(after): render(back, after)}
+    layouts = [before if t < switch else after for t in range(frame_count)]
+    frames = [rendered[id(layout)] for layout in layouts]
     verb = "appears" if appears else "disappears"
     if rng.random() < 0.5:
-        return f"which shape {verb}?", changing.kind, [], frames
-    return f"what colour is the object that {verb}?", changing.colour, [], frames
+        return f"which shape {verb}?", changing.kind, [], frames, layouts
+    return f"what colour is the object that {verb}?", changing.colour, [], frames, layouts
 
 
 def more_question(rng: np.random.Generator):
@@ -343,7 +367,7 @@ def more_question(rng: np.random.Generator):
             question = f"which image has more {PLURALS[kind]}?"
         if counts[0] != counts[1]:
             images = [_image(rng, h, w, shapes)[0] for h, w, shapes in scenes]
-            return question, ORDINALS[int(counts[1] > counts[0])], images, []
+            return question, ORDINALS[int(counts[1] > counts[0])], images, [], [shapes for _, _, shapes in scenes]
 
 
 QUESTION_BUILDERS = {
