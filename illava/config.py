@@ -7,6 +7,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 RECYCLE_WEIGHTINGS = ("score", "mean", "paper")
+# iLLaVA and the peer methods it is compared with; see MergeConfig.method.
+METHODS = ("illava", "fastv", "visionzip", "tome", "random")
+STAGE1_ONLY_METHODS = ("visionzip", "tome")
+STAGE2_ONLY_METHODS = ("fastv",)
+SCORED_METHODS = ("illava", "fastv", "visionzip")
 
 
 @dataclass(frozen=True)
@@ -16,7 +21,15 @@ class MergeConfig:
     Layers are 0-indexed and name the first layer that runs on the reduced tokens: a stage at
     layer ``k`` scores tokens with the attention of layer ``k - 1`` and prunes before layer ``k``.
     A keep ratio is the fraction of the stage's input tokens that leave it (recycled tokens
-    included); with several layers the reduction is spread geometrically across them.
+    included); with several layers the reduction is spread geometrically across them. A stage-1
+    layer equal to the encoder's depth reduces at the encoder output, scored with its last block.
+
+    ``method`` picks how a stage chooses and combines tokens: ``illava`` (attention scores, the
+    discarded tokens recycled), or a baseline written from its paper: ``fastv`` (stage 2 only: drop
+    by the last token's attention, nothing recycled), ``visionzip`` (stage 1 only: dominant tokens by
+    attention received plus contextual tokens, each the mean of the discarded tokens most similar
+    to it), ``tome`` (stage 1 only: bipartite soft matching, size-weighted averages) and ``random``
+    (drop uniformly at random, nothing recycled).
     """
 
     stage1_layers: tuple[int, ...] = ()
@@ -27,6 +40,7 @@ class MergeConfig:
     stage2_recycled: int = 1
     recycle_weighting: str = "score"
     score_chunk: int = 256
+    method: str = "illava"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage1_layers", _layer_tuple("stage1_layers", self.stage1_layers))
@@ -43,6 +57,12 @@ class MergeConfig:
                 raise ValueError(f"{name} must be an integer in [0, 64] (recycled tokens per image or sample), got {value!r}")
         if self.recycle_weighting not in RECYCLE_WEIGHTINGS:
             raise ValueError(f"recycle_weighting must be one of {RECYCLE_WEIGHTINGS}, got {self.recycle_weighting!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method in STAGE1_ONLY_METHODS and self.stage2_layers:
+            raise ValueError(f"method {self.method!r} merges in the vision encoder only: clear stage2_layers")
+        if self.method in STAGE2_ONLY_METHODS and self.stage1_layers:
+            raise ValueError(f"method {self.method!r} prunes in the language model only: clear stage1_layers")
         if isinstance(self.score_chunk, bool) or not isinstance(self.score_chunk, int) or not 16 <= self.score_chunk <= 65536:
             raise ValueError(f"score_chunk must be an integer in [16, 65536], got {self.score_chunk!r}")
 
@@ -64,13 +84,13 @@ class MergeConfig:
         """Raise ValueError if a layer does not exist in a model with these depths."""
         for name, layers, depth, what in (
             ("stage1_layers", self.stage1_layers, vit_depth, "vision encoder"),
-            ("stage2_layers", self.stage2_layers, llm_depth, "language model"),
+            ("stage2_layers", self.stage2_layers, llm_depth - 1, "language model"),
         ):
             for layer in layers:
-                if not 1 <= layer < depth:
+                if not 1 <= layer <= depth:
                     raise ValueError(
-                        f"{name} contains {layer}, but this model's {what} has {depth} layers: "
-                        f"use layers from 1 to {depth - 1}"
+                        f"{name} contains {layer}, but this model's {what} has "
+                        f"{depth + (name == 'stage2_layers')} layers: use layers from 1 to {depth}"
                     )
 
     def to_dict(self) -> dict[str, Any]:

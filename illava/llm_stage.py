@@ -20,8 +20,9 @@ import torch
 
 from .backbones import Backbone
 from .backbones.base import stage_targets
-from .config import MergeConfig
-from .merge import KEPT, apply_reduction, recycled_values, reduce_tokens
+from .config import SCORED_METHODS, MergeConfig
+from .merge import KEPT, apply_reduction, recycled_values
+from .merge import select as select_reduction
 
 
 @dataclass
@@ -160,7 +161,10 @@ class Stage2:
     def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, deepstack, state: "_PrefillState"):
         config = self.config
         slot, key_mask = state.query_slot(self.score_position)
-        scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
+        if config.method in SCORED_METHODS:
+            scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
+        else:
+            scores = torch.zeros(hidden.shape[:2], device=hidden.device)
         step = config.stage2_layers.index(index) + 1
         targets = stage_targets(state.visual_counts0, config.stage2_keep, len(config.stage2_layers), step)
         rows, recycled, reductions = [], [], []
@@ -168,15 +172,15 @@ class Stage2:
         for b in range(hidden.shape[0]):
             visual = torch.nonzero(state.visual[b] & state.valid[b]).squeeze(-1)
             text = torch.nonzero(~state.visual[b] & state.valid[b]).squeeze(-1)
-            n_out = targets[b]
-            n_recycled = min(config.stage2_recycled, max(n_out - 1, 0), visual.numel() - n_out)
-            row_scores = scores[b, visual]
-            reduction = reduce_tokens(row_scores, hidden[b, visual], n_out, n_recycled)
+            reduction, weights, weighting = select_reduction(
+                config.method, scores[b, visual], hidden[b, visual], targets[b],
+                config.stage2_recycled, config.recycle_weighting,
+            )
             values = None
-            if n_recycled:
-                values = recycled_values(hidden[b, visual], row_scores, reduction, config.recycle_weighting)
+            if reduction.anchor.numel():
+                values = recycled_values(hidden[b, visual], weights, reduction, weighting)
             state.mark(b, visual, reduction.status)
-            reductions.append((reduction, row_scores))
+            reductions.append((reduction, weights, weighting))
             rows.append(torch.sort(torch.cat([text, visual[reduction.kept]])).values)
             recycled.append((visual[reduction.anchor], values))
         width = max(row.numel() for row in rows)
@@ -201,8 +205,8 @@ class Stage2:
     def _reduce_rows(self, features: torch.Tensor, counts: list[int], reductions) -> torch.Tensor:
         """Per-visual-token features (all rows' visual tokens in order) reduced as the tokens were."""
         parts = []
-        for rows, (reduction, scores) in zip(torch.split(features, counts), reductions):
-            parts.append(apply_reduction(rows, scores, reduction, self.config.recycle_weighting))
+        for rows, (reduction, weights, weighting) in zip(torch.split(features, counts), reductions):
+            parts.append(apply_reduction(rows, weights, reduction, weighting))
         return torch.cat(parts)
 
 

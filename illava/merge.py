@@ -99,6 +99,106 @@ def reduce_tokens(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_
     return Reduction(kept=kept, anchor=anchor, group=group, status=status)
 
 
+# VisionZip keeps 54 dominant and 10 contextual tokens of every 64 it keeps.
+CONTEXTUAL_SHARE = 10 / 64
+
+
+def select(
+    method: str,
+    scores: torch.Tensor,
+    similarity: torch.Tensor,
+    n_out: int,
+    recycled: int,
+    weighting: str,
+    sizes: torch.Tensor | None = None,
+) -> tuple[Reduction, torch.Tensor, str]:
+    """The reduction ``method`` makes of one group of ``n`` tokens down to ``n_out``.
+
+    Returns the reduction plus the weights and weighting that ``apply_reduction`` must combine its
+    groups with. ``recycled`` is the requested number of recycled tokens (iLLaVA only); ``sizes``
+    are ToMe's token sizes (ones when None).
+    """
+    n = scores.shape[0]
+    if method == "tome":
+        sizes = torch.ones(n, device=scores.device) if sizes is None else sizes
+        return bipartite_reduction(similarity, n_out), sizes, "score"
+    if method == "visionzip":
+        contextual = min(max(1, round(n_out * CONTEXTUAL_SHARE)), max(n_out - 1, 0), n - n_out)
+        return contextual_reduction(scores, similarity, n_out, contextual), scores, "mean"
+    if method == "random":
+        scores = random_scores(n, scores.device)
+    n_recycled = min(recycled, max(n_out - 1, 0), n - n_out) if method == "illava" else 0
+    return reduce_tokens(scores, similarity, n_out, n_recycled), scores, weighting
+
+
+def random_scores(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Scores of the random-drop baseline: uniform noise, seeded so that a run can be repeated."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(n)).to(device)
+
+
+def contextual_reduction(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_contextual: int) -> Reduction:
+    """VisionZip's selection: the top tokens stay (*dominant*), and the rest are merged by similarity into
+    ``n_contextual`` evenly spaced *contextual* tokens, each the plain mean of its group.
+    """
+    n = scores.shape[0]
+    device = scores.device
+    order = torch.argsort(scores, descending=True, stable=True)
+    n_top = n_out - n_contextual
+    top = order[:n_top]
+    status = torch.zeros(n, dtype=torch.int8, device=device)
+    status[top] = KEPT
+    group = torch.full((n,), -1, dtype=torch.long, device=device)
+    if n_contextual == 0:
+        return Reduction(kept=torch.sort(top).values, anchor=top[:0], group=group, status=status)
+    rest = torch.sort(order[n_top:]).values
+    spaced = torch.linspace(0, rest.numel() - 1, n_contextual, device=device).round().long()
+    anchor = rest[spaced]
+    unit = torch.nn.functional.normalize(similarity.float(), dim=-1)
+    affinity = unit[rest] @ unit[anchor].T
+    affinity[spaced, torch.arange(n_contextual, device=device)] = float("inf")
+    group[rest] = affinity.argmax(dim=-1)
+    status[rest] = MERGED
+    status[anchor] = RECYCLED
+    return Reduction(kept=torch.sort(torch.cat([top, anchor])).values, anchor=anchor, group=group, status=status)
+
+
+def bipartite_reduction(similarity: torch.Tensor, n_out: int) -> Reduction:
+    """ToMe's bipartite soft matching: alternate tokens form sets A and B, each A token is matched to its
+    most similar B token, and the ``n - n_out`` best-matched A tokens merge into their match.
+    """
+    n = similarity.shape[0]
+    device = similarity.device
+    merges = min(n - n_out, n // 2)
+    a, b = torch.arange(0, n, 2, device=device), torch.arange(1, n, 2, device=device)
+    status = torch.full((n,), KEPT, dtype=torch.int8, device=device)
+    group = torch.full((n,), -1, dtype=torch.long, device=device)
+    if merges <= 0:
+        return Reduction(kept=torch.arange(n, device=device), anchor=a[:0], group=group, status=status)
+    unit = torch.nn.functional.normalize(similarity.float(), dim=-1)
+    best, match = (unit[a] @ unit[b].T).max(dim=-1)
+    merged = a[torch.argsort(best, descending=True, stable=True)[:merges]]
+    targets = b[match[torch.searchsorted(a, merged)]]
+    anchor = torch.unique(targets)
+    group[merged] = torch.searchsorted(anchor, targets)
+    group[anchor] = torch.arange(anchor.numel(), device=device)
+    status[merged] = MERGED
+    status[anchor] = RECYCLED
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    keep[merged] = False
+    return Reduction(kept=torch.nonzero(keep).squeeze(-1), anchor=anchor, group=group, status=status)
+
+
+def merged_sizes(sizes: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """How many original tokens each surviving slot stands for after ``reduction`` (ToMe's token size)."""
+    out = sizes.clone()
+    members = torch.nonzero(reduction.group >= 0).squeeze(-1)
+    if members.numel():
+        totals = torch.zeros(reduction.anchor.numel(), dtype=sizes.dtype, device=sizes.device)
+        totals.index_add_(0, reduction.group[members], sizes[members])
+        out[reduction.anchor] = totals
+    return out[reduction.kept]
+
+
 def recycled_values(
     values: torch.Tensor, scores: torch.Tensor, reduction: Reduction, weighting: str
 ) -> torch.Tensor:

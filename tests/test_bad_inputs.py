@@ -191,7 +191,7 @@ def test_bad_prompts_and_options(qwen25, images, prompt, options, message, still
 @pytest.mark.parametrize(
     "config, message",
     [
-        (MergeConfig(stage1_layers=(4,), stage1_keep=0.5), "stage1_layers contains 4, but this model's vision encoder has 4 layers"),
+        (MergeConfig(stage1_layers=(5,), stage1_keep=0.5), "stage1_layers contains 5, but this model's vision encoder has 4 layers"),
         (MergeConfig(stage2_layers=(9,), stage2_keep=0.5), "stage2_layers contains 9, but this model's language model has 4 layers"),
         (illava.PRESETS["paper-image"], "stage1_layers contains 13, but this model's vision encoder has 4 layers"),
     ],

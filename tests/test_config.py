@@ -43,9 +43,9 @@ def test_layers_parse_from_text():
 
 def test_layers_beyond_the_model_are_rejected_with_the_depth():
     config = MergeConfig(stage1_layers=(4,), stage2_layers=(2,))
-    config.check_depths(vit_depth=5, llm_depth=4)
-    with pytest.raises(ValueError, match=r"stage1_layers contains 4, but this model's vision encoder has 4 layers: use layers from 1 to 3"):
-        config.check_depths(vit_depth=4, llm_depth=4)
+    config.check_depths(vit_depth=4, llm_depth=4)
+    with pytest.raises(ValueError, match=r"stage1_layers contains 4, but this model's vision encoder has 3 layers: use layers from 1 to 3"):
+        config.check_depths(vit_depth=3, llm_depth=4)
     with pytest.raises(ValueError, match=r"stage2_layers contains 2, but this model's language model has 2 layers"):
         config.check_depths(vit_depth=8, llm_depth=2)
 

@@ -12,22 +12,41 @@ from illava.pipeline import build_inputs
 STAGE1 = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=2)
 BOTH = MergeConfig(stage1_layers=(1, 3), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5, stage2_recycled=1)
 STAGE2_TWICE = MergeConfig(stage2_layers=(1, 3), stage2_keep=0.3, stage2_recycled=2)
+FASTV = MergeConfig(method="fastv", stage2_layers=(1,), stage2_keep=0.4)
+VISIONZIP = MergeConfig(method="visionzip", stage1_layers=(4,), stage1_keep=0.3)
+TOME = MergeConfig(method="tome", stage1_layers=(1, 2, 3), stage1_keep=0.35)
+RANDOM = MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.5)
 STEPS = 6
 PROMPTS = ("Describe both pictures in detail.", "What differs between them?", "List every object.", "Tell a story.")
 
 
-def test_token_counts_follow_the_config(lvlm, images):
-    config = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.25)
+@pytest.mark.parametrize(
+    "config",
+    [
+        MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.25),
+        MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.25),
+        MergeConfig(method="visionzip", stage1_layers=(4,), stage1_keep=0.5),
+        MergeConfig(method="tome", stage1_layers=(2,), stage1_keep=0.5),
+        MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.25),
+    ],
+    ids=lambda config: config.method,
+)
+def test_token_counts_follow_the_config(lvlm, images, config):
+    stage1_keep = config.stage1_keep if config.stage1_active else 1.0
+    stage2_keep = config.stage2_keep if config.stage2_active else 1.0
     visuals = illava.encode(lvlm, images[:2], config)
     for item in visuals.items:
-        assert item.tokens_kept == round(item.tokens_full * 0.5)
-        assert item.trace.counts(1)["kept"] + item.trace.counts(1)["recycled"] == item.tokens_kept
+        assert item.tokens_kept == round(item.tokens_full * stage1_keep)
+        if config.stage1_active:
+            assert item.trace.counts(1)["kept"] + item.trace.counts(1)["recycled"] == item.tokens_kept
     result = illava.generate(lvlm, visuals, "Compare them.", config, illava.GenerationOptions(max_new_tokens=2))
     tokens = result.stats[0]["visual_tokens"]
     assert tokens["vit_input"] == sum(item.patches for item in visuals.items)
     assert tokens["llm_input_full"] == sum(item.tokens_full for item in visuals.items)
     assert tokens["llm_input"] == tokens["vit_output"] == sum(item.tokens_kept for item in visuals.items)
-    assert tokens["llm_after_stage2"] == round(tokens["llm_input"] * 0.25)
+    assert tokens["llm_after_stage2"] == round(tokens["llm_input"] * stage2_keep)
+    if not config.stage2_active:
+        return
     traces = result.traces[0]
     kept_after_both = sum(t.counts(2)["kept"] + t.counts(2)["recycled"] for t in traces)
     assert kept_after_both == tokens["llm_after_stage2"]
@@ -53,7 +72,11 @@ def _extended_inputs(lvlm, requests, generated):
     )
 
 
-@pytest.mark.parametrize("config", [STAGE1, BOTH, STAGE2_TWICE], ids=["stage1", "both", "stage2-twice"])
+@pytest.mark.parametrize(
+    "config",
+    [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM],
+    ids=["stage1", "both", "stage2-twice", "fastv", "visionzip", "tome", "random"],
+)
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, images, config):
     # Random weights can emit the end token early, or a placeholder token that would read as an image
     # when the answer is fed back; take the first prompt that decodes every step with neither.

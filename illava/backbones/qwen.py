@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import MergeConfig
-from ..merge import KEPT, apply_reduction, attention_received, query_row_attention, reduce_tokens
+from ..config import SCORED_METHODS, MergeConfig
+from ..merge import KEPT, apply_reduction, attention_received, merged_sizes, query_row_attention, select
 from .base import Backbone, EncodedVision, register, stage_targets
 
 
@@ -127,20 +127,30 @@ class QwenVLBackbone(Backbone):
             )
             for layer in targets
         ]
+        sizes = torch.ones(n_groups, device=device)
         try:
-            for index, block in enumerate(visual.blocks):
+            # One pass beyond the last block, so that a stage-1 layer equal to the depth reduces the
+            # encoder's output.
+            for index in range(len(visual.blocks) + 1):
                 if check_interrupt is not None:
                     check_interrupt()
                 if index in targets:
                     qkv = projections.pop(index - 1)
-                    scores = self.group_scores(visual.blocks[index - 1].attn, qkv, (cos, sin), cu_full, config.score_chunk)
-                    keep_index, hidden, carried, status = _reduce_segments(
-                        hidden, carried, scores, groups, cu_full, unit, targets[index], config, status
+                    if config.method in SCORED_METHODS:
+                        attn = visual.blocks[index - 1].attn
+                        scores = self.group_scores(attn, qkv, (cos, sin), cu_full, config.score_chunk)
+                    else:
+                        scores = torch.zeros(hidden.shape[0], device=device)
+                    keep_index, hidden, carried, status, sizes = _reduce_segments(
+                        hidden, carried, scores, sizes, groups, cu_full, unit, targets[index], config, status
                     )
                     groups = groups.take(keep_index)
                     cos, sin = cos[keep_index], sin[keep_index]
                     cu_full = _counts_cu(groups.segment, n_segments, unit)
                     cu_win = _window_cu(groups.window, unit) if windowed else None
+                if index == len(visual.blocks):
+                    break
+                block = visual.blocks[index]
                 flat = hidden.reshape(-1, hidden.shape[-1])
                 cu_now = cu_full if not windowed or index in visual.fullatt_block_indexes else cu_win
                 flat = block(
@@ -227,29 +237,36 @@ def _heads(projected: torch.Tensor, head_dim: int, norm) -> torch.Tensor:
     return states.transpose(1, 2)
 
 
-def _reduce_segments(hidden, carried, scores, groups: _Groups, cu_full, unit, targets, config, status):
-    """Reduce each frame segment to its target group count.
+def _reduce_segments(hidden, carried, scores, sizes, groups: _Groups, cu_full, unit, targets, config, status):
+    """Reduce each frame segment to its target group count with ``config.method``.
 
-    Returns the kept indices, the new hidden states, the carried features reduced the same way, and
-    the updated status.
+    Returns the kept indices, the new hidden states, the carried features reduced the same way, the
+    updated status and the sizes (original groups per surviving group).
     """
     bounds = (cu_full // unit).tolist()
-    kept_parts, hidden_parts = [], []
+    kept_parts, hidden_parts, size_parts = [], [], []
     carried_parts: list[list[torch.Tensor]] = [[] for _ in carried]
     for segment, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         n = end - start
-        n_out = targets[segment]
-        n_recycled = min(config.stage1_recycled, max(n_out - 1, 0), n - n_out)
         local = hidden[start:end]
-        local_scores = scores[start:end]
-        reduction = reduce_tokens(local_scores, local.reshape(n, -1), n_out, n_recycled)
-        hidden_parts.append(apply_reduction(local, local_scores, reduction, config.recycle_weighting))
+        reduction, weights, weighting = select(
+            config.method, scores[start:end], local.reshape(n, -1), targets[segment],
+            config.stage1_recycled, config.recycle_weighting, sizes[start:end],
+        )
+        hidden_parts.append(apply_reduction(local, weights, reduction, weighting))
         for parts, feature in zip(carried_parts, carried):
-            parts.append(apply_reduction(feature[start:end], local_scores, reduction, config.recycle_weighting))
+            parts.append(apply_reduction(feature[start:end], weights, reduction, weighting))
+        size_parts.append(merged_sizes(sizes[start:end], reduction))
         kept_parts.append(reduction.kept + start)
         raster = groups.raster[start:end]
         status[raster] = torch.where(reduction.status == KEPT, status[raster], reduction.status)
-    return torch.cat(kept_parts), torch.cat(hidden_parts), [torch.cat(parts) for parts in carried_parts], status
+    return (
+        torch.cat(kept_parts),
+        torch.cat(hidden_parts),
+        [torch.cat(parts) for parts in carried_parts],
+        status,
+        torch.cat(size_parts),
+    )
 
 
 def _counts_cu(ids: torch.Tensor, n: int, unit: int) -> torch.Tensor:
