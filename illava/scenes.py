@@ -43,6 +43,7 @@ FAMILIES = {
 SPLITS = ("train", "test")
 TEST_SEED_OFFSET = 1_000_000_000
 KIND_STREAMS = {"image": 11, "video": 23, "multi": 37}
+CONVERSATION_STREAM = 53
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,15 @@ TEMPLATE_WORDS = (
     "what colour is the",
     "what shape is the object",
     "how many objects are there",
-    "is there a",
+    "is there a an",
     "is the left of above",
     "which way is the moving",
     "which shape appears disappears",
     "what colour is the object that appears disappears",
     "which image has more",
+    "what objects are there",
     "you are a helpful assistant system user",
-    "? .",
+    "? . ,",
 )
 
 
@@ -229,30 +231,25 @@ def _image(rng: np.random.Generator, height: int, width: int, shapes: list[Shape
     return [render(background(rng, height, width), shapes)]
 
 
-def colour_question(rng: np.random.Generator):
-    """What colour is the <shape>? Asked only about a shape kind that occurs once."""
-    return _unique_question(rng, "kind", lambda s: f"what colour is the {s.kind}?", lambda s: s.colour)
+def ask_colour(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str] | None:
+    """What colour is the <shape>? Only about a shape kind that occurs once."""
+    return _ask_unique(rng, shapes, "kind", lambda s: (f"what colour is the {s.kind}?", s.colour))
 
 
-def shape_question(rng: np.random.Generator):
-    """What shape is the <colour> object? Asked only about a colour that occurs once."""
-    return _unique_question(rng, "colour", lambda s: f"what shape is the {s.colour} object?", lambda s: s.kind)
+def ask_shape(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str] | None:
+    """What shape is the <colour> object? Only about a colour that occurs once."""
+    return _ask_unique(rng, shapes, "colour", lambda s: (f"what shape is the {s.colour} object?", s.kind))
 
 
-def _unique_question(rng: np.random.Generator, attribute: str, question, answer):
-    """A question about a shape whose ``attribute`` no other shape in its scene shares."""
-    while True:
-        height, width, shapes = _scene(rng)
-        values = [getattr(s, attribute) for s in shapes]
-        unique = [s for s in shapes if values.count(getattr(s, attribute)) == 1]
-        if unique:
-            target = _pick(rng, unique)
-            return question(target), answer(target), _image(rng, height, width, shapes), [], [shapes]
+def _ask_unique(rng: np.random.Generator, shapes: list[Shape], attribute: str, question):
+    """A question about a shape whose ``attribute`` no other shape in the scene shares, if there is one."""
+    values = [getattr(s, attribute) for s in shapes]
+    unique = [s for s in shapes if values.count(getattr(s, attribute)) == 1]
+    return question(_pick(rng, unique)) if unique else None
 
 
-def count_question(rng: np.random.Generator):
+def ask_count(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str]:
     """How many objects / <colour> objects / <plural shape> are there?"""
-    height, width, shapes = _scene(rng, 1, 6)
     mode = int(rng.integers(3))
     if mode == 0:
         question, count = "how many objects are there?", len(shapes)
@@ -262,35 +259,83 @@ def count_question(rng: np.random.Generator):
     else:
         kind = _pick(rng, [s.kind for s in shapes] + list(SHAPES))
         question, count = f"how many {PLURALS[kind]} are there?", sum(s.kind == kind for s in shapes)
-    return question, NUMBERS[count], _image(rng, height, width, shapes), [], [shapes]
+    return question, NUMBERS[count]
 
 
-def exist_question(rng: np.random.Generator):
+def ask_exist(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str]:
     """Is there a <colour> <shape>? Yes and no equally often."""
-    height, width, shapes = _scene(rng, 1, 6)
     if rng.random() < 0.5:
         target = _pick(rng, shapes)
-        colour, kind, answer = target.colour, target.kind, "yes"
-    else:
-        present = {(s.colour, s.kind) for s in shapes}
-        # Absent pairs that share a colour or a kind with a present object make "no" non-trivial.
-        near = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present and any(c == s.colour or k == s.kind for s in shapes)]
-        colour, kind = _pick(rng, near)
-        answer = "no"
-    return f"is there a {colour} {kind}?", answer, _image(rng, height, width, shapes), [], [shapes]
+        return f"is there {_article(target.colour)} {target.colour} {target.kind}?", "yes"
+    present = {(s.colour, s.kind) for s in shapes}
+    # Absent pairs that share a colour or a kind with a present object make "no" non-trivial.
+    near = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present and any(c == s.colour or k == s.kind for s in shapes)]
+    colour, kind = _pick(rng, near)
+    return f"is there {_article(colour)} {colour} {kind}?", "no"
 
 
-def position_question(rng: np.random.Generator):
-    """Is the <a> left of / above the <b>? Asked only where the two are clearly apart on that axis."""
-    while True:
-        height, width, shapes = _scene(rng)
-        a, b = (shapes[int(i)] for i in rng.permutation(len(shapes))[:2])
-        horizontal = rng.random() < 0.5
-        delta = (b.x - a.x) if horizontal else (b.y - a.y)
-        if abs(delta) > max(a.radius, b.radius):
-            relation = "left of" if horizontal else "above"
-            answer = "yes" if delta > 0 else "no"
-            return f"is the {a.name} {relation} the {b.name}?", answer, _image(rng, height, width, shapes), [], [shapes]
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def ask_position(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str] | None:
+    """Is the <a> left of / above the <b>? Only where the two are clearly apart on that axis."""
+    if len(shapes) < 2:
+        return None
+    a, b = (shapes[int(i)] for i in rng.permutation(len(shapes))[:2])
+    horizontal = rng.random() < 0.5
+    delta = (b.x - a.x) if horizontal else (b.y - a.y)
+    if abs(delta) <= max(a.radius, b.radius):
+        return None
+    relation = "left of" if horizontal else "above"
+    return f"is the {a.name} {relation} the {b.name}?", "yes" if delta > 0 else "no"
+
+
+def describe(shapes: list[Shape]) -> str:
+    """Every object, left to right: the answer to ``DESCRIBE_QUESTION``."""
+    return ", ".join(shape.name for shape in sorted(shapes, key=lambda s: s.x))
+
+
+DESCRIBE_QUESTION = "what objects are there?"
+ASK_IMAGE = {"colour": ask_colour, "shape": ask_shape, "count": ask_count, "exist": ask_exist, "position": ask_position}
+
+
+def _image_question(family: str):
+    """A builder that draws scenes until ``family``'s question applies to one, then asks it."""
+
+    def build(rng: np.random.Generator):
+        while True:
+            height, width, shapes = _scene(rng, 1, 6)
+            asked = ASK_IMAGE[family](rng, shapes)
+            if asked is not None:
+                return asked[0], asked[1], _image(rng, height, width, shapes), [], [shapes]
+
+    return build
+
+
+def conversation(
+    index: int, turns: int = 4, split: str = "train"
+) -> tuple[np.ndarray, tuple[Shape, ...], list[tuple[str, str, str]]]:
+    """Conversation ``index`` about one image: (pixels, shapes, [(family, question, answer), ...]).
+
+    Half of them open with a description of the whole scene; the rest of the turns are distinct
+    image questions of random families. Conversations have a random stream of their own, so they
+    never share a scene with the single-question samples.
+    """
+    rng = np.random.default_rng((CONVERSATION_STREAM, seed_for(split, index)))
+    height, width, shapes = _scene(rng, 1, 6)
+    asked: list[tuple[str, str, str]] = []
+    if rng.random() < 0.5:
+        asked.append(("describe", DESCRIBE_QUESTION, describe(shapes)))
+    for _ in range(100 * turns):
+        if len(asked) >= turns:
+            break
+        family = _pick(rng, FAMILIES["image"])
+        question = ASK_IMAGE[family](rng, shapes)
+        # A repeated question could be answered by copying the earlier answer instead of looking.
+        if question is not None and all(question[0] != earlier for _, earlier, _ in asked):
+            asked.append((family, *question))
+    return _image(rng, height, width, shapes)[0], tuple(shapes), asked
 
 
 def _video_frame_count(rng: np.random.Generator) -> int:
@@ -371,11 +416,7 @@ def more_question(rng: np.random.Generator):
 
 
 QUESTION_BUILDERS = {
-    "colour": colour_question,
-    "shape": shape_question,
-    "count": count_question,
-    "exist": exist_question,
-    "position": position_question,
+    **{family: _image_question(family) for family in ASK_IMAGE},
     "motion": motion_question,
     "appear": lambda rng: change_question(rng, appears=True),
     "disappear": lambda rng: change_question(rng, appears=False),
