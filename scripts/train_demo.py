@@ -19,6 +19,8 @@ import re
 import shutil
 import sys
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -130,34 +132,95 @@ def build_model(tokenizer, args: argparse.Namespace):
     return model
 
 
-def encode_sample(processor, sample: scenes.Sample) -> dict:
-    """Token ids, loss labels and pixel inputs of one sample, prepared as ``illava.encode`` prepares them."""
-    tokenizer = processor.tokenizer
-    merge = processor.image_processor.merge_size ** 2
-    content, expanded, out = [], [], {"images": None, "video": None}
-    if sample.images:
-        processed = processor.image_processor(images=[Image.fromarray(i) for i in sample.images], return_tensors="pt")
+def objects_per_token(layouts, height: int, width: int, grid_h: int, grid_w: int, merge: int) -> np.ndarray:
+    """(tokens, OBJECT_LABELS) bool: which (colour, shape) objects cover part of each merged visual token.
+
+    ``layouts`` are the frames (one for an image) that one temporal patch group spans; tokens are in
+    the order the vision merger emits them (row-major over the merged grid).
+    """
+    samples = 4
+    present = np.zeros((grid_h // merge, grid_w // merge, scenes.OBJECT_LABELS + 1), dtype=bool)
+    onehot = np.eye(scenes.OBJECT_LABELS + 1, dtype=bool)
+    for layout in layouts:
+        labels = Image.fromarray(scenes.label_map(height, width, layout))
+        small = np.asarray(labels.resize((grid_w * samples, grid_h * samples), Image.NEAREST))
+        blocks = onehot[small.reshape(grid_h // merge, merge * samples, grid_w // merge, merge * samples)]
+        present |= blocks.any(axis=(1, 3))
+    return present[..., 1:].reshape(-1, scenes.OBJECT_LABELS)
+
+
+@dataclass
+class Example:
+    """One training sequence: visuals, the shapes in each of them, and its (family, question, answer) turns."""
+
+    images: tuple[np.ndarray, ...]
+    frames: tuple[np.ndarray, ...]
+    layouts: tuple[tuple[scenes.Shape, ...], ...]
+    turns: list[tuple[str, str, str]]
+
+    @classmethod
+    def from_sample(cls, sample: scenes.Sample) -> "Example":
+        return cls(sample.images, sample.frames, sample.layouts, [(sample.family, sample.question, sample.answer)])
+
+    @classmethod
+    def conversation(cls, index: int, turns: int) -> "Example":
+        image, shapes, asked = scenes.conversation(index, turns)
+        return cls((image,), (), (shapes,), asked)
+
+
+def encode_example(processor, example: Example) -> dict:
+    """Token ids, loss labels, pixel inputs and per-token object targets of one example.
+
+    Pixels are prepared as ``illava.encode`` prepares them; every answer (and its end-of-turn
+    token) is a target, everything else is context.
+    """
+    merge_size = processor.image_processor.merge_size
+    merge = merge_size**2
+    visual, expanded, out, objects = [], [], {"images": None, "video": None}, []
+    if example.images:
+        processed = processor.image_processor(images=[Image.fromarray(i) for i in example.images], return_tensors="pt")
         out["images"] = (processed["pixel_values"], processed["image_grid_thw"])
-        for grid in processed["image_grid_thw"]:
-            content.append({"type": "image"})
-            expanded.append(int(grid.prod()) // merge)
-    if sample.frames:
-        frames = load_video(np.stack(sample.frames), VIDEO_FPS, MAX_FRAMES, VIDEO_FPS)
+        for image, layout, grid in zip(example.images, example.layouts, processed["image_grid_thw"].tolist()):
+            visual.append({"type": "image"})
+            expanded.append(math.prod(grid) // merge)
+            objects.append(objects_per_token([layout], *image.shape[:2], grid[1], grid[2], merge_size))
+    if example.frames:
+        frames = load_video(np.stack(example.frames), VIDEO_FPS, MAX_FRAMES, VIDEO_FPS)
         processed = preprocess_video(processor.video_processor, frames)
         temporal = processor.video_processor.temporal_patch_size
         out["video"] = (processed["pixel_values_videos"], processed["video_grid_thw"], temporal / frames.fps)
-        content.append({"type": "video"})
-        expanded.append(int(processed["video_grid_thw"][0].prod()) // merge)
-    content.append({"type": "text", "text": sample.question})
-    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-    counts = iter(expanded)
-    pattern = re.compile(f"{re.escape(processor.image_token)}|{re.escape(processor.video_token)}")
-    prompt = pattern.sub(lambda match: match.group(0) * next(counts), prompt)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(sample.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    out["input_ids"] = prompt_ids + answer_ids
-    out["labels"] = [-100] * len(prompt_ids) + answer_ids
+        visual.append({"type": "video"})
+        grid = processed["video_grid_thw"][0].tolist()
+        expanded.append(math.prod(grid) // merge)
+        height, width = example.frames[0].shape[:2]
+        for group in range(grid[0]):
+            spanned = [example.layouts[i] for i in frames.indices[group * temporal : (group + 1) * temporal]]
+            objects.append(objects_per_token(spanned, height, width, grid[1], grid[2], merge_size))
+    out["objects"] = torch.from_numpy(np.concatenate(objects)).float()
+    out["input_ids"], out["labels"], out["families"] = chat_ids(processor, visual, expanded, example.turns)
     return out
+
+
+def chat_ids(processor, visual: list[dict], expanded: list[int], turns) -> tuple[list[int], list[int], list[str]]:
+    """The chat template's ids for a conversation, labels on the answers, and the family of each answer."""
+    tokenizer = processor.tokenizer
+    pattern = re.compile(f"{re.escape(processor.image_token)}|{re.escape(processor.video_token)}")
+    counts = iter(expanded)
+    messages, rendered = [], ""
+    ids, labels, families = [], [], []
+    for family, question, answer in turns:
+        content = (visual if not messages else []) + [{"type": "text", "text": question}]
+        messages.append({"role": "user", "content": content})
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        context = pattern.sub(lambda match: match.group(0) * next(counts), prompt[len(rendered) :])
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        ids += context_ids + answer_ids
+        labels += [-100] * len(context_ids) + answer_ids
+        families.append(family)
+        messages.append({"role": "assistant", "content": answer})
+        rendered = prompt + answer + "<|im_end|>"
+    return ids, labels, families
 
 
 def collate(encoded: list[dict], model_config) -> dict:
@@ -173,6 +236,8 @@ def collate(encoded: list[dict], model_config) -> dict:
         attention_mask[row, :length] = 1
     token_types = (input_ids == model_config.image_token_id).long() + 2 * (input_ids == model_config.video_token_id).long()
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
+    batch["objects"] = torch.cat([e["objects"] for e in encoded])
+    batch["families"] = [family for e in encoded for family in e["families"]]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -188,8 +253,8 @@ def collate(encoded: list[dict], model_config) -> dict:
 class TrainingBatches:
     """An endless, seeded stream of collated training batches (built in-process: a loader worker halved throughput here)."""
 
-    def __init__(self, processor, model_config, batch: int, seed: int) -> None:
-        self.processor, self.model_config, self.batch, self.seed = processor, model_config, batch, seed
+    def __init__(self, processor, model_config, batch: int, seed: int, turns: int) -> None:
+        self.processor, self.model_config, self.batch, self.seed, self.turns = processor, model_config, batch, seed, turns
 
     def __iter__(self):
         rng = np.random.default_rng(self.seed)
@@ -199,7 +264,11 @@ class TrainingBatches:
             # One kind per batch: videos are about twice as long as images, and mixing them wastes half
             # of every batch on padding.
             kind = str(rng.choice(kinds, p=weights))
-            encoded = [encode_sample(self.processor, scenes.sample("train", kind, index + i)) for i in range(self.batch)]
+            if kind == "image":
+                examples = [Example.conversation(index + i, self.turns) for i in range(self.batch)]
+            else:
+                examples = [Example.from_sample(scenes.sample("train", kind, index + i)) for i in range(self.batch)]
+            encoded = [encode_example(self.processor, example) for example in examples]
             index += self.batch
             yield collate(encoded, self.model_config)
 
@@ -229,39 +298,53 @@ def train(args: argparse.Namespace) -> None:
     model = build_model(tokenizer, args)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"parameters: {parameters / 1e6:.2f} M (bfloat16 file about {parameters * 2 / 1e6:.1f} MB)", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
-    batches = iter(TrainingBatches(processor, model.config, args.batch, args.seed))
+    # A linear probe on the vision merger's output, trained to name the objects under each visual
+    # token and thrown away afterwards: it hands the encoder a dense signal from the first step,
+    # where the answer loss alone reached it too weakly and the visual features collapsed.
+    probe = torch.nn.Linear(args.hidden, scenes.OBJECT_LABELS)
+    merged: list[torch.Tensor] = []
+    model.model.visual.register_forward_hook(lambda module, inputs, output: merged.append(output.pooler_output))
+    trained = list(model.parameters()) + list(probe.parameters())
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
+    batches = iter(TrainingBatches(processor, model.config, args.batch, args.seed, args.turns))
     budget = args.max_minutes * 60
     start = time.perf_counter()
     step, progress = 0, 0.0
-    losses, correct, counted = [], 0, 0
+    losses, object_losses, tally = [], [], defaultdict(lambda: [0, 0])
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * learning_rate_factor(progress, args.warmup)
         batch = next(batches)
+        objects, families = batch.pop("objects"), batch.pop("families")
         model.train()
+        merged.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            object_loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(torch.cat(merged)).float(), objects)
+        (output.loss + args.object_weight * object_loss).backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(output.loss.item())
-        targets = batch["labels"][:, 1:]
-        answered = targets != -100
-        predicted = output.logits[:, :-1].argmax(-1)
-        correct += int((predicted == targets)[answered].sum())
-        counted += int(answered.sum())
+        object_losses.append(object_loss.item())
+        # Each answer's first token is scored, by family: the end-of-turn token after it is trivially right.
+        labels = batch["labels"]
+        first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+        right = (output.logits[:, :-1].argmax(-1) == labels[:, 1:])[first].tolist()
+        for family, hit in zip(families, right):
+            tally[family][0] += hit
+            tally[family][1] += 1
         if step % args.log_every == 0:
             elapsed = time.perf_counter() - start
+            accuracy = " ".join(f"{family}={hits / total:.2f}" for family, (hits, total) in sorted(tally.items()))
             print(
-                f"step {step} samples {step * args.batch} loss {np.mean(losses):.4f} answer-token acc {correct / counted:.3f} "
-                f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step elapsed {elapsed / 60:.1f} min",
+                f"step {step} loss {np.mean(losses):.4f} object loss {np.mean(object_losses):.4f} "
+                f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
                 flush=True,
             )
-            losses, correct, counted = [], 0, 0
+            losses, object_losses, tally = [], [], defaultdict(lambda: [0, 0])
         if step % args.save_every == 0:
             save(model, processor, Path(args.out))
             print(f"saved {args.out} at step {step}", flush=True)
@@ -279,6 +362,8 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--turns", type=int, default=4, help="questions per training image (one conversation)")
+    parser.add_argument("--object-weight", type=float, default=1.0, help="weight of the per-token object probe loss")
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
