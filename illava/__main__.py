@@ -1,4 +1,4 @@
-"""Command line: ``python -m illava caption|demo ...``."""
+"""Command line: ``python -m illava caption|demo|eval|bench ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import sys
 
 from .bench import ARCHES, run_bench
-from .config import PRESETS, MergeConfig, preset
+from .config import METHODS, PRESETS, MergeConfig, preset
+from .harness import add_arguments as add_eval_arguments
+from .harness import run as run_eval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
     demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
     _runtime_arguments(demo)
+    evaluation = commands.add_parser("eval", help="accuracy retention of iLLaVA and its peers at matched token budgets")
+    add_eval_arguments(evaluation)
+    evaluation.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
+    evaluation.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     bench = commands.add_parser("bench", help="speed and memory: vanilla transformers and iLLaVA side by side")
     bench.add_argument("--arch", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2-vl-2b or qwen2-vl-7b")
     bench.add_argument("--layers", type=int, default=None, help="use this many decoder and ViT layers (reported)")
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "caption":
             return _caption(args)
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "bench":
             if args.arch not in ARCHES:
                 raise ValueError(f"--arch must be one of {', '.join(ARCHES)}, got {args.arch!r}")
@@ -69,6 +77,7 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
     parser.add_argument("--stage2-keep", type=float, default=None, help="fraction of visual tokens kept in the LLM")
     parser.add_argument("--recycled", type=int, default=None, help="recycled tokens per image (stage 1) and sample (stage 2)")
+    parser.add_argument("--method", choices=METHODS, default=None, help="iLLaVA (default) or a baseline method")
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +101,8 @@ def merge_config(args: argparse.Namespace, vit_depth: int, llm_depth: int) -> Me
         changes["stage2_keep"] = args.stage2_keep
     if args.recycled is not None:
         changes["stage1_recycled"] = changes["stage2_recycled"] = args.recycled
+    if args.method is not None:
+        changes["method"] = args.method
     return config.with_(**changes) if changes else config
 
 

@@ -1,21 +1,18 @@
 """Held-out accuracy of a model on illava.scenes questions, through the library's own encode and generate.
 
-    python -m illava.evaluate demo_model --n 200 --presets off paper-image paper-video fast
-
-A prediction counts as correct when the generated text, stripped and lower-cased, equals the
+The harness around it (``python -m illava eval``) lives in ``illava.harness``. A prediction counts as correct when the generated text, stripped and lower-cased, equals the
 one-word answer exactly.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from . import scenes
-from .config import MergeConfig, preset
+from .config import MergeConfig
 from .loading import LVLM
 from .pipeline import GenerationOptions, encode, generate
 
@@ -45,6 +42,8 @@ class KindResult:
     kind: str
     overall: Score = field(default_factory=Score)
     families: dict[str, Score] = field(default_factory=dict)
+    kept_fraction: list[float] = field(default_factory=list)
+    llm_fraction: list[float] = field(default_factory=list)
 
     def add(self, family: str, correct: bool) -> None:
         for score in (self.overall, self.families.setdefault(family, Score())):
@@ -52,54 +51,45 @@ class KindResult:
             score.total += 1
 
 
-def answer(lvlm: LVLM, sample: scenes.Sample, config: MergeConfig) -> str:
-    """The model's greedy answer to ``sample``, stripped and lower-cased."""
+def answer(lvlm: LVLM, sample: scenes.Sample, config: MergeConfig) -> tuple[str, dict]:
+    """The model's greedy answer to ``sample`` (stripped, lower-cased) and its generation stats."""
     if sample.frames:
         visuals = encode(
             lvlm, config=config, video=np.stack(sample.frames), video_fps=VIDEO_FPS, fps=VIDEO_FPS, max_frames=MAX_FRAMES
         )
     else:
         visuals = encode(lvlm, [Image.fromarray(image) for image in sample.images], config)
-    return generate(lvlm, visuals, sample.question, config, ANSWER_OPTIONS).texts[0].strip().lower()
+    result = generate(lvlm, visuals, sample.question, config, ANSWER_OPTIONS)
+    return result.texts[0].strip().lower(), result.stats[0]
 
 
-def evaluate(lvlm: LVLM, config: MergeConfig | None = None, kind: str = "image", n: int = 200, split: str = "test") -> KindResult:
-    """Ask the first ``n`` questions of ``kind`` in ``split`` and score the answers."""
+def evaluate(
+    lvlm: LVLM, config: MergeConfig | None = None, kind: str = "image", n: int = 200, split: str = "test", first: int = 0
+) -> KindResult:
+    """Ask questions ``first .. first + n - 1`` of ``kind`` in ``split`` and score the answers."""
     config = config or MergeConfig()
     result = KindResult(kind)
-    for index in range(n):
+    for index in range(first, first + n):
         sample = scenes.sample(split, kind, index)
-        result.add(sample.family, answer(lvlm, sample, config) == sample.answer)
+        text, stats = answer(lvlm, sample, config)
+        result.add(sample.family, text == sample.answer)
+        tokens = stats["visual_tokens"]
+        result.kept_fraction.append(tokens["llm_after_stage2"] / tokens["llm_input_full"])
+        result.llm_fraction.append(
+            llm_layer_fraction(config, lvlm.backbone.llm_depth, tokens["llm_input"] / tokens["llm_input_full"])
+        )
     return result
 
 
-def report_line(name: str, result: KindResult) -> str:
-    families = " ".join(f"{family}={score.accuracy:.3f}({score.total})" for family, score in sorted(result.families.items()))
-    return f"{name:<12} {result.kind:<6} {result.overall.accuracy:.3f} ({result.overall.correct}/{result.overall.total})  {families}"
+def llm_layer_fraction(config: MergeConfig, llm_depth: int, entering: float) -> float:
+    """Visual tokens per LLM layer, averaged over the layers, as a fraction of the unmerged count.
 
-
-def main(argv: list[str] | None = None) -> int:
-    from .loading import load
-
-    parser = argparse.ArgumentParser(description="held-out accuracy on illava.scenes questions")
-    parser.add_argument("model", help="model folder, e.g. demo_model")
-    parser.add_argument("--n", type=int, default=200, help="questions per kind")
-    parser.add_argument("--kinds", nargs="+", default=list(scenes.KINDS), choices=scenes.KINDS)
-    parser.add_argument("--presets", nargs="+", default=["off"], help="merge presets, scaled to the model's depths")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    lvlm = load(args.model, device="cpu", dtype="fp32")
-    depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
-    for name in args.presets:
-        config = preset(name, *depths)
-        for kind in args.kinds:
-            print(report_line(name, evaluate(lvlm, config, kind, args.n)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    ``entering`` is the fraction stage 1 let into the LLM; stage 2 then shrinks it on its schedule.
+    """
+    fraction, total = entering, 0.0
+    for layer in range(llm_depth):
+        if layer in config.stage2_layers:
+            step = config.stage2_layers.index(layer) + 1
+            fraction = entering * config.stage2_keep ** (step / len(config.stage2_layers))
+        total += fraction
+    return total / llm_depth

@@ -1,0 +1,50 @@
+"""The accuracy harness: every method runs at the budget it is given, and the report has the documented shape."""
+
+import json
+
+import pytest
+
+from illava import MergeConfig
+from illava.__main__ import main
+from illava.harness import METHODS, markdown_table, method_config, run_harness
+
+
+def test_every_method_reaches_its_budget_and_the_report_has_the_documented_fields(qwen25):
+    report = run_harness(qwen25, "image", n=2, budgets=(0.5, 0.2), log=lambda line: None)
+    assert {"full_accuracy", "results", "split", "n", "seed"} <= set(report)
+    assert [(row["method"], row["budget"]) for row in report["results"]] == [(m, b) for m in METHODS for b in (0.5, 0.2)]
+    for row in report["results"]:
+        assert {"method", "budget", "accuracy", "retention", "per_family"} <= set(row)
+        # Rounding to whole tokens (twice for two stages) is the only slack.
+        assert row["measured_budget"] == pytest.approx(row["budget"], abs=0.06), row["method"]
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert set(row["per_family"]) <= {"colour", "shape", "count", "exist", "position"}
+        if row["method"] in ("illava-stage2", "fastv"):
+            # They prune inside the LLM, so the layers before pay for every token.
+            assert row["llm_layer_fraction"] > row["measured_budget"] + 0.1
+    table = markdown_table(report)
+    assert table.count("\n| ") == len(METHODS) + 1 and "50% of tokens" in table
+
+
+def test_methods_are_placed_as_documented():
+    assert method_config("fastv", 0.3, 4, 4, "image") == MergeConfig(method="fastv", stage2_layers=(1,), stage2_keep=0.3)
+    assert method_config("visionzip", 0.3, 4, 4, "image").stage1_layers == (4,)
+    assert method_config("tome", 0.3, 4, 4, "image").stage1_layers == (1, 2, 3, 4)
+    both = method_config("illava", 0.25, 32, 28, "image")
+    assert (both.stage1_keep, both.stage2_keep) == (0.5, 0.5) and both.stage1_layers == (13, 14, 15, 16)
+    with pytest.raises(ValueError, match="unknown method"):
+        method_config("sparsevlm", 0.3, 4, 4, "image")
+
+
+def test_eval_command_writes_json_and_markdown(model_dirs, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = main([
+        "eval", "--model", model_dirs["qwen2_5_vl"], "--split", "video", "--n", "1", "--budgets", "0.3",
+        "--methods", "illava", "random", "--json", str(out), "--dtype", "fp32",
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["split"] == "video" and [row["method"] for row in report["results"]] == ["illava", "random"]
+    assert out.with_suffix(".md").read_text().startswith("video split, 1 held-out questions")
+    assert main(["eval", "--model", model_dirs["qwen2_5_vl"], "--budgets", "1.5"]) == 2
+    assert "--budgets must be fractions" in capsys.readouterr().err
