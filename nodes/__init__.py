@@ -1,5 +1,6 @@
 """The ComfyUI nodes of iLLaVA: thin wrappers that turn node inputs into library calls."""
 
+from ..illava.demo_model import shipped_models_root
 from . import comfy_compat
 from .config import MergeConfigNode
 from .encode import EncodeImage
@@ -9,6 +10,8 @@ from .load import LoadLVLM
 from .preview import PreviewTokens
 
 comfy_compat.register_model_folders()
+# Listed after the user's own folders, so the shipped demo model appears in Load LVLM out of the box.
+comfy_compat.add_model_root("LLM", str(shipped_models_root()))
 
 NODE_CLASS_MAPPINGS = {
     "iLLaVA_LoadLVLM": LoadLVLM,
