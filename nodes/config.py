@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..illava import PRESETS, LVLM, MergeConfig, preset
-from ..illava.config import RECYCLE_WEIGHTINGS
+from ..illava.config import METHODS, RECYCLE_WEIGHTINGS
 
 # Menu label -> library preset name; "custom" uses the knobs as written.
 PRESET_CHOICES = {"off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None}
@@ -76,6 +76,8 @@ class MergeConfigNode:
                 "stage2_recycled": ("INT", {"default": d.stage2_recycled, "min": 0, "max": 64, "tooltip": "Tokens per prompt that absorb the pruned ones in the LLM. Custom only."}),
                 "recycle_weighting": (list(RECYCLE_WEIGHTINGS), {"default": d.recycle_weighting, "tooltip": "How discarded tokens are averaged into recycled ones: by attention score, plain mean, or as in the paper's code. Custom only."}),
                 "score_chunk": ("INT", {"default": d.score_chunk, "min": 16, "max": 65536, "tooltip": "Rows scored at once in the vision encoder: lower saves memory on large images. Custom only."}),
+                # Last, so that saved workflows from before it keep their widget order.
+                "method": (list(METHODS), {"default": d.method, "tooltip": "illava, or a baseline to compare with: fastv (LLM layers only, no recycling), visionzip (encoder output: set stage1_layers to the encoder depth), tome (merging in every listed ViT block), random. Custom only."}),
             }
         }
 

@@ -42,10 +42,18 @@ def test_custom_uses_every_knob(config_node):
     assert (config.recycle_weighting, config.score_chunk) == ("mean", 64)
 
 
+def test_a_baseline_method_can_be_chosen(config_node):
+    choice = build(config_node, preset="custom", stage1_layers="", stage2_layers="2", stage2_keep=0.3, method="fastv")
+    assert choice.config.method == "fastv" and choice.config.stage2_layers == (2,)
+    inputs = {**widget_defaults(config_node), "preset": "custom", "method": "tome"}
+    message = config_node.VALIDATE_INPUTS(**inputs)
+    assert isinstance(message, str) and "clear stage2_layers" in message
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("stage1_keep", 0.0), ("stage2_keep", 1.5), ("stage1_layers", "3,2"), ("stage2_layers", "a"),
-     ("stage1_recycled", 99), ("recycle_weighting", "median"), ("score_chunk", 8)],
+     ("stage1_recycled", 99), ("recycle_weighting", "median"), ("score_chunk", 8), ("method", "fast-v")],
 )
 def test_bad_values_are_rejected_at_queue_time_naming_the_field(config_node, field, value):
     inputs = {**widget_defaults(config_node), "preset": "custom", field: value}

@@ -63,7 +63,7 @@ def test_input_order_is_stable(mappings):
     assert names("iLLaVA_LoadLVLM") == ["model", "device", "dtype", "attention", "keep_loaded", "trust_remote_code"]
     assert names("iLLaVA_MergeConfig") == [
         "preset", "stage1_layers", "stage1_keep", "stage1_recycled", "stage2_layers", "stage2_keep",
-        "stage2_recycled", "recycle_weighting", "score_chunk",
+        "stage2_recycled", "recycle_weighting", "score_chunk", "method",
     ]
     assert names("iLLaVA_EncodeImage") == ["lvlm", "image", "config"]
     assert names("iLLaVA_Generate") == [
