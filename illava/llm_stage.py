@@ -4,7 +4,7 @@
 ``installed``) and calls the model's own decoder layers, rotary embedding, norm and mask helpers.
 At each stage-2 layer ``k`` in prefill it scores the visual tokens with the attention the last
 prompt token paid them in layer ``k - 1``, keeps the best, folds the rest into recycled tokens and
-gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE positions.
+gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE (or 1D) positions.
 Layers before ``k`` cache the full sequence and later ones the reduced one; every decoding step
 rebuilds the later layers' padding mask from the stored selection, and positions continue from the
 unreduced length, as the original model would.
@@ -89,11 +89,12 @@ class Stage2:
         past = cache.get_seq_length() if cache is not None else 0
         batch, length, _ = inputs_embeds.shape
         if position_ids is None:
-            position_ids = torch.arange(length, device=inputs_embeds.device) + past
-            position_ids = position_ids.view(1, 1, -1).expand(3, batch, -1)
-        elif position_ids.ndim == 2:
+            position_ids = (torch.arange(length, device=inputs_embeds.device) + past).expand(batch, -1)
+        mrope = self.backbone.mrope
+        if mrope and position_ids.ndim == 2:
             position_ids = position_ids[None, ...].expand(3, position_ids.shape[0], -1)
-        text_position_ids = None
+        # Plain 1D positions are also the text positions the mask and the layers take.
+        text_position_ids = None if mrope else position_ids
         if position_ids.ndim == 3 and position_ids.shape[0] == 4:
             text_position_ids, position_ids = position_ids[0], position_ids[1:]
         if attention_mask is None:

@@ -16,14 +16,13 @@ import torch
 from PIL import Image
 
 from .backbones import Backbone
-from .backbones.base import EncodedVision
+from .backbones.base import EncodedVision, ItemLayout
 from .config import MergeConfig
 from .llm_stage import Stage2, installed
 from .loading import LVLM
 from .media import to_pil_images
 from .trace import ItemTrace, stage1_trace
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
-from .video import preprocess as preprocess_video
 
 TokenCallback = Callable[[int, int, list], None]
 PREVIEW_SIDE = 512
@@ -35,7 +34,9 @@ class VisualItem:
     """One encoded image or video: LLM-ready tokens after stage 1 and where they came from.
 
     grid_thw is the patch grid (temporal groups, rows, columns); preview holds one small RGB frame
-    per temporal group (one for an image) as the encoder saw it, for drawing token maps.
+    per temporal group (one for an image) as the encoder saw it, for drawing token maps. Backbones
+    that pack their own tokens (LLaVA-OneVision) give a ``layout``: grid_thw is then its token-map
+    grid and the prompt holds one placeholder per feature.
     """
 
     kind: str
@@ -47,9 +48,12 @@ class VisualItem:
     second_per_grid: float | None = None
     deepstack: tuple[torch.Tensor, ...] = ()
     video_metadata: dict | None = None
+    layout: ItemLayout | None = None
 
     @property
     def tokens_full(self) -> int:
+        if self.layout is not None:
+            return self.layout.tokens_full
         t, h, w = self.grid_thw
         return t * h * w // 4
 
@@ -59,6 +63,8 @@ class VisualItem:
 
     @property
     def patches(self) -> int:
+        if self.layout is not None:
+            return self.layout.patches
         t, h, w = self.grid_thw
         return t * h * w
 
@@ -115,23 +121,24 @@ def encode(
     vit_s = 0.0
     if images is not None:
         pil_images = to_pil_images(images)
-        processed = lvlm.processor.image_processor(images=pil_images, return_tensors="pt")
-        encoded, seconds = _timed_encoder(lvlm, processed["pixel_values"], processed["image_grid_thw"], "image", config, check_interrupt)
+        pixel_values, grid_thw = lvlm.backbone.image_inputs(lvlm.processor, pil_images)
+        encoded, seconds = _timed_encoder(lvlm, pixel_values, grid_thw, "image", config, check_interrupt)
         vit_s += seconds
         for i, image in enumerate(pil_images):
-            grid = tuple(int(v) for v in processed["image_grid_thw"][i].tolist())
-            preview = _preview(image, (grid[1] * 14, grid[2] * 14))
-            items.append(_item("image", grid, encoded, i, preview[None], lvlm))
+            grid = tuple(int(v) for v in grid_thw[i].tolist())
+            preview = None if encoded.layouts else _preview(image, (grid[1] * 14, grid[2] * 14))[None]
+            items.append(_item("image", grid, encoded, i, preview, lvlm))
     if video is not None:
         frames = load_video(video, fps, max_frames, video_fps)
-        processed = preprocess_video(lvlm.processor.video_processor, frames)
-        grid_thw = processed["video_grid_thw"]
-        encoded, seconds = _timed_encoder(lvlm, processed["pixel_values_videos"], grid_thw, "video", config, check_interrupt)
+        pixel_values, grid_thw = lvlm.backbone.video_inputs(lvlm.processor, frames)
+        encoded, seconds = _timed_encoder(lvlm, pixel_values, grid_thw, "video", config, check_interrupt)
         vit_s += seconds
         grid = tuple(int(v) for v in grid_thw[0].tolist())
         temporal = getattr(lvlm.processor.video_processor, "temporal_patch_size", 2)
         group_frames = frames.pixels[::temporal]
-        preview = np.stack([_preview(Image.fromarray(f), (grid[1] * 14, grid[2] * 14), VIDEO_PREVIEW_SIDE) for f in group_frames])
+        preview = None
+        if not encoded.layouts:
+            preview = np.stack([_preview(Image.fromarray(f), (grid[1] * 14, grid[2] * 14), VIDEO_PREVIEW_SIDE) for f in group_frames])
         item = _item("video", grid, encoded, 0, preview, lvlm, second_per_grid=temporal / frames.fps)
         items.append(replace(item, video_metadata=frames.metadata()))
     return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
@@ -145,10 +152,15 @@ def _timed_encoder(lvlm: LVLM, pixel_values, grid_thw, kind: str, config: MergeC
     return encoded, time.perf_counter() - start
 
 
-def _item(kind: str, grid_thw, encoded, index: int, preview: np.ndarray, lvlm: LVLM, second_per_grid=None) -> VisualItem:
-    merge = lvlm.backbone.visual.spatial_merge_size
-    t, h, w = grid_thw
-    grid = (t, h // merge, w // merge)
+def _item(kind: str, grid_thw, encoded, index: int, preview: np.ndarray | None, lvlm: LVLM, second_per_grid=None) -> VisualItem:
+    layout = encoded.layouts[index] if encoded.layouts else None
+    if layout is not None:
+        grid_thw = grid = layout.grid
+        preview = layout.preview
+    else:
+        merge = lvlm.backbone.visual.spatial_merge_size
+        t, h, w = grid_thw
+        grid = (t, h // merge, w // merge)
     return VisualItem(
         kind=kind,
         grid_thw=grid_thw,
@@ -158,6 +170,7 @@ def _item(kind: str, grid_thw, encoded, index: int, preview: np.ndarray, lvlm: L
         preview=preview,
         second_per_grid=second_per_grid,
         deepstack=tuple(layer[index] for layer in encoded.deepstack),
+        layout=layout,
     )
 
 
@@ -275,7 +288,7 @@ def generate_batch(
         if options.do_sample:
             torch.manual_seed(options.seed)
         clock.start()
-        out = lvlm.model.generate(**inputs, **kwargs)
+        out = lvlm.model.generate(**backbone.generate_inputs(inputs), **kwargs)
         clock.stop()
     prompt_length = inputs["input_ids"].shape[1]
     new_ids = out.sequences[:, prompt_length:]
@@ -325,6 +338,7 @@ def build_inputs(
 
     Positions are computed for the full (unreduced) prompt, then the placeholders of tokens removed
     by stage 1 are dropped together with their positions, so every kept token keeps its M-RoPE slot.
+    Items with a ``layout`` get one placeholder per kept feature from the start (1D positions).
     """
     tokenizer = lvlm.processor.tokenizer
     texts = [_expand(lvlm, chat_text(lvlm, items, prompt, system_prompt), items) for items, prompt in requests]
@@ -344,7 +358,7 @@ def build_inputs(
         model_kwargs["second_per_grid_ts"] = torch.tensor([item.second_per_grid for item in videos], device=lvlm.device)
     position_ids = lvlm.backbone.position_ids(input_ids, model_kwargs)
     tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
-    if any(item.tokens_kept < item.tokens_full for item in all_items):
+    if any(item.layout is None and item.tokens_kept < item.tokens_full for item in all_items):
         tensors, position_ids = _drop_removed(tensors, position_ids, requests, lvlm.pad_token_id)
     encoder_outputs = {}
     for kind, kind_items in (("image", images), ("video", videos)):
@@ -386,6 +400,9 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
 
 def placeholder_text(processor, item: VisualItem) -> str:
     """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times)."""
+    if item.layout is not None:
+        token = processor.image_token if item.kind == "image" else processor.video_token
+        return token * item.tokens_kept
     grid = torch.tensor([item.grid_thw])
     if item.kind == "image":
         return processor.replace_image_token({"image_grid_thw": grid}, 0)

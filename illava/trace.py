@@ -33,10 +33,14 @@ class ItemTrace:
         return {name: int((codes == code).sum()) for code, name in STATUS_NAMES.items()}
 
     def with_stage2(self, kept_groups: torch.Tensor, stage2_codes: torch.Tensor) -> "ItemTrace":
-        """Fold stage-2 codes of the item's LLM tokens (in raster order) into a full-grid map."""
+        """Fold stage-2 codes of the item's LLM tokens (in raster order) into a full-grid map.
+
+        A token numbered -1 in ``kept_groups`` (an image-newline token) has no cell and is skipped.
+        """
         flat = self.stage1.reshape(-1).copy()
         kept = kept_groups.cpu().numpy()
         codes = stage2_codes.cpu().numpy().astype(np.int8)
+        codes, kept = codes[kept >= 0], kept[kept >= 0]
         flat[kept] = np.where(codes == KEPT, flat[kept], codes)
         return ItemTrace(self.kind, self.grid, self.stage1, flat.reshape(self.stage1.shape))
 

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..config import MergeConfig
+
+
+@dataclass(frozen=True)
+class ItemLayout:
+    """One item's token-map grid and token counts, for backbones that pack their own LLM tokens.
+
+    Such a backbone puts one prompt placeholder per feature it returns (extra tokens such as image
+    newlines included, marked -1 in ``kept_groups``), so the prompt is built for the kept tokens.
+    grid: (views, rows, columns) of the token map; a view is a tile or a frame.
+    tokens_full: LLM tokens of the item without merging; patches: tokens entering the vision encoder.
+    preview: (views, h, w, 3) uint8, each view as the encoder saw it.
+    """
+
+    grid: tuple[int, int, int]
+    tokens_full: int
+    patches: int
+    preview: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -19,16 +37,21 @@ class EncodedVision:
     stage1_status: (t * h * w,) int8 status code of every token of the full grid after stage 1.
     deepstack: per DeepStack layer (Qwen3-VL), that layer's features of each item, aligned with
     ``features``; empty for models without DeepStack.
+    layouts: per item, for backbones whose token grid is not Qwen's (t, h/2, w/2) one; empty otherwise.
     """
 
     features: tuple[torch.Tensor, ...]
     kept_groups: tuple[torch.Tensor, ...]
     stage1_status: tuple[torch.Tensor, ...]
     deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
+    layouts: tuple[ItemLayout, ...] = ()
 
 
 class Backbone:
     """Thin adapter around one transformers model class: where its parts are and how to score."""
+
+    #: The text model takes (t, h, w) M-RoPE positions; False for plain 1D rotary positions.
+    mrope = True
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -57,6 +80,22 @@ class Backbone:
         check_interrupt: Callable[[], None] | None = None,
     ) -> EncodedVision:
         raise NotImplementedError
+
+    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel values, grid) of the images of one prompt; Qwen's processors give (t, h, w) patch grids."""
+        processed = processor.image_processor(images=images, return_tensors="pt")
+        return processed["pixel_values"], processed["image_grid_thw"]
+
+    def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel values, grid) of one clip's sampled ``video.Frames``."""
+        from ..video import preprocess
+
+        processed = preprocess(processor.video_processor, frames)
+        return processed["pixel_values_videos"], processed["video_grid_thw"]
+
+    def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The subset of ``pipeline.build_inputs``' result that the model's ``generate`` accepts."""
+        return inputs
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}
