@@ -59,14 +59,14 @@ class VisionDims:
     fullatt_block_indexes: tuple[int, ...] = ()
 
 
-ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision")
 QWEN3_PATCH = 16
 TINY_TEXT = TextDims(64, 128, 4, 4, 2, (2, 3, 3))
 TINY_VISION = VisionDims(4, 32, 64, 2, window_size=56, fullatt_block_indexes=(1, 3))
 
 
-def byte_level_tokenizer():
-    """A Qwen2 tokenizer over the 256 byte-level symbols plus Qwen's chat and vision special tokens."""
+def byte_level_tokenizer(special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE):
+    """A Qwen2 tokenizer over the 256 byte-level symbols plus chat and vision special tokens (Qwen's by default)."""
     from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -74,13 +74,17 @@ def byte_level_tokenizer():
     for symbol in bytes_to_unicode().values():
         vocab[symbol] = len(vocab)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens})
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
 def model_config(arch: str, text: TextDims, vision: VisionDims, tokenizer, initializer_range: float = 0.02):
     """(config, model class) of an ``arch`` model with these dimensions over ``tokenizer``'s special tokens."""
+    if arch == "llava_onevision":
+        from . import synthetic_llava_onevision
+
+        return synthetic_llava_onevision.model_config(text, vision, tokenizer, initializer_range)
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -191,7 +195,12 @@ def build_model_folder(
     """Write a random-weight ``arch`` model (one of ``ARCHES``) with tokenizer and processor to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = byte_level_tokenizer()
+    if arch == "llava_onevision":
+        from .synthetic_llava_onevision import tokenizer as llava_onevision_tokenizer
+
+        tokenizer = llava_onevision_tokenizer()
+    else:
+        tokenizer = byte_level_tokenizer()
     config, model_cls = model_config(arch, text, vision, tokenizer, initializer_range)
     torch.manual_seed(seed)
     model = model_cls(config).to(dtype).eval()
@@ -205,6 +214,10 @@ def build_model_folder(
 
 def processor_for(arch: str, tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 448 * 448):
     """The processor class ``arch``'s real checkpoints ship, over ``tokenizer``, with these pixel limits."""
+    if arch == "llava_onevision":
+        from . import synthetic_llava_onevision
+
+        return synthetic_llava_onevision.processor(tokenizer)
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor, Qwen3VLProcessor
 
     patch = QWEN3_PATCH if arch == "qwen3_vl" else 14
