@@ -40,6 +40,13 @@ def qwen25(lvlms) -> illava.LVLM:
     return lvlms["qwen2_5_vl"]
 
 
+@pytest.fixture(scope="session")
+def llava_onevision(tmp_path_factory) -> illava.LVLM:
+    """A tiny LLaVA-OneVision, apart from ``ARCHES``: its prompts and tiles differ from Qwen's."""
+    path = build_model_folder(tmp_path_factory.mktemp("models") / "llava_onevision", arch="llava_onevision", initializer_range=0.1)
+    return illava.load(path, device="cpu", dtype="fp32")
+
+
 def random_image(seed: int, height: int, width: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))

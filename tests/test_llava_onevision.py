@@ -1,0 +1,267 @@
+"""LLaVA-OneVision: exactness against vanilla transformers, cached decoding against a fresh forward,
+the packing of kept tokens with image newlines, and the token maps."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import illava
+from illava import GenerationOptions, MergeConfig
+from illava.backbones.llava_onevision_layout import image_layout, packing
+from illava.llm_stage import Stage2, installed
+from illava.merge import DROPPED, KEPT, RECYCLED
+from illava.pipeline import build_inputs
+from illava.video import load_video
+from illava.viz import trace_figure
+
+# Stage layers present but keeping everything: iLLaVA's own encoder and decoder loops run.
+IDENTITY = MergeConfig(stage1_layers=(1, 3), stage1_keep=1.0, stage2_layers=(1, 2), stage2_keep=1.0)
+BOTH = MergeConfig(stage1_layers=(1, 3), stage1_keep=0.4, stage1_recycled=2, stage2_layers=(2,), stage2_keep=0.5)
+STEPS = 6
+PROMPTS = ("Describe the picture in detail.", "What differs here?", "List every object.", "Tell a story.")
+
+
+def random_image(seed: int, height: int, width: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    """A wide image whose anyres grid is cropped (padding rows), a square one that fills its grid, a tall one."""
+    return {"wide": random_image(11, 40, 130), "square": random_image(12, 120, 120), "tall": random_image(13, 90, 70)}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """Four frames, all sampled (2 fps from a 2 fps stack)."""
+    rng = np.random.default_rng(5)
+    return load_video((rng.random((4, 50, 64, 3)) * 255).astype(np.uint8), fps=2, max_frames=8, source_fps=2)
+
+
+def vanilla(lvlm, requests, video=None, max_new_tokens=STEPS):
+    """``processor(...)`` + ``model.generate(...)``, each prompt's images as one nested list (as LLaVA-OneVision batches them)."""
+    processor = lvlm.processor
+    texts, nested = [], []
+    for images, prompt in requests:
+        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
+        messages = [{"role": "user", "content": content + [{"type": "text", "text": prompt}]}]
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        nested.append(list(images))
+    kwargs = {"images": nested} if any(nested) else {}
+    if video is not None:
+        kwargs["videos"] = [video.pixels]
+    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
+    out = lvlm.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        pad_token_id=lvlm.pad_token_id,
+    )
+    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1), inputs
+
+
+def ours(lvlm, requests, config, video=None, max_new_tokens=STEPS):
+    batch = []
+    for images, prompt in requests:
+        visuals = illava.encode(
+            lvlm, images or None, config, video=video.pixels if video is not None else None, video_fps=2, fps=2
+        )
+        batch.append((visuals.items, prompt))
+    return illava.generate_batch(
+        lvlm, batch, config, GenerationOptions(max_new_tokens=max_new_tokens), return_logits=True
+    )
+
+
+def cases(pictures):
+    return {
+        "one image": [([pictures["wide"]], "What is this?")],
+        "two images": [([pictures["wide"], pictures["tall"]], "Compare the two pictures.")],
+        "batch of two": [
+            ([pictures["tall"]], "Describe it."),
+            ([pictures["square"], pictures["wide"]], "Which one is brighter?"),
+        ],
+    }
+
+
+@pytest.mark.parametrize("case", ["one image", "two images", "batch of two"])
+def test_merging_off_equals_vanilla_generate_exactly(llava_onevision, pictures, case):
+    requests = cases(pictures)[case]
+    expected_ids, expected_logits, _ = vanilla(llava_onevision, requests)
+    result = ours(llava_onevision, requests, MergeConfig())
+    for b in range(len(requests)):
+        got = torch.tensor(result.ids[b])
+        assert torch.equal(got, expected_ids[b, : got.numel()])
+        assert torch.equal(result.logits[b], expected_logits[b])
+
+
+def test_video_merging_off_equals_vanilla_generate_exactly(llava_onevision, clip):
+    _, expected_logits, inputs = vanilla(llava_onevision, [((), "What happens?")], video=clip)
+    result = ours(llava_onevision, [((), "What happens?")], MergeConfig(), video=clip)
+    assert torch.equal(result.logits[0], expected_logits[0])
+    item_tokens = result.stats[0]["visual_tokens"]["llm_input_full"]
+    assert item_tokens == int((inputs["input_ids"] == llava_onevision.model.config.video_token_id).sum()) == 4 * 9 + 1
+
+
+@pytest.mark.parametrize("case", ["square image", "two images", "video"])
+def test_own_loops_keeping_everything_equal_vanilla_exactly(llava_onevision, pictures, clip, case):
+    """Where stage 1 keeps every token (no anyres padding to crop), its SigLIP loop and packing are the model's own."""
+    requests = {"square image": [([pictures["square"]], "What is this?")], "two images": cases(pictures)["two images"]}
+    video = clip if case == "video" else None
+    requests = requests.get(case, [((), "What happens?")])
+    _, expected_logits, _ = vanilla(llava_onevision, requests, video=video)
+    result = ours(llava_onevision, requests, IDENTITY, video=video)
+    assert torch.equal(result.logits[0], expected_logits[0])
+
+
+def test_layers_after_the_feature_layer_never_run(llava_onevision, pictures):
+    """With vision_feature_layer -2 the last SigLIP layer's output is unused: it is not run, nor counted as depth."""
+    config = llava_onevision.model.config
+    try:
+        config.vision_feature_layer = -2
+        backbone = llava_onevision.backbone
+        assert backbone.vit_depth == len(backbone.tower.encoder.layers) - 1
+        images = [pictures["wide"], pictures["tall"]]
+        stock = illava.encode(llava_onevision, images, MergeConfig())
+        looped = illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(2,), stage1_keep=1.0))
+        for a, b in zip(stock.items, looped.items):
+            assert torch.equal(a.features, b.features)
+        with pytest.raises(ValueError, match="stage1_layers contains 3"):
+            illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(3,), stage1_keep=0.5))
+    finally:
+        config.vision_feature_layer = -1
+
+
+def test_placeholders_match_packed_features_with_newlines(llava_onevision, pictures):
+    lvlm = llava_onevision
+    image = pictures["wide"]
+    layout = image_layout(lvlm.model.config, (image.height, image.width), single=True)
+    _, _, inputs = vanilla(lvlm, [([image], "What?")], max_new_tokens=1)
+    assert layout.tokens_full == int((inputs["input_ids"] == lvlm.model.config.image_token_id).sum())
+    visuals = illava.encode(lvlm, [image], MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=1))
+    item = visuals.items[0]
+    prompt = build_inputs(lvlm, [(visuals.items, "What?")])
+    assert (
+        int((prompt["input_ids"] == lvlm.model.config.image_token_id).sum())
+        == item.tokens_kept
+        == item.features.shape[0]
+    )
+    groups = item.kept_groups.cpu()
+    newline = groups < 0
+    base = layout.side**2
+    tokens = groups[~newline]
+    assert torch.equal(tokens[tokens < base], torch.sort(tokens[tokens < base]).values), "base tile in raster order"
+    assert not newline[: int((tokens < base).sum())].any(), "the base tile has no newline"
+    # The grid part: raster order over the assembled tiles, a newline after each row that kept a token.
+    grid_keys, grid_rows = layout.order[tokens[tokens >= base]], layout.row[tokens[tokens >= base]]
+    assert torch.equal(grid_keys, torch.sort(grid_keys).values)
+    assert int(newline.sum()) == torch.unique(grid_rows).numel() and bool(newline[-1])
+    after_newline = groups[1:][newline[:-1]]
+    ends = [int(g) for g in groups[:-1][newline[1:]]]
+    assert all(layout.row[g] != layout.row[n] for g, n in zip(ends[:-1], after_newline[after_newline >= 0]))
+    codes = item.trace.stage1.reshape(-1)
+    assert not layout.cells.all(), "the wide image's grid has padding rows the model crops"
+    assert (codes[~layout.cells.numpy()] == DROPPED).all()
+    assert int(np.isin(codes, [KEPT, RECYCLED]).sum()) == tokens.numel()
+    assert item.features[newline.to(item.features.device)].eq(lvlm.model.model.image_newline).all()
+
+
+def test_a_row_without_kept_tokens_gets_no_newline(llava_onevision):
+    layout = image_layout(llava_onevision.model.config, (120, 120), single=True)
+    side = layout.side
+    base = side * side
+    # Tile 1 is the grid's top-left tile: keep two tokens of its first row and one of its third, none of its second.
+    kept = torch.tensor([base + 1, base + 3, base + 2 * side + 4, 0])
+    assert packing(layout, kept).tolist() == [3, 0, 1, -1, 2, -1]
+
+
+@pytest.mark.parametrize("case", ["one image", "two images", "video"])
+def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(llava_onevision, pictures, clip, case):
+    lvlm = llava_onevision
+    video = clip if case == "video" else None
+    placeholders = {lvlm.model.config.image_token_id, lvlm.model.config.video_token_id}
+    images = {"one image": [pictures["wide"]], "two images": [pictures["wide"], pictures["tall"]], "video": []}[case]
+    for prompt in PROMPTS:
+        result = ours(lvlm, [(images, prompt)], BOTH, video=video)
+        if len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]):
+            break
+    assert len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]), "no prompt decoded cleanly"
+    visuals = illava.encode(
+        lvlm, images or None, BOTH, video=video.pixels if video is not None else None, video_fps=2, fps=2
+    )
+    inputs = build_inputs(lvlm, [(visuals.items, prompt)])
+    n = inputs["input_ids"].shape[1]
+    generated = torch.tensor([result.ids[0][:-1]])
+    ids = torch.cat([inputs["input_ids"], generated], dim=1)
+    fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    stage2 = Stage2(
+        lvlm.backbone,
+        BOTH,
+        (ids == lvlm.model.config.image_token_id) | (ids == lvlm.model.config.video_token_id),
+        score_position=n - 1,
+    )
+    with installed(lvlm.backbone, stage2):
+        logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -STEPS:]
+    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
+    tokens = result.stats[0]["visual_tokens"]
+    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+
+
+@pytest.mark.parametrize("layers, keep", [((2,), 0.5), ((1, 3), 0.3)])
+def test_video_stage1_keeps_whole_pooled_cells(llava_onevision, clip, layers, keep):
+    config = MergeConfig(stage1_layers=layers, stage1_keep=keep)
+    item = illava.encode(llava_onevision, None, config, video=clip.pixels, video_fps=2, fps=2).items[0]
+    assert item.grid_thw == (4, 3, 3) and item.tokens_full == 4 * 9 + 1 and item.patches == 4 * 25
+    assert item.tokens_kept == 4 * round(9 * keep) + 1, (
+        "per frame, its share of pooled cells; one newline for the video"
+    )
+    assert item.kept_groups[-1] == -1 and bool((item.kept_groups[:-1] >= 0).all())
+    assert torch.equal(item.kept_groups[:-1], torch.sort(item.kept_groups[:-1]).values), (
+        "frame after frame, raster order"
+    )
+    assert int((item.trace.stage1 == KEPT).sum()) == item.tokens_kept - 1
+
+
+def test_token_maps_render_both_stages(llava_onevision, pictures):
+    visuals = illava.encode(llava_onevision, [pictures["wide"]], BOTH)
+    result = illava.generate(llava_onevision, visuals, "Describe.", BOTH, GenerationOptions(max_new_tokens=1))
+    item, trace = visuals.items[0], result.traces[0][0]
+    assert trace.grid == item.grid_thw == (3, 5, 5) and item.preview.shape == (3, 70, 70, 3)
+    stage1 = int(np.isin(trace.stage1, [KEPT, RECYCLED]).sum())
+    stage2 = int(np.isin(trace.stage2, [KEPT, RECYCLED]).sum())
+    assert stage1 == int((item.kept_groups >= 0).sum()) and stage2 < stage1
+    figure = trace_figure(trace, item.preview)
+    assert figure.dtype == np.uint8 and figure.shape[1] > 3 * item.preview.shape[2]
+
+
+def test_a_grid_the_model_shrinks_is_packed_and_budgeted(llava_onevision, pictures):
+    """With ``anyres_max_1`` the model shrinks a 2x2 grid bilinearly; off stays exact, stage 1 budgets for the shrink."""
+    lvlm = llava_onevision
+    try:
+        lvlm.model.config.vision_aspect_ratio = lvlm.processor.vision_aspect_ratio = "anyres_max_1"
+        requests = [([pictures["square"]], "What is this?")]
+        _, expected_logits, inputs = vanilla(lvlm, requests, max_new_tokens=2)
+        result = ours(lvlm, requests, MergeConfig(), max_new_tokens=2)
+        assert torch.equal(result.logits[0], expected_logits[0])
+        item = illava.encode(lvlm, [pictures["square"]], MergeConfig()).items[0]
+        assert (
+            item.tokens_full == item.tokens_kept == int((inputs["input_ids"] == lvlm.model.config.image_token_id).sum())
+        )
+        reduced = illava.encode(lvlm, [pictures["square"]], MergeConfig(stage1_layers=(2,), stage1_keep=0.5)).items[0]
+        grid_tokens = int((reduced.kept_groups >= 25).sum())
+        assert grid_tokens == 4 * round(25 / 4 * 0.5), "each grid tile keeps half of its share of the shrunk grid"
+    finally:
+        lvlm.model.config.vision_aspect_ratio = lvlm.processor.vision_aspect_ratio = "anyres_max_9"
+
+
+def test_a_sample_gives_the_same_result_alone_and_in_a_batch(llava_onevision, pictures):
+    first = ([pictures["wide"]], "Describe the picture.")
+    second = ([pictures["square"], pictures["tall"]], "Which of these two is more colourful? Explain.")
+    alone = ours(llava_onevision, [first], BOTH)
+    batched = ours(llava_onevision, [second, first], BOTH)
+    assert batched.ids[1] == alone.ids[0]
+    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
+    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
