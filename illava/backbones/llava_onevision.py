@@ -71,7 +71,9 @@ class LlavaOnevisionBackbone(Backbone):
         """Encoder layers whose output the model takes (``hidden_states[i]`` is layer ``i - 1``'s output)."""
         layer = self.config.vision_feature_layer
         if not isinstance(layer, int):
-            raise ValueError("stage 1 supports one vision_feature_layer, not a list: set stage1_keep to 1.0")
+            raise ValueError(
+                "stage 1 supports one vision_feature_layer, not a list: leave stage1_layers empty for this model"
+            )
         return layer % (len(self.tower.encoder.layers) + 1)
 
     @property
