@@ -98,12 +98,15 @@ def test_merging_off_equals_vanilla_generate_exactly(llava_onevision, pictures, 
         assert torch.equal(result.logits[b], expected_logits[b])
 
 
-def test_video_merging_off_equals_vanilla_generate_exactly(llava_onevision, clip):
-    _, expected_logits, inputs = vanilla(llava_onevision, [((), "What happens?")], video=clip)
-    result = ours(llava_onevision, [((), "What happens?")], MergeConfig(), video=clip)
+@pytest.mark.parametrize("with_images", [False, True], ids=["video", "two images and a video"])
+def test_video_merging_off_equals_vanilla_generate_exactly(llava_onevision, pictures, clip, with_images):
+    images = (pictures["wide"], pictures["tall"]) if with_images else ()
+    _, expected_logits, inputs = vanilla(llava_onevision, [(images, "What happens?")], video=clip)
+    result = ours(llava_onevision, [(images, "What happens?")], MergeConfig(), video=clip)
     assert torch.equal(result.logits[0], expected_logits[0])
-    item_tokens = result.stats[0]["visual_tokens"]["llm_input_full"]
-    assert item_tokens == int((inputs["input_ids"] == llava_onevision.model.config.video_token_id).sum()) == 4 * 9 + 1
+    video_tokens = int((inputs["input_ids"] == llava_onevision.model.config.video_token_id).sum())
+    assert video_tokens == 4 * 9 + 1
+    assert result.stats[0]["visual_tokens"]["llm_input_full"] == video_tokens + 26 * len(images)
 
 
 @pytest.mark.parametrize("case", ["square image", "two images", "video"])
@@ -126,7 +129,13 @@ def test_layers_after_the_feature_layer_never_run(llava_onevision, pictures):
         assert backbone.vit_depth == len(backbone.tower.encoder.layers) - 1
         images = [pictures["wide"], pictures["tall"]]
         stock = illava.encode(llava_onevision, images, MergeConfig())
-        looped = illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(2,), stage1_keep=1.0))
+        calls = []
+        hook = backbone.tower.encoder.layers[-1].register_forward_hook(lambda *args: calls.append(1))
+        try:
+            looped = illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(2,), stage1_keep=1.0))
+        finally:
+            hook.remove()
+        assert not calls
         for a, b in zip(stock.items, looped.items):
             assert torch.equal(a.features, b.features)
         with pytest.raises(ValueError, match="stage1_layers contains 3"):
@@ -159,9 +168,12 @@ def test_placeholders_match_packed_features_with_newlines(llava_onevision, pictu
     grid_keys, grid_rows = layout.order[tokens[tokens >= base]], layout.row[tokens[tokens >= base]]
     assert torch.equal(grid_keys, torch.sort(grid_keys).values)
     assert int(newline.sum()) == torch.unique(grid_rows).numel() and bool(newline[-1])
-    after_newline = groups[1:][newline[:-1]]
-    ends = [int(g) for g in groups[:-1][newline[1:]]]
-    assert all(layout.row[g] != layout.row[n] for g, n in zip(ends[:-1], after_newline[after_newline >= 0]))
+    slots = groups.tolist()
+    for before, here, after in zip(slots, slots[1:], slots[2:]):
+        if here < 0:
+            assert layout.row[before] != layout.row[after], "a newline ends its row"
+        elif here >= base and after >= 0:
+            assert layout.row[here] == layout.row[after], "a row never ends without a newline"
     codes = item.trace.stage1.reshape(-1)
     assert not layout.cells.all(), "the wide image's grid has padding rows the model crops"
     assert (codes[~layout.cells.numpy()] == DROPPED).all()
@@ -265,3 +277,14 @@ def test_a_sample_gives_the_same_result_alone_and_in_a_batch(llava_onevision, pi
     assert batched.ids[1] == alone.ids[0]
     torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
     assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+
+
+@pytest.mark.parametrize("size", [(40, 130), (130, 40), (90, 70), (70, 90), (120, 120), (30, 200), (200, 30), (64, 64)])
+def test_the_packing_of_every_token_is_the_models_own(llava_onevision, size):
+    """The model's ``pack_image_features`` run on token numbers gives the order ``packing`` computes."""
+    model = llava_onevision.model.model
+    layout = image_layout(llava_onevision.model.config, size, single=True)
+    numbers = torch.arange(layout.cells.numel(), dtype=torch.float64).view(layout.tiles, -1, 1)
+    packed, _ = model.pack_image_features([numbers], torch.tensor([size]), torch.tensor([-1.0], dtype=torch.float64))
+    assert packed[0][:, 0].long().tolist() == packing(layout, torch.arange(layout.cells.numel())).tolist()
+    assert layout.tokens_full == packed[0].shape[0]
