@@ -138,8 +138,8 @@ def test_layers_after_the_feature_layer_never_run(llava_onevision, pictures):
         assert not calls
         for a, b in zip(stock.items, looped.items):
             assert torch.equal(a.features, b.features)
-        with pytest.raises(ValueError, match="stage1_layers contains 3"):
-            illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(3,), stage1_keep=0.5))
+        with pytest.raises(ValueError, match="stage1_layers contains 4"):
+            illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(4,), stage1_keep=0.5))
     finally:
         config.vision_feature_layer = -1
 
@@ -288,3 +288,44 @@ def test_the_packing_of_every_token_is_the_models_own(llava_onevision, size):
     packed, _ = model.pack_image_features([numbers], torch.tensor([size]), torch.tensor([-1.0], dtype=torch.float64))
     assert packed[0][:, 0].long().tolist() == packing(layout, torch.arange(layout.cells.numel())).tolist()
     assert layout.tokens_full == packed[0].shape[0]
+
+
+def test_a_stage1_layer_at_the_depth_reduces_the_encoder_output(llava_onevision, pictures):
+    images = [pictures["square"], pictures["tall"]]
+    depth = llava_onevision.backbone.vit_depth
+    stock = illava.encode(llava_onevision, images, MergeConfig())
+    whole = illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(depth,), stage1_keep=1.0))
+    assert all(torch.equal(a.features, b.features) for a, b in zip(stock.items, whole.items))
+    reduced = illava.encode(llava_onevision, images, MergeConfig(stage1_layers=(depth,), stage1_keep=0.5))
+    assert [item.tokens_kept for item in reduced.items] == [round(25 * 0.5) + 1] * 2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
+        MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
+        MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
+        MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
+    ],
+    ids=lambda config: config.method,
+)
+def test_the_baseline_methods_run_on_images(llava_onevision, pictures, config):
+    visuals = illava.encode(llava_onevision, [pictures["wide"], pictures["tall"]], config)
+    result = illava.generate(llava_onevision, visuals, "Compare them.", config, GenerationOptions(max_new_tokens=2))
+    tokens = result.stats[0]["visual_tokens"]
+    assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
+    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == bool(config.stage2_layers)
+
+
+def test_video_stage1_takes_only_methods_that_keep_whole_cells(llava_onevision, clip):
+    video = dict(video=clip.pixels, video_fps=2, fps=2)
+    for method in ("visionzip", "tome"):
+        with pytest.raises(ValueError, match="keeps or drops whole pooled cells"):
+            illava.encode(
+                llava_onevision, None, MergeConfig(method=method, stage1_layers=(2,), stage1_keep=0.5), **video
+            )
+    item = illava.encode(
+        llava_onevision, None, MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.5), **video
+    )
+    assert item.items[0].tokens_kept == 4 * round(9 * 0.5) + 1

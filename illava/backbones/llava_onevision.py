@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import MergeConfig
+from ..config import SCORED_METHODS, MergeConfig
 from ..merge import DROPPED, KEPT
 from .base import Backbone, EncodedVision, ItemLayout, register
 from .llava_onevision_layout import (
@@ -149,9 +149,7 @@ class LlavaOnevisionBackbone(Backbone):
             [_tile_shrink(layout, t) for layout in layouts for t in range(layout.tiles)],
             config,
         )
-        ids, hidden = run_encoder(
-            self.tower, tiles, self.feature_layer, config.stage1_layers, reducer, config.score_chunk, check_interrupt
-        )
+        ids, hidden = self._run_encoder(tiles, reducer, config, check_interrupt)
         projected = _project(self.model.model.multi_modal_projector, hidden)
         features, groups, status, start = [], [], [], 0
         for layout in layouts:
@@ -170,9 +168,7 @@ class LlavaOnevisionBackbone(Backbone):
         model = self.model.model
         weights = pooling_weights(self.side, model.apply_pooling)
         reducer = CellReducer(weights, frames.shape[0], config)
-        ids, hidden = run_encoder(
-            self.tower, frames, self.feature_layer, config.stage1_layers, reducer, config.score_chunk, check_interrupt
-        )
+        ids, hidden = self._run_encoder(frames, reducer, config, check_interrupt)
         projected = _project(model.multi_modal_projector, hidden)
         tokens = self.side**2
         kept = torch.cat([frame_ids + t * tokens for t, frame_ids in enumerate(ids)])
@@ -182,6 +178,19 @@ class LlavaOnevisionBackbone(Backbone):
         layout = video_layout(frames.shape[0], math.ceil(self.side / 2))
         packed, token_ids = pack(layout, kept_cells, pooled[kept_cells], model.image_newline)
         return self._encoded([layout], [packed], [token_ids], [torch.cat(reducer.status)], frames)
+
+    def _run_encoder(self, tiles: torch.Tensor, reducer, config: MergeConfig, check_interrupt):
+        scored = config.method in SCORED_METHODS
+        return run_encoder(
+            self.tower,
+            tiles,
+            self.feature_layer,
+            config.stage1_layers,
+            reducer,
+            config.score_chunk,
+            scored,
+            check_interrupt,
+        )
 
     def _encoded(self, layouts: list[TileLayout], features, groups, status, tiles: torch.Tensor) -> EncodedVision:
         previews = np.split(self._pictures(tiles), np.cumsum([layout.tiles for layout in layouts])[:-1])

@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 
 from ..config import MergeConfig
-from ..merge import DROPPED, KEPT, apply_reduction, reduce_tokens
+from ..merge import DROPPED, KEPT, apply_reduction, merged_sizes, select
 from .base import stage_targets
+
+# Methods that keep or drop tokens without merging them, the only ones a pooled video cell allows.
+CELL_METHODS = ("illava", "random")
 
 
 class TokenReducer:
-    """Image tiles: keep the best tokens of those that reach the LLM, fold the rest into recycled tokens.
+    """Image tiles: reduce the tokens that reach the LLM with ``config.method`` (iLLaVA: keep the best,
+    fold the rest into recycled tokens).
 
     cells: per tile, (tokens,) bool, the token is inside the unpadded image. Tokens outside it (the
     anyres padding the model crops anyway) leave at the first stage-1 layer. shrink: per tile, the
@@ -22,6 +26,8 @@ class TokenReducer:
         self.cells = cells
         self.config = config
         self.status = [torch.where(c, KEPT, DROPPED).to(torch.int8) for c in cells]
+        # ToMe's token sizes: how many original tokens each current token stands for.
+        self.sizes = [torch.ones(int(c.numel())) for c in cells]
         counts = [int(c.sum()) for c in cells]
         budgets = [max(1, round(n / s)) if n else 0 for n, s in zip(counts, shrink)]
         layers = len(config.stage1_layers)
@@ -33,15 +39,17 @@ class TokenReducer:
     def __call__(self, step, tile, scores, hidden, ids):
         config = self.config
         candidates = torch.nonzero(self.cells[tile].to(ids.device)[ids]).squeeze(-1)
-        n = candidates.numel()
-        n_out = min(n, self.targets[step - 1][tile])
-        n_recycled = min(config.stage1_recycled, max(n_out - 1, 0), n - n_out)
-        local_scores, local = scores[candidates], hidden[candidates]
-        reduction = reduce_tokens(local_scores, local, n_out, n_recycled)
+        n_out = min(candidates.numel(), self.targets[step - 1][tile])
+        local = hidden[candidates]
+        sizes = self.sizes[tile][candidates.cpu()].to(local.device)
+        reduction, weights, weighting = select(
+            config.method, scores[candidates], local, n_out, config.stage1_recycled, config.recycle_weighting, sizes
+        )
         status = self.status[tile]
         original = ids[candidates].cpu()
         status[original] = torch.where(reduction.status.cpu() == KEPT, status[original], reduction.status.cpu())
-        return candidates[reduction.kept], apply_reduction(local, local_scores, reduction, config.recycle_weighting)
+        self.sizes[tile] = merged_sizes(sizes, reduction).cpu()
+        return candidates[reduction.kept], apply_reduction(local, weights, reduction, weighting)
 
 
 class CellReducer:
@@ -55,6 +63,12 @@ class CellReducer:
     """
 
     def __init__(self, weights: torch.Tensor, frames: int, config: MergeConfig) -> None:
+        if config.method not in CELL_METHODS:
+            raise ValueError(
+                f"method {config.method!r} merges tokens, but LLaVA-OneVision keeps or drops whole pooled cells "
+                f"of a video frame in stage 1: use one of {CELL_METHODS} there, or clear stage1_layers"
+            )
+        self.method = config.method
         self.weights = weights.float()
         self.footprint = weights != 0
         self.status = [torch.full((weights.shape[0],), KEPT, dtype=torch.int8) for _ in range(frames)]
@@ -74,7 +88,7 @@ class CellReducer:
         token_scores[ids] = scores.float()
         cell_scores = (self.weights.to(ids.device) @ token_scores)[alive]
         n_out = min(alive.numel(), self.targets[step - 1][tile])
-        reduction = reduce_tokens(cell_scores, cell_scores[:, None], n_out, 0)
+        reduction = select(self.method, cell_scores, cell_scores[:, None], n_out, 0, "score")[0]
         status[alive.cpu()] = torch.where(reduction.status.cpu() == KEPT, status[alive.cpu()], reduction.status.cpu())
         needed = footprint[alive[reduction.kept]].any(0)
         keep = torch.nonzero(needed[ids]).squeeze(-1)

@@ -35,28 +35,35 @@ def run_encoder(
     stage_layers: tuple[int, ...],
     reducer: TileReducer,
     chunk: int,
+    scored: bool = True,
     check_interrupt: Callable[[], None] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Run the embeddings and the first ``n_layers`` encoder layers, reducing before each of ``stage_layers``.
 
-    pixel_values: (tiles, channels, size, size). Returns, per tile, the ids of the tokens that came
-    out and their hidden states after layer ``n_layers - 1`` (no post-layernorm: the model takes
-    ``hidden_states[...]``, which are raw layer outputs).
+    A stage layer equal to ``n_layers`` reduces the output. pixel_values: (tiles, channels, size,
+    size). Without ``scored`` (methods that ignore attention) the reducer gets zero scores. Returns,
+    per tile, the ids of the tokens that came out and their hidden states after layer
+    ``n_layers - 1`` (no post-layernorm: the model takes ``hidden_states[...]``, raw layer outputs).
     """
     layers = tower.encoder.layers
     hidden = tower.embeddings(pixel_values)
     tiles = list(hidden.unbind(0))
     ids = [torch.arange(hidden.shape[1], device=hidden.device) for _ in tiles]
     inputs = tiles
-    for index in range(n_layers):
+    for index in range(n_layers + 1):
         if check_interrupt is not None:
             check_interrupt()
         if index in stage_layers:
             step = stage_layers.index(index) + 1
             for t in range(len(tiles)):
-                scores = _received(layers[index - 1], inputs[t], chunk)
+                if scored:
+                    scores = _received(layers[index - 1], inputs[t], chunk)
+                else:
+                    scores = torch.zeros(tiles[t].shape[0], device=tiles[t].device)
                 keep, tiles[t] = reducer(step, t, scores, tiles[t], ids[t])
                 ids[t] = ids[t][keep]
+        if index == n_layers:
+            break
         inputs = tiles
         tiles = _run_layer(layers[index], tiles)
     return ids, tiles
