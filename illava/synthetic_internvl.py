@@ -101,7 +101,11 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
 
 def processor(tokenizer):
     """``InternVLProcessor`` with 64-pixel tiles, up to ``MAX_TILES`` tiles an image, over ``tokenizer``."""
-    from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
 
     size = {"height": TILE, "width": TILE}
     return InternVLProcessor(

@@ -11,7 +11,7 @@ model holds them; tiles of equal length run as one batch, as in the model.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -16,7 +16,8 @@ The encoder runs only the layers whose output the model uses (``vision_feature_l
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
