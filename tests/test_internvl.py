@@ -8,6 +8,7 @@ from PIL import Image
 
 import illava
 from illava import GenerationOptions, MergeConfig
+from illava.backbones.internvit_stage1 import GroupReducer
 from illava.llm_stage import Stage2, installed
 from illava.merge import KEPT, MERGED, RECYCLED
 from illava.pipeline import build_inputs
@@ -191,6 +192,15 @@ def test_a_stage1_layer_at_the_depth_gathers_groups_as_the_pixel_shuffle_does(in
     for a, b in zip(stock.items, encode(internvl, images, config).items):
         assert b.tokens_kept == a.tokens_kept // 2
         torch.testing.assert_close(b.features, a.features[b.kept_groups], rtol=0, atol=1e-6)
+
+
+def test_groups_hold_their_patches_in_pixel_shuffle_order(internvl):
+    """The model's own pixel shuffle, run on patch numbers, puts them where ``GroupReducer`` groups them."""
+    side = internvl.backbone.side
+    numbers = torch.arange(side * side, dtype=torch.float64).view(1, side, side, 1)
+    shuffled = internvl.model.model.pixel_shuffle(numbers, scale_factor=0.5).reshape(-1, 4).long()
+    group, place = GroupReducer(side, 1, MergeConfig()).group_of(torch.arange(side * side))
+    assert torch.equal(torch.argsort(group * 4 + place).view(-1, 4), shuffled)
 
 
 def test_layers_after_the_feature_layer_never_run(internvl, pictures):
