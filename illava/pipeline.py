@@ -345,8 +345,11 @@ def build_inputs(
     encoded = tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False)
     input_ids = encoded["input_ids"].to(lvlm.device)
     attention_mask = encoded["attention_mask"].to(lvlm.device)
-    image_id, video_id = lvlm.model.config.image_token_id, lvlm.model.config.video_token_id
-    token_types = (input_ids == image_id).long() + 2 * (input_ids == video_id).long()
+    token_types = (input_ids == lvlm.model.config.image_token_id).long()
+    # InternVL has no video token: its video frames are image placeholders.
+    video_id = getattr(lvlm.model.config, "video_token_id", None)
+    if video_id is not None:
+        token_types += 2 * (input_ids == video_id).long()
     all_items = [item for items, _ in requests for item in items]
     images = [item for item in all_items if item.kind == "image"]
     videos = [item for item in all_items if item.kind == "video"]
@@ -361,7 +364,7 @@ def build_inputs(
     if any(item.layout is None and item.tokens_kept < item.tokens_full for item in all_items):
         tensors, position_ids = _drop_removed(tensors, position_ids, requests, lvlm.pad_token_id)
     encoder_outputs = {}
-    for kind, kind_items in (("image", images), ("video", videos)):
+    for kind, kind_items in lvlm.backbone.feature_kinds(all_items).items():
         if kind_items:
             features = tuple(item.features for item in kind_items)
             deepstack = tuple(zip(*(item.deepstack for item in kind_items)))
@@ -393,16 +396,19 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
 
     def expansion(match: re.Match) -> str:
         kind = "image" if match.group(0) == tokens["image"] else "video"
-        return placeholder_text(processor, queues[kind].pop(0))
+        item = queues[kind].pop(0)
+        if item.layout is not None:
+            return lvlm.backbone.layout_placeholders(processor, item)
+        return placeholder_text(processor, item)
 
     return pattern.sub(expansion, text)
 
 
 def placeholder_text(processor, item: VisualItem) -> str:
-    """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times)."""
-    if item.layout is not None:
-        token = processor.image_token if item.kind == "image" else processor.video_token
-        return token * item.tokens_kept
+    """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times).
+
+    Items with a layout get their backbone's ``layout_placeholders`` instead.
+    """
     grid = torch.tensor([item.grid_thw])
     if item.kind == "image":
         return processor.replace_image_token({"image_grid_thw": grid}, 0)

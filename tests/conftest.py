@@ -47,6 +47,13 @@ def llava_onevision(tmp_path_factory) -> illava.LVLM:
     return illava.load(path, device="cpu", dtype="fp32")
 
 
+@pytest.fixture(scope="session")
+def internvl(tmp_path_factory) -> illava.LVLM:
+    """A tiny InternVL, apart from ``ARCHES``: its tiles and prompts differ from Qwen's."""
+    path = build_model_folder(tmp_path_factory.mktemp("models") / "internvl", arch="internvl", initializer_range=0.1)
+    return illava.load(path, device="cpu", dtype="fp32")
+
+
 def random_image(seed: int, height: int, width: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -96,6 +96,15 @@ class Backbone:
     def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The subset of ``pipeline.build_inputs``' result that the model's ``generate`` accepts."""
         return inputs
+
+    def feature_kinds(self, items: Sequence) -> dict[str, list]:
+        """The ``mm_encoder_outputs`` entry that takes each visual item's features, items in prompt order."""
+        return {kind: [item for item in items if item.kind == kind] for kind in ("image", "video")}
+
+    def layout_placeholders(self, processor, item) -> str:
+        """The prompt text of an item with a layout: one image or video placeholder per kept feature."""
+        token = processor.image_token if item.kind == "image" else processor.video_token
+        return token * item.tokens_kept
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}

@@ -1,0 +1,139 @@
+"""Stage 1 inside InternViT: every tile (or video frame) is reduced on its own, in whole 2x2 groups.
+
+InternViT puts a CLS token before the patches, adds its learned position table once (before the
+first layer), has no rotary positions and runs without an attention mask, so removing patches
+mid-encoder is selecting rows. The CLS token always stays: it attends and is attended to in every
+layer, but it is never scored, dropped or recycled (the model discards it after the encoder).
+Patches leave in whole pixel-shuffle groups (the 2x2 patches that become one LLM token), so the
+pixel shuffle after the encoder still fuses true neighbours. Rows stay in raster order, as the
+model holds them; tiles of equal length run as one batch, as in the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..config import MergeConfig
+from ..merge import KEPT, apply_reduction, attention_received, merged_sizes, select
+from .base import stage_targets
+
+
+class GroupReducer:
+    """Reduce each tile's pixel-shuffle groups with ``config.method`` (iLLaVA: keep the best groups,
+    fold the rest into recycled groups).
+
+    side: patches a tile side; groups are 2x2 patches, so a tile has (side / 2)**2 of them. A group's
+    score is the attention its four patches receive; its features, for similarity and recycling, are
+    its four patches' hidden states in pixel-shuffle order.
+    """
+
+    def __init__(self, side: int, tiles: int, config: MergeConfig) -> None:
+        self.side = side
+        self.config = config
+        groups = (side // 2) ** 2
+        self.status = [torch.full((groups,), KEPT, dtype=torch.int8) for _ in range(tiles)]
+        # ToMe's token sizes: how many original groups each current group stands for.
+        self.sizes = [torch.ones(groups) for _ in range(tiles)]
+        layers = len(config.stage1_layers)
+        self.targets = [stage_targets([groups] * tiles, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
+
+    def group_of(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(group, place in the group) of each patch id; places follow pixel shuffle's channel order."""
+        row, column = ids // self.side, ids % self.side
+        return (row // 2) * (self.side // 2) + column // 2, (row % 2) * 2 + column % 2
+
+    def __call__(
+        self, step: int, tile: int, scores: torch.Tensor, hidden: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduce one tile's patches (CLS excluded): positions of the rows that go on, and their new states."""
+        config = self.config
+        group, place = self.group_of(ids)
+        # Rows gathered group by group, each group's patches in pixel-shuffle order.
+        order = torch.argsort(group * 4 + place).view(-1, 4)
+        group_ids = group[order[:, 0]]
+        grouped = hidden[order]
+        n_out = min(order.shape[0], self.targets[step - 1][tile])
+        sizes = self.sizes[tile][group_ids.cpu()].to(hidden.device)
+        reduction, weights, weighting = select(
+            config.method,
+            scores[order].sum(-1),
+            grouped.flatten(1),
+            n_out,
+            config.stage1_recycled,
+            config.recycle_weighting,
+            sizes,
+        )
+        status = self.status[tile]
+        original = group_ids.cpu()
+        status[original] = torch.where(reduction.status.cpu() == KEPT, status[original], reduction.status.cpu())
+        self.sizes[tile][group_ids[reduction.kept].cpu()] = merged_sizes(sizes, reduction).cpu()
+        rows = order[reduction.kept].reshape(-1)
+        values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
+        raster = torch.argsort(rows)
+        return rows[raster], values[raster]
+
+
+def run_encoder(
+    tower: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    n_layers: int,
+    final_norm: bool,
+    reducer: GroupReducer,
+    config: MergeConfig,
+    scored: bool,
+    check_interrupt: Callable[[], None] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Run the embeddings and the first ``n_layers`` layers, reducing before each stage-1 layer.
+
+    A stage layer equal to ``n_layers`` reduces the output. ``final_norm``: the model takes the
+    tower's last hidden state (after its final norm) rather than a raw layer output. Without
+    ``scored`` (methods that ignore attention) the reducer gets zero scores. Returns, per tile, the
+    ids of the patches that came out (raster order) and their hidden states, CLS left out.
+    """
+    layers = tower.encoder.layer
+    stage_layers = config.stage1_layers
+    tiles = list(tower.embeddings(pixel_values).unbind(0))
+    ids = [torch.arange(t.shape[0] - 1, device=t.device) for t in tiles]
+    inputs = tiles
+    for index in range(n_layers + 1):
+        if check_interrupt is not None:
+            check_interrupt()
+        if index in stage_layers:
+            step = stage_layers.index(index) + 1
+            for t, rows in enumerate(tiles):
+                if scored:
+                    scores = _received(layers[index - 1], inputs[t], config.score_chunk)[1:]
+                else:
+                    scores = torch.zeros(rows.shape[0] - 1, device=rows.device)
+                keep, patches = reducer(step, t, scores, rows[1:], ids[t])
+                tiles[t] = torch.cat([rows[:1], patches])
+                ids[t] = ids[t][keep]
+        if index == n_layers:
+            break
+        inputs = tiles
+        tiles = _run_layer(layers[index], tiles)
+    if final_norm:
+        tiles = [tower.layernorm(t) for t in tiles]
+    return ids, [t[1:] for t in tiles]
+
+
+def _run_layer(layer: torch.nn.Module, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One encoder layer over ragged tiles, batching tiles of equal length."""
+    out = list(tiles)
+    for length in sorted({t.shape[0] for t in tiles}):
+        members = [i for i, t in enumerate(tiles) if t.shape[0] == length]
+        result = layer(torch.stack([tiles[i] for i in members]))
+        for i, row in zip(members, result.unbind(0)):
+            out[i] = row
+    return out
+
+
+def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean attention each row of one tile (CLS included) receives in ``layer``, whose input was ``hidden``."""
+    attn = layer.attention
+    x = layer.layernorm_before(hidden)
+    q = attn.q_norm(attn.q_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    k = attn.k_norm(attn.k_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    return attention_received(q, k, attn.scale, chunk)
