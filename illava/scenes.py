@@ -72,8 +72,6 @@ class Sample:
     images: tuple[np.ndarray, ...] = ()
     frames: tuple[np.ndarray, ...] = ()
     seed: int = 0
-    layouts: tuple[tuple[Shape, ...], ...] = ()
-    """The shapes drawn in each image (or each frame), in order: ground truth for ``label_map``."""
 
 
 def seed_for(split: str, index: int) -> int:
@@ -92,8 +90,8 @@ def sample(split: str, kind: str, index: int) -> Sample:
     seed = seed_for(split, index)
     rng = np.random.default_rng((KIND_STREAMS[kind], seed))
     family = FAMILIES[kind][int(rng.integers(len(FAMILIES[kind])))]
-    question, answer, images, frames, layouts = QUESTION_BUILDERS[family](rng)
-    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed, tuple(map(tuple, layouts)))
+    question, answer, images, frames = QUESTION_BUILDERS[family](rng)
+    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed)
 
 
 def vocabulary() -> list[str]:
@@ -147,29 +145,10 @@ def render(back: np.ndarray, shapes: list[Shape]) -> np.ndarray:
     return np.asarray(image)
 
 
-def label_map(height: int, width: int, shapes) -> np.ndarray:
-    """HxW uint8 map of which object covers each pixel: 0 for background, else ``1 + object_label(shape)``."""
-    image = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(image)
-    for shape in shapes:
-        value = 1 + object_label(shape)
-        _draw(draw, shape, value, value)
-    return np.asarray(image)
-
-
-def object_label(shape: Shape) -> int:
-    """The index of a shape's (colour, kind) pair among the ``OBJECT_LABELS`` pairs."""
-    return list(COLOURS).index(shape.colour) * len(SHAPES) + SHAPES.index(shape.kind)
-
-
-OBJECT_LABELS = len(COLOURS) * len(SHAPES)
-
-
-def _draw(draw: ImageDraw.ImageDraw, shape: Shape, fill=None, outline=None) -> None:
+def _draw(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
     x, y, r = shape.x, shape.y, shape.radius
-    if fill is None:
-        fill = COLOURS[shape.colour]
-        outline = tuple(int(c * 0.5) for c in fill)
+    fill = COLOURS[shape.colour]
+    outline = tuple(int(c * 0.5) for c in fill)
     if shape.kind == "circle":
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline, width=2)
     elif shape.kind == "square":
@@ -221,9 +200,9 @@ def _pick(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 
 
-def _scene(rng: np.random.Generator, low: int = 2, high: int = 6):
+def _scene(rng: np.random.Generator, low: int = 2, high: int = 6, radius_range: tuple[float, float] = (0.08, 0.13)):
     height, width = _pick(rng, IMAGE_SIZES)
-    shapes = random_shapes(rng, height, width, int(rng.integers(low, high + 1)))
+    shapes = random_shapes(rng, height, width, int(rng.integers(low, high + 1)), radius_range)
     return height, width, shapes
 
 
@@ -308,22 +287,27 @@ def _image_question(family: str):
             height, width, shapes = _scene(rng, 1, 6)
             asked = ASK_IMAGE[family](rng, shapes)
             if asked is not None:
-                return asked[0], asked[1], _image(rng, height, width, shapes), [], [shapes]
+                return asked[0], asked[1], _image(rng, height, width, shapes), []
 
     return build
 
 
 def conversation(
-    index: int, turns: int = 4, split: str = "train"
-) -> tuple[np.ndarray, tuple[Shape, ...], list[tuple[str, str, str]]]:
-    """Conversation ``index`` about one image: (pixels, shapes, [(family, question, answer), ...]).
+    index: int, turns: int = 4, split: str = "train", difficulty: float = 1.0
+) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Conversation ``index`` about one image: (pixels, [(family, question, answer), ...]).
 
     Half of them open with a description of the whole scene; the rest of the turns are distinct
     image questions of random families. Conversations have a random stream of their own, so they
-    never share a scene with the single-question samples.
+    never share a scene with the single-question samples. ``difficulty`` below 1 (a training
+    curriculum) draws fewer, larger objects: at 0 one object about four times the usual area.
     """
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
     rng = np.random.default_rng((CONVERSATION_STREAM, seed_for(split, index)))
-    height, width, shapes = _scene(rng, 1, 6)
+    # The sizes and counts are chosen so that the objects always fit apart in the smallest image.
+    grow = 0.14 * (1.0 - difficulty)
+    height, width, shapes = _scene(rng, 1, 1 + int(5 * difficulty), (0.08 + grow, 0.13 + grow))
     asked: list[tuple[str, str, str]] = []
     if rng.random() < 0.5:
         asked.append(("describe", DESCRIBE_QUESTION, describe(shapes)))
@@ -335,7 +319,7 @@ def conversation(
         # A repeated question could be answered by copying the earlier answer instead of looking.
         if question is not None and all(question[0] != earlier for _, earlier, _ in asked):
             asked.append((family, *question))
-    return _image(rng, height, width, shapes)[0], tuple(shapes), asked
+    return _image(rng, height, width, shapes)[0], asked
 
 
 def _video_frame_count(rng: np.random.Generator) -> int:
@@ -363,9 +347,8 @@ def motion_question(rng: np.random.Generator):
         if others is None:
             continue
         back = background(rng, height, width)
-        layouts = [others + [p] for p in path]
-        frames = [render(back, layout) for layout in layouts]
-        return f"which way is the {path[0].name} moving?", direction, [], frames, layouts
+        frames = [render(back, others + [p]) for p in path]
+        return f"which way is the {path[0].name} moving?", direction, [], frames
 
 
 def _still_shapes(rng: np.random.Generator, height: int, width: int, count: int, path: list[Shape]) -> list[Shape] | None:
@@ -386,16 +369,14 @@ def change_question(rng: np.random.Generator, appears: bool):
     # The switch happens at an even frame so that no temporal patch pair mixes before and after.
     switch = 2 * int(rng.integers(2, frame_count // 2 - 1))
     back = background(rng, height, width)
-    before, after = still, still + [changing]
+    before, after = render(back, still), render(back, still + [changing])
     if not appears:
         before, after = after, before
-    rendered = {id(before): render(back, before), id(after): render(back, after)}
-    layouts = [before if t < switch else after for t in range(frame_count)]
-    frames = [rendered[id(layout)] for layout in layouts]
+    frames = [before if t < switch else after for t in range(frame_count)]
     verb = "appears" if appears else "disappears"
     if rng.random() < 0.5:
-        return f"which shape {verb}?", changing.kind, [], frames, layouts
-    return f"what colour is the object that {verb}?", changing.colour, [], frames, layouts
+        return f"which shape {verb}?", changing.kind, [], frames
+    return f"what colour is the object that {verb}?", changing.colour, [], frames
 
 
 def more_question(rng: np.random.Generator):
@@ -412,7 +393,7 @@ def more_question(rng: np.random.Generator):
             question = f"which image has more {PLURALS[kind]}?"
         if counts[0] != counts[1]:
             images = [_image(rng, h, w, shapes)[0] for h, w, shapes in scenes]
-            return question, ORDINALS[int(counts[1] > counts[0])], images, [], [shapes for _, _, shapes in scenes]
+            return question, ORDINALS[int(counts[1] > counts[0])], images, []
 
 
 QUESTION_BUILDERS = {
