@@ -65,8 +65,15 @@ def run_harness(
     budgets: tuple[float, ...] = BUDGETS,
     methods: tuple[str, ...] = METHODS,
     log=print,
+    overrides: dict | None = None,
 ) -> dict:
-    """Accuracy of the unmerged model and of every method at every budget, as the JSON report."""
+    """Accuracy of the unmerged model and of every method at every budget, as the JSON report.
+
+    ``overrides`` (MergeConfig fields) are applied to the iLLaVA configs, to compare its settings;
+    the method names then carry them, e.g. ``illava[stage1_recycled=0]``.
+    """
+    overrides = overrides or {}
+    suffix = "[" + ",".join(f"{key}={value}" for key, value in overrides.items()) + "]" if overrides else ""
     first = seed * SEED_STRIDE
     depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
     started = time.perf_counter()
@@ -76,10 +83,13 @@ def run_harness(
     for method in methods:
         for budget in budgets:
             config = method_config(method, budget, *depths, kind)
+            name = method
+            if method.startswith("illava") and overrides:
+                config, name = config.with_(**overrides), method + suffix
             scored = evaluate(lvlm, config, kind, n, first=first)
-            row = _row(method, budget, config, scored, full)
+            row = _row(name, budget, config, scored, full)
             results.append(row)
-            log(f"{method:<14} budget {budget:.2f} (measured {row['measured_budget']:.3f}): "
+            log(f"{name:<14} budget {budget:.2f} (measured {row['measured_budget']:.3f}): "
                 f"accuracy {row['accuracy']:.3f}, retention {row['retention']:.3f}")
     return {
         "split": kind,
@@ -148,7 +158,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=200, help="questions per method and budget")
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="fractions of the visual tokens kept")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="MergeConfig fields for the iLLaVA rows, e.g. recycle_weighting=paper stage1_recycled=0")
     parser.add_argument("--json", default=None, help="write the report here (a .md table is written beside it)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` strings as MergeConfig fields (integers where the value is one), checked."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else value
+    MergeConfig.from_dict({**MergeConfig().to_dict(), **overrides})  # names the bad field, if any
+    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--budgets must be fractions in (0, 1], got {budget}")
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
+    overrides = parse_overrides(args.set)
     model = args.model or demo_model_folder()
     lvlm = load(model, device=args.device, dtype=args.dtype)
-    report = run_harness(lvlm, args.split, args.n, args.seed, tuple(args.budgets), tuple(args.methods))
+    report = run_harness(lvlm, args.split, args.n, args.seed, tuple(args.budgets), tuple(args.methods), overrides=overrides)
     report["model"] = str(model)
     table = markdown_table(report)
     print("\n" + table)

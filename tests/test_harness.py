@@ -48,3 +48,18 @@ def test_eval_command_writes_json_and_markdown(model_dirs, tmp_path, capsys):
     assert out.with_suffix(".md").read_text().startswith("video split, 1 held-out questions")
     assert main(["eval", "--model", model_dirs["qwen2_5_vl"], "--budgets", "1.5"]) == 2
     assert "--budgets must be fractions" in capsys.readouterr().err
+
+
+def test_illava_settings_can_be_compared_with_set(qwen25):
+    report = run_harness(qwen25, "image", n=1, budgets=(0.3,), methods=("illava", "fastv"), log=lambda line: None,
+                         overrides={"stage1_recycled": 0})
+    names = [row["method"] for row in report["results"]]
+    assert names == ["illava[stage1_recycled=0]", "fastv"]
+    assert report["results"][0]["config"]["stage1_recycled"] == 0 and report["results"][1]["config"]["stage2_recycled"] == 1
+
+
+def test_bad_overrides_name_the_field(model_dirs, capsys):
+    assert main(["eval", "--model", model_dirs["qwen2_5_vl"], "--set", "recycle_weighting=median"]) == 2
+    assert "recycle_weighting must be one of" in capsys.readouterr().err
+    assert main(["eval", "--model", model_dirs["qwen2_5_vl"], "--set", "speed"]) == 2
+    assert "--set takes FIELD=VALUE" in capsys.readouterr().err
