@@ -334,7 +334,7 @@ def main() -> None:
         help="wall-time budget: the schedule follows whichever of steps and time runs out first",
     )
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--curriculum", type=float, default=0.35, help="fraction of training over which image scenes reach full difficulty")
     parser.add_argument("--images-first", type=float, default=0.1, help="fraction of training that shows images only")
     parser.add_argument("--turns", type=int, default=4, help="questions per training image (one conversation)")
