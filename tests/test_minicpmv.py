@@ -1,6 +1,6 @@
 """MiniCPM-V 4.6: exactness against vanilla transformers, cached decoding against a fresh forward over the
 reduced sequence (Qwen3.5's linear-attention layers included), stage 1 in whole LLM-token blocks per
-slice, placeholders per kept token, and the token maps."""
+slice, placeholders per kept token, and the token maps; sliced images, several images and video."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from illava.llm_stage import Stage2, installed
 from illava.merge import DROPPED, KEPT, MERGED, RECYCLED
 from illava.pipeline import build_inputs
 from illava.synthetic import build_model_folder
+from illava.video import load_video
 from illava.viz import trace_figure
 
 # Stage layers present but keeping everything: iLLaVA's own encoder and decoder loops run. Layer 1 is
@@ -42,15 +43,27 @@ def pictures():
     return {"wide": random_image(11, 100, 300), "small": random_image(13, 60, 80)}
 
 
-def vanilla(lvlm, requests, max_new_tokens=STEPS):
-    """``processor(...)`` + ``model.generate(...)``."""
+@pytest.fixture(scope="module")
+def clip():
+    """Four wide frames (each a source frame and three slices), all sampled (2 fps from a 2 fps stack)."""
+    rng = np.random.default_rng(5)
+    return load_video((rng.random((4, 100, 300, 3)) * 255).astype(np.uint8), fps=2, max_frames=8, source_fps=2)
+
+
+def vanilla(lvlm, requests, video=None, max_new_tokens=STEPS):
+    """``processor(...)`` + ``model.generate(...)``; a video follows the images of its prompt."""
     processor = lvlm.processor
     texts, flat = [], []
     for images, prompt in requests:
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
+        content.append({"type": "text", "text": prompt})
         texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False))
         flat.extend(images)
-    inputs = processor(text=texts, images=flat, return_tensors="pt", padding=True, padding_side="left")
+    kwargs = {"images": flat} if flat else {}
+    if video is not None:
+        # The clip's frames are already sampled, as iLLaVA's video loader samples them.
+        kwargs.update(videos=[video.pixels], do_sample_frames=False)
+    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
     out = lvlm.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -62,8 +75,13 @@ def vanilla(lvlm, requests, max_new_tokens=STEPS):
     return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1), inputs
 
 
-def ours(lvlm, requests, config, max_new_tokens=STEPS):
-    batch = [(illava.encode(lvlm, images, config).items, prompt) for images, prompt in requests]
+def encode(lvlm, images, config, video=None):
+    video_pixels = video.pixels if video is not None else None
+    return illava.encode(lvlm, images or None, config, video=video_pixels, video_fps=2, fps=2)
+
+
+def ours(lvlm, requests, config, video=None, max_new_tokens=STEPS):
+    batch = [(encode(lvlm, images, config, video).items, prompt) for images, prompt in requests]
     return illava.generate_batch(lvlm, batch, config, GenerationOptions(max_new_tokens=max_new_tokens), return_logits=True)
 
 
@@ -91,29 +109,43 @@ def test_merging_off_equals_vanilla_generate_exactly(minicpmv, pictures, case):
         assert result.stats[b]["visual_tokens"]["llm_input_full"] == placeholders
 
 
-@pytest.mark.parametrize("case", ["one image", "two images"])
-def test_own_loops_keeping_everything_equal_vanilla_exactly(minicpmv, pictures, case):
-    requests = cases(pictures)[case]
-    _, expected_logits, _ = vanilla(minicpmv, requests)
-    result = ours(minicpmv, requests, IDENTITY)
+@pytest.mark.parametrize("with_images", [False, True], ids=["video", "two images and a video"])
+def test_video_merging_off_equals_vanilla_generate_exactly(minicpmv, pictures, clip, with_images):
+    images = [pictures["wide"], pictures["small"]] if with_images else []
+    _, expected_logits, inputs = vanilla(minicpmv, [(images, "What happens?")], video=clip)
+    result = ours(minicpmv, [(images, "What happens?")], MergeConfig(), video=clip)
+    assert torch.equal(result.logits[0], expected_logits[0])
+    config = minicpmv.model.config
+    placeholders = int(torch.isin(inputs["input_ids"], torch.tensor([config.image_token_id, config.video_token_id])).sum())
+    # A frame: 10 source tokens and three 9-token slices; the wide image the same, the small one 9.
+    assert result.stats[0]["visual_tokens"]["llm_input_full"] == placeholders == 4 * 37 + (37 + 9) * with_images
+
+
+@pytest.mark.parametrize("case", ["one image", "two images", "video"])
+def test_own_loops_keeping_everything_equal_vanilla_exactly(minicpmv, pictures, clip, case):
+    video = clip if case == "video" else None
+    requests = cases(pictures).get(case, [([], "What happens?")])
+    _, expected_logits, _ = vanilla(minicpmv, requests, video=video)
+    result = ours(minicpmv, requests, IDENTITY, video=video)
     assert torch.equal(result.logits[0], expected_logits[0])
 
 
-@pytest.mark.parametrize("case", ["one image", "two images"])
-def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(minicpmv, pictures, case):
+@pytest.mark.parametrize("case", ["one image", "two images", "video"])
+def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(minicpmv, pictures, clip, case):
     lvlm = minicpmv
-    image_id = lvlm.model.config.image_token_id
-    images = cases(pictures)[case][0][0]
+    video = clip if case == "video" else None
+    visual_ids = torch.tensor([lvlm.model.config.image_token_id, lvlm.model.config.video_token_id])
+    images = cases(pictures)[case][0][0] if video is None else []
     for prompt in PROMPTS:
-        result = ours(lvlm, [(images, prompt)], BOTH)
-        if len(result.ids[0]) == STEPS and image_id not in result.ids[0]:
+        result = ours(lvlm, [(images, prompt)], BOTH, video=video)
+        if len(result.ids[0]) == STEPS and not torch.isin(torch.tensor(result.ids[0]), visual_ids).any():
             break
-    assert len(result.ids[0]) == STEPS and image_id not in result.ids[0], "no prompt decoded cleanly"
-    inputs = build_inputs(lvlm, [(illava.encode(lvlm, images, BOTH).items, prompt)])
+    assert len(result.ids[0]) == STEPS and not torch.isin(torch.tensor(result.ids[0]), visual_ids).any()
+    inputs = build_inputs(lvlm, [(encode(lvlm, images, BOTH, video).items, prompt)])
     n = inputs["input_ids"].shape[1]
     ids = torch.cat([inputs["input_ids"], torch.tensor([result.ids[0][:-1]])], dim=1)
     fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    stage2 = Stage2(lvlm.backbone, BOTH, ids == image_id, score_position=n - 1)
+    stage2 = Stage2(lvlm.backbone, BOTH, torch.isin(ids, visual_ids), score_position=n - 1)
     with installed(lvlm.backbone, stage2):
         logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -STEPS:]
     torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
@@ -139,9 +171,23 @@ def test_placeholders_match_kept_tokens_slice_by_slice(minicpmv, pictures):
     assert (np.isin(codes, [KEPT, RECYCLED]).sum(-1) == np.array(per_view)).all()
     # Cells outside a 3x3 slice on the 3x5 map never held a token.
     assert (wide.trace.stage1[1:, :, 3:] == DROPPED).all()
-    source = text.split("<image_id>0</image_id><image>")[1].split("</image>")[0]
-    assert source == processor.image_token * 4
-    assert text.count("<slice>") == 3 and "\n" not in text.split("</image>")[1].split("<image_id>1")[0].strip("\n")
+    slices = "".join(f"<slice>{processor.image_token * 4}</slice>" for _ in range(3))
+    assert f"<image_id>0</image_id><image>{processor.image_token * 4}</image>{slices}\n<image_id>1" in text
+
+
+def test_video_placeholders_follow_the_frames(minicpmv, clip):
+    processor = minicpmv.processor
+    item = encode(minicpmv, [], BOTH, clip).items[0]
+    text = processor.tokenizer.decode(build_inputs(minicpmv, [((item,), "What?")])["input_ids"][0])
+    assert item.grid_thw == (16, 3, 5) and item.layout.frames == 4
+    counts = torch.bincount(item.kept_groups.cpu() // 15, minlength=16).tolist()
+    token = processor.video_token
+    frames = "".join(
+        f"<image>{token * counts[4 * f]}</image>" + "".join(f"<slice>{token * n}</slice>" for n in counts[4 * f + 1 : 4 * f + 4])
+        for f in range(4)
+    )
+    assert f"<image_id>0</image_id>{frames}\n" in text
+    assert text.count(token) == item.tokens_kept == sum(counts)
 
 
 def test_stage1_keeps_whole_blocks_before_and_after_the_window_merger(minicpmv, pictures):
@@ -192,6 +238,17 @@ def test_token_maps_render_both_stages(minicpmv, pictures):
     assert figure.dtype == np.uint8 and figure.shape[1] > 2 * item.preview.shape[2]
 
 
+def test_a_sample_gives_the_same_result_alone_and_in_a_batch(minicpmv, pictures):
+    """Left padding, also in the linear-attention layers' recurrent state, changes nothing for a sample."""
+    first = ([pictures["wide"]], "Describe the picture.")
+    second = ([pictures["small"], pictures["wide"]], "Which of these two is more colourful? Explain.")
+    alone = ours(minicpmv, [first], BOTH)
+    batched = ours(minicpmv, [second, first], BOTH)
+    assert batched.ids[1] == alone.ids[0]
+    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
+    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -202,8 +259,9 @@ def test_token_maps_render_both_stages(minicpmv, pictures):
     ],
     ids=lambda config: config.method,
 )
-def test_the_baseline_methods_run(minicpmv, pictures, config):
-    visuals = illava.encode(minicpmv, [pictures["wide"], pictures["small"]], config)
+@pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
+def test_the_baseline_methods_run(minicpmv, pictures, clip, config, video):
+    visuals = encode(minicpmv, [] if video else [pictures["wide"], pictures["small"]], config, clip if video else None)
     result = illava.generate(minicpmv, visuals, "Describe them.", config, GenerationOptions(max_new_tokens=2))
     tokens = result.stats[0]["visual_tokens"]
     assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
@@ -218,9 +276,3 @@ def test_a_scored_stage2_layer_after_a_linear_attention_layer_is_refused(minicpm
     config = MergeConfig(method="random", stage2_layers=(1,), stage2_keep=0.5)
     result = illava.generate(minicpmv, visuals, "What?", config, GenerationOptions(max_new_tokens=1))
     assert result.stats[0]["visual_tokens"]["llm_after_stage2"] < visuals.items[0].tokens_kept
-
-
-def test_video_is_refused_clearly(minicpmv):
-    frames = (np.random.default_rng(5).random((4, 56, 56, 3)) * 255).astype(np.uint8)
-    with pytest.raises(ValueError, match="video is not supported"):
-        illava.encode(minicpmv, video=frames, video_fps=2, fps=2)

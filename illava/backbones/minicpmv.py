@@ -1,11 +1,12 @@
 """MiniCPM-V 4.6: stage 1 inside its SigLIP encoder in whole LLM-token blocks, stage 2 in its Qwen3.5 LLM.
 
 An image becomes the downsized source image plus, when it is large, a grid of high-resolution
-slices; every slice runs through the encoder as its own segment (``minicpmv_stage1``). Each LLM
-token is one block of 4x4 patches, fused by the window merger and the final merger, so stage 1
-keeps whole blocks and the prompt gets one image placeholder per kept token, inside the model's own
-``<image>...</image>`` (source) and ``<slice>...</slice>`` (slices, a newline between slice rows)
-markers, after ``<image_id>N</image_id>``. The text model takes plain 1D positions, so the shorter
+slices; a video is its sampled frames, each sliced the same way. Every slice runs through the
+encoder as its own segment (``minicpmv_stage1``). Each LLM token is one block of 4x4 patches (2x2
+in "4x" mode), fused by the window merger and the final merger, so stage 1 keeps whole blocks and
+the prompt gets one placeholder per kept token, inside the model's own ``<image>...</image>``
+(source) and ``<slice>...</slice>`` (slices, a newline between slice rows) markers, per frame for a
+video, after ``<image_id>N</image_id>``. The text model takes plain 1D positions, so the shorter
 prompt is just a shorter sequence; stage 2 gathers the rotary angles of the tokens it keeps. Its
 linear-attention (Gated DeltaNet) layers have no attention map, so a scored stage-2 layer must follow
 a full-attention layer.
@@ -17,7 +18,6 @@ outside a smaller slice never held a token and are marked dropped.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +36,21 @@ PREVIEW_SIDE = 192
 
 @dataclass(frozen=True)
 class SliceLayout(ItemLayout):
-    """An item's layout plus what its placeholders need: each view's token grid and the slice columns.
+    """An item's layout plus what its placeholders need besides the kept tokens of each view (per frame,
+    the source first, then the slices in raster order).
 
-    views: (rows, columns) in LLM tokens of each view (the source first, then the slices in raster order);
-    columns: slices per row of the slice grid (0 without slices).
+    columns: slices per row of the slice grid (0 without slices); frames: 1 for an image.
     """
 
-    views: tuple[tuple[int, int], ...] = ()
     columns: int = 0
+    frames: int = 1
 
 
 class MiniCPMVBackbone(Backbone):
     """Adapter for ``MiniCPMV4_6ForConditionalGeneration``.
 
-    The grid it hands the encoder has one row per slice: (item, rows, columns in patches, slice columns).
+    The grid it hands the encoder has one row per slice: (item, frame, rows, columns in patches, slice
+    columns). A video is one item whose frames are sliced like images.
     """
 
     mrope = False
@@ -77,14 +78,20 @@ class MiniCPMVBackbone(Backbone):
     def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
         processed = processor.image_processor(images=images, return_tensors="pt")
         self._seen(processor.image_processor)
-        counts = processed["num_patches_per_image"]
-        items = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        columns = torch.repeat_interleave(torch.tensor([g[1] for g in processed["grids"]]), torch.tensor(counts))
-        grid = torch.cat([items[:, None], processed["target_sizes"].long(), columns[:, None]], dim=1)
-        return processed["pixel_values"], grid
+        counts = torch.tensor(processed["num_patches_per_image"])
+        items = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        columns = torch.repeat_interleave(torch.tensor([g[1] for g in processed["grids"]]), counts)
+        return processed["pixel_values"], _grid(items, torch.zeros_like(items), processed["target_sizes"], columns)
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
-        raise ValueError("MiniCPM-V video is not supported by iLLaVA yet: give images")
+        """The clip's already sampled frames, each sliced like an image (the source frame, then its slices)."""
+        processed = processor.video_processor(videos=[frames.pixels], do_sample_frames=False, return_tensors="pt")
+        self._seen(processor.video_processor)
+        counts = torch.as_tensor(processed["num_patches_per_frame"]).long()
+        frame = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        columns = torch.repeat_interleave(torch.as_tensor(processed["grids_videos"])[:, 1].long(), counts)
+        sizes = processed["target_sizes_videos"]
+        return processed["pixel_values_videos"], _grid(torch.zeros_like(frame), frame, sizes, columns)
 
     def _seen(self, image_processor) -> None:
         self.pixel_mean, self.pixel_std = image_processor.image_mean, image_processor.image_std
@@ -92,23 +99,29 @@ class MiniCPMVBackbone(Backbone):
     def position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> None:
         """None: ``generate`` builds 1D positions over the (stage-1 reduced) prompt, as for any text."""
 
-    def feature_kinds(self, items: Sequence) -> dict[str, list]:
-        return {"image": list(items)}
-
     def item_placeholders(self, processor, item, index: int) -> str:
-        """``<image_id>`` + ``<image>`` source tokens ``</image>`` + one ``<slice>`` per slice, newlines between
-        slice rows; one image placeholder per kept token."""
+        """``<image_id>N</image_id>``, then per frame ``<image>`` source tokens ``</image>`` and one
+        ``<slice>...</slice>`` per slice, a newline between slice rows; one placeholder per kept token."""
         layout = item.layout
         rows, columns = layout.grid[1:]
         counts = torch.bincount(item.kept_groups.cpu() // (rows * columns), minlength=layout.grid[0]).tolist()
-        token = processor.image_token
-        text = f"{processor.image_start_token}{token * counts[0]}{processor.image_end_token}"
-        slices = [f"{processor.slice_start_token}{token * n}{processor.slice_end_token}" for n in counts[1:]]
-        if slices:
-            text += "\n".join("".join(slices[i : i + layout.columns]) for i in range(0, len(slices), layout.columns))
+        token = processor.image_token if item.kind == "image" else processor.video_token
+        per_frame = len(counts) // layout.frames
+        text = "".join(
+            self._frame_text(processor, token, counts[f * per_frame : (f + 1) * per_frame], layout.columns)
+            for f in range(layout.frames)
+        )
+        # The processor numbers images and videos when its image processor says so (MiniCPM-V's default).
         if processor.default_use_image_id:
             text = f"{processor.image_id_start_token}{index}{processor.image_id_end_token}{text}"
         return text
+
+    @staticmethod
+    def _frame_text(processor, token: str, counts: list[int], columns: int) -> str:
+        text = f"{processor.image_start_token}{token * counts[0]}{processor.image_end_token}"
+        slices = [f"{processor.slice_start_token}{token * n}{processor.slice_end_token}" for n in counts[1:]]
+        rows = [slices[i : i + columns] for i in range(0, len(slices), max(columns, 1))]
+        return text + "\n".join("".join(row) for row in rows)
 
     def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         # The model finds its placeholders by token id and takes neither token types nor prebuilt positions.
@@ -122,7 +135,8 @@ class MiniCPMVBackbone(Backbone):
 
     def stock_encode(self, pixel_values: torch.Tensor, grid: torch.Tensor, kind: str) -> EncodedVision:
         """The model's own encoder, window merger and merger, untouched (merging off in stage 1)."""
-        output = self.model.model.get_image_features(pixel_values, grid[:, 1:3].int(), return_dict=True)
+        # A video's frames are packed like images; get_video_features runs exactly this.
+        output = self.model.model.get_image_features(pixel_values, grid[:, 2:4].int(), return_dict=True)
         features = list(output.pooler_output)
         blocks = [torch.arange(f.shape[0], device=f.device) for f in features]
         return self._encoded(grid, features, blocks, None, pixel_values)
@@ -133,7 +147,7 @@ class MiniCPMVBackbone(Backbone):
         self._check_stage1()
         encoder = SliceEncoder(self.model, config, config.method in SCORED_METHODS)
         pixels = pixel_values.to(self.model.model.vision_tower.dtype)
-        blocks, features, reducer = encoder(pixels, grid[:, 1:3].int(), check_interrupt)
+        blocks, features, reducer = encoder(pixels, grid[:, 2:4].int(), check_interrupt)
         return self._encoded(grid, features, blocks, reducer.status, pixel_values)
 
     def _check_stage1(self) -> None:
@@ -174,7 +188,7 @@ class MiniCPMVBackbone(Backbone):
 
     def _encoded(self, grid: torch.Tensor, features, blocks, status, pixel_values: torch.Tensor) -> EncodedVision:
         """Per item: its slices' tokens in order, their cells on the item's (views, rows, columns) token map."""
-        sizes = (grid[:, 1:3] // self.block).tolist()
+        sizes = (grid[:, 2:4] // self.block).tolist()
         previews = self._pictures(pixel_values, grid)
         out_features, out_blocks, out_status, layouts = [], [], [], []
         for item in torch.unique(grid[:, 0]).tolist():
@@ -192,15 +206,15 @@ class MiniCPMVBackbone(Backbone):
             out_features.append(torch.cat([features[i] for i in members]))
             out_blocks.append(torch.cat(cells))
             out_status.append(torch.cat(codes))
-            patches = int(grid[members, 1].mul(grid[members, 2]).sum())
+            patches = int(grid[members, 2].mul(grid[members, 3]).sum())
             layouts.append(
                 SliceLayout(
                     grid=(len(members), height, width),
                     tokens_full=sum(h * w for h, w in views),
                     patches=patches,
                     preview=np.stack([previews[i] for i in members]),
-                    views=views,
-                    columns=int(grid[members[0], 3]),
+                    columns=int(grid[members[0], 4]),
+                    frames=int(grid[members, 1].max()) + 1,
                 )
             )
         return EncodedVision(
@@ -217,9 +231,9 @@ class MiniCPMVBackbone(Backbone):
         std = torch.tensor(self.pixel_std, dtype=torch.float32)[:, None, None]
         packed = pixel_values[0].detach().float().cpu()
         out, start = [], 0
-        for item, h, w, _ in grid.tolist():
+        for item, _, h, w, _ in grid.tolist():
             members = grid[grid[:, 0] == item]
-            height, width = int(members[:, 1].max()) * patch, int(members[:, 2].max()) * patch
+            height, width = int(members[:, 2].max()) * patch, int(members[:, 3].max()) * patch
             # NaViT packing: (C, patch, h * w * patch) with each patch's rows side by side; undo it.
             flat = packed[:, :, start : start + h * w * patch].reshape(3, patch, h, w, patch)
             picture = flat.permute(0, 2, 1, 3, 4).reshape(3, h * patch, w * patch) * std + mean
@@ -232,6 +246,11 @@ class MiniCPMVBackbone(Backbone):
                 canvas = F.interpolate(canvas[None], size=size, mode="bilinear", antialias=True)[0]
             out.append((canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
         return out
+
+
+def _grid(items: torch.Tensor, frames: torch.Tensor, sizes: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """One row per slice: (item, frame, rows, columns in patches, slice columns)."""
+    return torch.stack([items, frames, sizes[:, 0].long(), sizes[:, 1].long(), columns.long()], dim=1)
 
 
 register("minicpmv4_6", MiniCPMVBackbone)
