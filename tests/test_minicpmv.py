@@ -123,6 +123,8 @@ def test_video_merging_off_equals_vanilla_generate_exactly(minicpmv, pictures, c
 
 @pytest.mark.parametrize("case", ["one image", "two images", "video"])
 def test_own_loops_keeping_everything_equal_vanilla_exactly(minicpmv, pictures, clip, case):
+    """After a stage-1 step the window merger runs on a strip of kept windows and the merger per slice,
+    so this also checks, bit for bit, that both see every block's patches in the model's order."""
     video = clip if case == "video" else None
     requests = cases(pictures).get(case, [([], "What happens?")])
     _, expected_logits, _ = vanilla(minicpmv, requests, video=video)

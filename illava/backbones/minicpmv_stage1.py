@@ -72,7 +72,7 @@ class BlockReducer:
         sizes = self.sizes[index][original].to(hidden.device)
         reduction, weights, weighting = select(
             config.method,
-            block_scores(scores, order),
+            scores[order].sum(-1),
             grouped.flatten(1),
             n_out,
             config.stage1_recycled,
@@ -87,11 +87,6 @@ class BlockReducer:
         values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
         raster = torch.argsort(rows)
         return rows[raster], values[raster]
-
-
-def block_scores(scores: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Each block's score: the sum of its units' scores (scores are per row, in the slice's row order)."""
-    return scores[order].sum(-1)
 
 
 class SliceEncoder:
@@ -122,21 +117,21 @@ class SliceEncoder:
         layers = tower.encoder.layers
         stage_layers = config.stage1_layers
         previous: tuple[torch.Tensor, list[Slice]] | None = None
-        changed = False
+        reduced = False
         for index in range(len(layers) + 1):
             if check_interrupt is not None:
                 check_interrupt()
             if index in stage_layers:
                 hidden, parts = self._reduce(stage_layers.index(index) + 1, layers[index - 1], previous, hidden, parts, reducer)
-                changed = True
+                reduced = True
             if index == len(layers):
                 break
             previous = (hidden, parts)
             hidden = _run_layer(layers[index], hidden, [p.ids.numel() for p in parts])
             if index == self.insert_layer:
-                hidden, parts = self._merge_windows(hidden, parts, target_sizes, changed)
+                hidden, parts = self._merge_windows(hidden, parts, target_sizes, reduced)
         hidden = tower.post_layernorm(hidden)
-        return self._project(hidden, parts, target_sizes, changed) + (reducer,)
+        return self._project(hidden, parts, target_sizes, reduced) + (reducer,)
 
     def _reduce(self, step, score_layer, previous, hidden, parts: list[Slice], reducer: BlockReducer):
         """Reduce every slice; scores come from ``score_layer``, whose input was ``previous``."""
@@ -169,10 +164,10 @@ class SliceEncoder:
             received.append(totals[new_block] / (part.block * part.block))
         return received
 
-    def _merge_windows(self, hidden, parts: list[Slice], target_sizes, changed: bool):
+    def _merge_windows(self, hidden, parts: list[Slice], target_sizes, reduced: bool):
         """The model's window merger (2x2 patches -> one token) over the kept windows."""
         merger = self.tower.vit_merger
-        if not changed:
+        if not reduced:
             merged = merger(hidden[None], target_sizes)[0]
         else:
             # Kept blocks hold whole windows; laid out as one two-row strip, window j's patches sit at
@@ -195,9 +190,9 @@ class SliceEncoder:
             out.append(Slice(part.rows // 2, part.columns // 2, windows, part.block // 2))
         return merged, out
 
-    def _project(self, hidden, parts: list[Slice], target_sizes, changed: bool):
+    def _project(self, hidden, parts: list[Slice], target_sizes, reduced: bool):
         """The model's merger (2x2 tokens -> one LLM token) over each slice's kept blocks."""
-        if not changed:
+        if not reduced:
             sizes = target_sizes // 2 if self.window else target_sizes
             features = self.merger(hidden[None], sizes)
             return [torch.arange(f.shape[0], device=f.device) for f in features], list(features)
