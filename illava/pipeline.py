@@ -409,7 +409,7 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
 def placeholder_text(processor, item: VisualItem) -> str:
     """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times).
 
-    Items with a layout get their backbone's ``layout_placeholders`` instead.
+    Items with a layout get their backbone's ``item_placeholders`` instead.
     """
     grid = torch.tensor([item.grid_thw])
     if item.kind == "image":
