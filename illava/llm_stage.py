@@ -7,7 +7,8 @@ prompt token paid them in layer ``k - 1``, keeps the best, folds the rest into r
 gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE (or 1D) positions.
 Layers before ``k`` cache the full sequence and later ones the reduced one; every decoding step
 rebuilds the later layers' padding mask from the stored selection, and positions continue from the
-unreduced length, as the original model would.
+unreduced length, as the original model would. Hybrid text models (Qwen3.5's linear-attention layers
+between full-attention ones) get the 2D padding mask in their linear layers, as their own loop gives them.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class Stage2:
             cache=cache,
             position_ids=text_position_ids,
         )
+        padding = self._padding(inputs_embeds, attention_mask, cache)
         hidden = inputs_embeds
         rotary = model.rotary_emb(hidden, position_ids)
         prefill = past == 0
@@ -124,17 +126,19 @@ class Stage2:
                 )
                 visual_positions = state.visual
                 mask = self._mask(hidden, state.valid.long(), cache, index)
+                padding = self._padding(hidden, state.valid.long(), cache)
                 text_position_ids = None
             elif not prefill and index in segment_at:
                 segment = segment_at[index]
                 full = attention_mask[:, : self.prefill_length].gather(1, segment.index) * segment.valid
                 reduced = torch.cat([full, attention_mask[:, self.prefill_length :]], dim=1)
                 mask = self._mask(hidden, reduced, cache, index)
+                padding = self._padding(hidden, reduced, cache)
                 text_position_ids = None
             layer_input = hidden
             hidden = layer(
                 hidden,
-                attention_mask=mask,
+                attention_mask=padding if self._linear(index) else mask,
                 position_embeddings=rotary,
                 position_ids=text_position_ids,
                 cache=cache,
@@ -150,14 +154,32 @@ class Stage2:
     def _mask(self, hidden, attention_mask, cache, layer_index):
         from transformers.masking_utils import create_causal_mask
 
+        # A hybrid cache knows sequence lengths only in full-attention layers; every layer from
+        # ``layer_index`` on holds the same (reduced) length, so the first such layer sizes the mask.
+        full = [i for i in range(layer_index, len(self.text_model.layers)) if not self._linear(i)]
+        if not full:
+            return None
         return create_causal_mask(
             config=self.text_model.config,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
             cache=cache,
             position_ids=None,
-            layer_idx=layer_index,
+            layer_idx=full[0],
         )
+
+    def _linear(self, layer_index: int) -> bool:
+        """Whether the layer is a linear-attention (recurrent) one, which takes a 2D padding mask."""
+        types = getattr(self.text_model.config, "layer_types", None) or ()
+        return layer_index < len(types) and types[layer_index] == "linear_attention"
+
+    def _padding(self, hidden, attention_mask, cache):
+        """The 2D padding mask the model's own loop gives its linear-attention layers (None without them)."""
+        if not any(self._linear(i) for i in range(len(self.text_model.layers))):
+            return None
+        from transformers.masking_utils import create_recurrent_attention_mask
+
+        return create_recurrent_attention_mask(self.text_model.config, hidden, attention_mask, cache)
 
     def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, deepstack, state: "_PrefillState"):
         config = self.config

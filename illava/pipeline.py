@@ -387,6 +387,7 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
     tokens = {"image": processor.image_token, "video": processor.video_token}
     pattern = re.compile("|".join(re.escape(t) for t in tokens.values()))
     queues = {kind: [item for item in items if item.kind == kind] for kind in tokens}
+    seen = {kind: 0 for kind in tokens}
     found = pattern.findall(text)
     if len(found) != len(items):
         raise ValueError(
@@ -397,8 +398,9 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
     def expansion(match: re.Match) -> str:
         kind = "image" if match.group(0) == tokens["image"] else "video"
         item = queues[kind].pop(0)
+        seen[kind] += 1
         if item.layout is not None:
-            return lvlm.backbone.layout_placeholders(processor, item)
+            return lvlm.backbone.item_placeholders(processor, item, seen[kind] - 1)
         return placeholder_text(processor, item)
 
     return pattern.sub(expansion, text)
@@ -407,7 +409,7 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
 def placeholder_text(processor, item: VisualItem) -> str:
     """What the model's processor puts in the prompt for this image or video (Qwen3-VL adds frame times).
 
-    Items with a layout get their backbone's ``layout_placeholders`` instead.
+    Items with a layout get their backbone's ``item_placeholders`` instead.
     """
     grid = torch.tensor([item.grid_thw])
     if item.kind == "image":

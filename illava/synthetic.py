@@ -59,7 +59,7 @@ class VisionDims:
     fullatt_block_indexes: tuple[int, ...] = ()
 
 
-ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision", "internvl")
+ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision", "internvl", "minicpmv")
 QWEN3_PATCH = 16
 TINY_TEXT = TextDims(64, 128, 4, 4, 2, (2, 3, 3))
 TINY_VISION = VisionDims(4, 32, 64, 2, window_size=56, fullatt_block_indexes=(1, 3))
@@ -89,6 +89,10 @@ def model_config(arch: str, text: TextDims, vision: VisionDims, tokenizer, initi
         from . import synthetic_internvl
 
         return synthetic_internvl.model_config(text, vision, tokenizer, initializer_range)
+    if arch == "minicpmv":
+        from . import synthetic_minicpmv
+
+        return synthetic_minicpmv.model_config(text, vision, tokenizer, initializer_range)
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -207,6 +211,10 @@ def build_model_folder(
         from .synthetic_internvl import tokenizer as internvl_tokenizer
 
         tokenizer = internvl_tokenizer()
+    elif arch == "minicpmv":
+        from .synthetic_minicpmv import tokenizer as minicpmv_tokenizer
+
+        tokenizer = minicpmv_tokenizer()
     else:
         tokenizer = byte_level_tokenizer()
     config, model_cls = model_config(arch, text, vision, tokenizer, initializer_range)
@@ -230,6 +238,10 @@ def processor_for(arch: str, tokenizer, min_pixels: int = 56 * 56, max_pixels: i
         from . import synthetic_internvl
 
         return synthetic_internvl.processor(tokenizer)
+    if arch == "minicpmv":
+        from . import synthetic_minicpmv
+
+        return synthetic_minicpmv.processor(tokenizer)
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLProcessor, Qwen3VLProcessor
 
     patch = QWEN3_PATCH if arch == "qwen3_vl" else 14

@@ -46,7 +46,7 @@ def test_unsupported_architecture(model_dirs, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "llama"
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelFolderError, match="holds a 'llama' model; iLLaVA supports internvl, llava_onevision, qwen2_5_vl, qwen2_vl"):
+    with pytest.raises(ModelFolderError, match="holds a 'llama' model; iLLaVA supports internvl, llava_onevision, minicpmv4_6, qwen2_5_vl, qwen2_vl"):
         illava.load(folder)
 
 

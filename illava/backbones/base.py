@@ -106,6 +106,11 @@ class Backbone:
         token = processor.image_token if item.kind == "image" else processor.video_token
         return token * item.tokens_kept
 
+    def item_placeholders(self, processor, item, index: int) -> str:
+        """The prompt text of an item with a layout; ``index`` counts the prompt's earlier items of its kind
+        (MiniCPM-V numbers its images)."""
+        return self.layout_placeholders(processor, item)
+
 
 _REGISTRY: dict[str, type[Backbone]] = {}
 
