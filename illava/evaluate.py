@@ -6,6 +6,7 @@ one-word answer exactly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,30 @@ def evaluate(
             llm_layer_fraction(config, lvlm.backbone.llm_depth, tokens["llm_input"] / tokens["llm_input_full"])
         )
     return result
+
+
+def prior_accuracy(kind: str, n: int, first: int = 0) -> float:
+    """Accuracy of answering every question with its family's most common training answer.
+
+    The floor a model that ignores the visuals can reach: what the held-out accuracy must beat.
+    """
+    guess = common_answers(kind)
+    hits = 0
+    for index in range(first, first + n):
+        sample = scenes.sample("test", kind, index)
+        hits += guess.get(sample.family) == sample.answer
+    return hits / n
+
+
+@functools.lru_cache(maxsize=None)
+def common_answers(kind: str, train_samples: int = 500) -> dict[str, str]:
+    """The most common answer of each question family among the first training samples of ``kind``."""
+    counts: dict[str, dict[str, int]] = {}
+    for index in range(train_samples):
+        sample = scenes.sample("train", kind, index)
+        family = counts.setdefault(sample.family, {})
+        family[sample.answer] = family.get(sample.answer, 0) + 1
+    return {family: max(answers, key=answers.get) for family, answers in counts.items()}
 
 
 def llm_layer_fraction(config: MergeConfig, llm_depth: int, entering: float) -> float:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .config import MergeConfig, preset
-from .evaluate import KindResult, evaluate
+from .evaluate import KindResult, evaluate, prior_accuracy
 from .loading import LVLM
 
 BUDGETS = (0.33, 0.22, 0.11, 0.05)
@@ -78,7 +78,8 @@ def run_harness(
     depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
     started = time.perf_counter()
     full = evaluate(lvlm, MergeConfig(), kind, n, first=first)
-    log(f"full model: {full.overall.accuracy:.3f}")
+    prior = prior_accuracy(kind, n, first)
+    log(f"full model: {full.overall.accuracy:.3f} (answer prior, no image: {prior:.3f})")
     results = []
     for method in methods:
         for budget in budgets:
@@ -100,6 +101,7 @@ def run_harness(
         "llm_depth": depths[1],
         "full_accuracy": full.overall.accuracy,
         "full_per_family": _families(full),
+        "prior_accuracy": prior,
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -131,8 +133,8 @@ def markdown_table(report: dict) -> str:
     best = {b: max(cell[m, b]["accuracy"] for m in methods if (m, b) in cell) for b in budgets}
     head = "| method | " + " | ".join(f"{b:.0%} of tokens" for b in budgets) + " |"
     lines = [
-        f"{report['split']} split, {report['n']} held-out questions; full model {report['full_accuracy']:.1%}; "
-        "each cell: accuracy (retention)",
+        f"{report['split']} split, {report['n']} held-out questions; full model {report['full_accuracy']:.1%} "
+        f"(most common answer per question type: {report['prior_accuracy']:.1%}); each cell: accuracy (retention)",
         "",
         head,
         "|" + "---|" * (len(budgets) + 1),
