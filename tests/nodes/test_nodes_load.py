@@ -33,6 +33,13 @@ def test_lists_model_folders(load_node, models_root):
     assert load_node.VALIDATE_INPUTS("tiny-qwen2_5_vl") is True
 
 
+def test_lists_the_shipped_demo_model(load_node):
+    from illava_pack.illava.demo_model import DEMO_MODEL_NAME
+
+    assert DEMO_MODEL_NAME in load_node.INPUT_TYPES()["required"]["model"][0]
+    assert load_node.VALIDATE_INPUTS(DEMO_MODEL_NAME) is True
+
+
 def test_lists_two_levels_deep_and_skips_folders_without_weights(load_node, models_root, tmp_path, monkeypatch):
     from illava_pack.nodes import comfy_compat
 
