@@ -1,9 +1,9 @@
-"""``python -m illava demo``: one image through the model with merging off and with each preset.
+"""``python -m illava demo``: the shipped demo model answers questions about a scene image and a video,
+with merging off and with the paper presets, side by side.
 
-Without ``--model`` it builds a small random-weight Qwen2.5-VL (real transformers class, saved and
-loaded as a safetensors folder), so its answers are noise: the demo then shows how many tokens each
-stage keeps, what that does to prefill time, and which tokens were kept. With ``--model`` it runs
-the same on a real checkpoint.
+For each preset it prints the answers (marked right or wrong against the scene's ground truth), the
+visual tokens left after each stage, and the measured ViT + prefill time; it writes the
+retained-token maps as PNG files. ``--model DIR`` runs the same on any supported checkpoint.
 """
 
 from __future__ import annotations
@@ -12,82 +12,82 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from . import scenes
 from .config import preset
-from .synthetic import TextDims, VisionDims, build_model_folder
+from .evaluate import MAX_FRAMES, VIDEO_FPS
 from .viz import save_png, trace_figure
 
-DEMO_TEXT = TextDims(512, 1536, 8, 8, 2, (8, 12, 12))
-DEMO_VISION = VisionDims(8, 256, 768, 4, window_size=112, fullatt_block_indexes=(3, 7))
-PRESET_ORDER = ("off", "paper-image", "fast")
+IMAGE_PRESETS = ("off", "paper-image", "fast")
+VIDEO_PRESETS = ("off", "paper-video")
+DEMO_CONVERSATION = 7
+DEMO_VIDEO_FAMILY = "motion"
 TIMED_RUNS = 3
 
 
-def scene(width: int = 448, height: int = 448, seed: int = 0) -> Image.Image:
-    """A textured background with a few coloured shapes."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = 150 + 40 * np.sin(xx / 23.0)[..., None] * np.cos(yy / 31.0)[..., None]
-    noise = rng.normal(0, 12, (height, width, 3))
-    image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    colours = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30)]
-    for i, colour in enumerate(colours):
-        x, y = rng.integers(20, width - 120), rng.integers(20, height - 120)
-        size = int(rng.integers(50, 100))
-        box = (int(x), int(y), int(x) + size, int(y) + size)
-        (draw.ellipse if i % 2 else draw.rectangle)(box, fill=colour)
-    return image
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from . import GenerationOptions, encode, generate, load
+    from . import GenerationOptions, load
+    from .demo_model import demo_model_folder
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model
-    if model_dir is None:
-        model_dir = out / "random-qwen2.5-vl"
-        if not (model_dir / "config.json").is_file():
-            print(f"building a random-weight Qwen2.5-VL demo model in {model_dir} ...")
-            build_model_folder(model_dir, text=DEMO_TEXT, vision=DEMO_VISION, initializer_range=0.05)
-        print("note: this model has random weights, so its answers are noise; the token counts and timings are real.")
+    model_dir = args.model or demo_model_folder()
     lvlm = load(model_dir, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
-    image = scene()
-    image.save(out / "scene.png")
-    prompt = "What shapes are in the picture, and what colour is each?"
     options = GenerationOptions(max_new_tokens=args.max_new_tokens)
-    print(f"model: {model_dir} ({lvlm.dtype}, {lvlm.device}); image: {out / 'scene.png'}; prompt: {prompt!r}\n")
-    header = f"{'preset':<12} {'ViT in':>7} {'ViT out':>8} {'LLM after stage 2':>18} {'ViT s':>7} {'prefill s':>10} {'speedup':>8}"
+    print(f"model: {model_dir} ({lvlm.dtype}, {lvlm.device})")
+
+    image, asked = scenes.conversation(DEMO_CONVERSATION, turns=5, split="test")
+    Image.fromarray(image).save(out / "scene.png")
+    questions = [(question, answer) for _, question, answer in asked]
+    print(f"\nimage: {out / 'scene.png'} ({image.shape[1]}x{image.shape[0]})")
+    _run_presets(lvlm, "image", {"images": [Image.fromarray(image)]}, questions, IMAGE_PRESETS, options, out)
+
+    clip = next(s for s in map(lambda i: scenes.sample("test", "video", i), range(100)) if s.family == DEMO_VIDEO_FAMILY)
+    frames = clip.frames
+    video = {"video": np.stack(frames), "video_fps": VIDEO_FPS, "fps": VIDEO_FPS, "max_frames": MAX_FRAMES}
+    print(f"\nvideo: {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}")
+    _run_presets(lvlm, "video", video, [(clip.question, clip.answer)], VIDEO_PRESETS, options, out)
+    print(f"\nretained-token maps (input | after stage 1 | after stage 2): {out}/tokens-*.png")
+    print("speedup = (ViT + prefill time with merging off) / (the same with the preset), median of "
+          f"{TIMED_RUNS} runs; the small demo model understates what large models gain (see the benchmark)")
+    return 0
+
+
+def _run_presets(lvlm, name: str, visual: dict, questions, presets, options, out: Path) -> None:
+    from . import encode, generate
+
+    depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+    configs = {preset_name: preset(preset_name, *depths) for preset_name in presets}
+    first_question = questions[0][0]
+    # Presets take turns, round after round, after one untimed warm-up each, so that a busy
+    # machine slows them all alike.
+    times: dict[str, list[float]] = {preset_name: [] for preset_name in configs}
+    for round_index in range(TIMED_RUNS + 1):
+        for preset_name, config in configs.items():
+            result = generate(lvlm, encode(lvlm, config=config, **visual), first_question, config, options)
+            if round_index:
+                times[preset_name].append(result.stats[0]["vit_s"] + result.stats[0]["prefill_s"])
+    baseline = float(np.median(times["off"]))
+    header = f"{'preset':<12} {'ViT in':>7} {'ViT out':>8} {'LLM after stage 2':>18} {'ViT+prefill s':>14} {'speedup':>8}"
     print(header)
     print("-" * len(header))
-    configs = {name: preset(name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth) for name in PRESET_ORDER}
-    # An untimed pass over every preset warms up kernels and allocators so the rows compare fairly.
-    for config in configs.values():
-        generate(lvlm, encode(lvlm, image, config), prompt, config, GenerationOptions(max_new_tokens=1))
-    # Presets take turns, round after round, so a busy machine slows them all alike.
-    runs: dict[str, list] = {name: [] for name in configs}
-    for _ in range(TIMED_RUNS):
-        for name, config in configs.items():
-            visuals = encode(lvlm, image, config)
-            result = generate(lvlm, visuals, prompt, config, options)
-            runs[name].append((result.stats[0]["vit_s"] + result.stats[0]["prefill_s"], result, visuals))
-    baseline = None
-    answers = []
-    for name, timed in runs.items():
-        total, result, visuals = sorted(timed, key=lambda run: run[0])[TIMED_RUNS // 2]
-        stats = result.stats[0]
-        tokens = stats["visual_tokens"]
-        baseline = baseline or total
+    answers: dict[str, list[str]] = {}
+    for preset_name, config in configs.items():
+        visuals = encode(lvlm, config=config, **visual)
+        answers[preset_name] = []
+        for question, _ in questions:
+            result = generate(lvlm, visuals, question, config, options)
+            answers[preset_name].append(result.texts[0].strip())
+        tokens = result.stats[0]["visual_tokens"]
+        seconds = float(np.median(times[preset_name]))
         print(
-            f"{name:<12} {tokens['vit_input']:>7} {tokens['vit_output']:>8} {tokens['llm_after_stage2']:>18} "
-            f"{stats['vit_s']:>7.3f} {stats['prefill_s']:>10.3f} {baseline / total:>7.2f}x"
+            f"{preset_name:<12} {tokens['vit_input']:>7} {tokens['vit_output']:>8} {tokens['llm_after_stage2']:>18} "
+            f"{seconds:>14.3f} {baseline / seconds:>7.2f}x"
         )
-        answers.append((name, result.texts[0]))
-        save_png(trace_figure(result.traces[0][0], visuals.items[0].preview), out / f"tokens-{name}.png")
-    print(f"\nspeedup = (ViT + prefill time with merging off) / (the same with the preset), median of {TIMED_RUNS} runs")
-    for name, text in answers:
-        print(f"{name:>12}: {text[:100]!r}")
-    print(f"\nretained-token maps (image | after stage 1 | after stage 2): {out}/tokens-*.png")
-    return 0
+        save_png(trace_figure(result.traces[0][0], visuals.items[0].preview), out / f"tokens-{name}-{preset_name}.png")
+    for index, (question, truth) in enumerate(questions):
+        print(f"\nQ: {question}  (truth: {truth})")
+        for preset_name, texts in answers.items():
+            mark = "right" if texts[index].lower() == truth else "wrong"
+            print(f"  {preset_name:<12} {texts[index]!r} {mark}")

@@ -1,0 +1,53 @@
+"""The shipped demo model loads like a real checkpoint, stays small, answers held-out questions, and runs the demo."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import illava
+from illava.demo import run_demo
+from illava.demo_model import demo_model_folder
+from illava.evaluate import evaluate, prior_accuracy
+
+MAX_BYTES = 25 * 1024 * 1024
+QUESTIONS = 200
+# The shipped model scores 48.5% (image) and 35% (video) on these questions (README), against 36.5%
+# and 14% for always giving each question type's most common answer: the floors check that it still
+# reads the visuals, with room for a few answers that flip between machines.
+MARGIN_OVER_PRIOR = {"image": 0.07, "video": 0.15}
+
+
+@pytest.fixture(scope="module")
+def demo() -> illava.LVLM:
+    return illava.load(demo_model_folder(), device="cpu", dtype="auto")
+
+
+def test_demo_model_is_under_25_mb():
+    size = sum(path.stat().st_size for path in demo_model_folder().rglob("*") if path.is_file())
+    assert size <= MAX_BYTES, f"the demo model is {size / 2**20:.1f} MiB"
+
+
+def test_demo_model_is_a_qwen25_vl_with_its_own_tokenizer(demo):
+    assert type(demo.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert demo.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == demo.model.config.image_token_id
+    assert demo.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>") == demo.model.config.video_token_id
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_demo_model_answers_held_out_questions_from_the_visuals(demo, kind):
+    result = evaluate(demo, kind=kind, n=QUESTIONS)
+    floor = prior_accuracy(kind, QUESTIONS) + MARGIN_OVER_PRIOR[kind]
+    assert result.overall.accuracy >= floor, result
+
+
+def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
+    args = argparse.Namespace(model=None, out=str(tmp_path), device="cpu", dtype="auto", attention="sdpa", max_new_tokens=12)
+    assert run_demo(args) == 0
+    printed = capsys.readouterr().out
+    assert "paper-image" in printed and "paper-video" in printed and "speedup" in printed
+    assert {p.name for p in tmp_path.glob("tokens-*.png")} == {
+        "tokens-image-off.png", "tokens-image-paper-image.png", "tokens-image-fast.png",
+        "tokens-video-off.png", "tokens-video-paper-video.png",
+    }
