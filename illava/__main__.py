@@ -7,7 +7,7 @@ import json
 import sys
 
 from .bench import ARCHES, run_bench
-from .config import METHODS, PRESETS, MergeConfig, preset
+from .config import METHODS, PRESETS, MergeConfig, preset_for
 from .harness import add_arguments as add_eval_arguments
 from .harness import run as run_eval
 
@@ -87,9 +87,9 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
 
 
-def merge_config(args: argparse.Namespace, vit_depth: int, llm_depth: int) -> MergeConfig:
-    """The preset (scaled to the model's depths) with any explicit stage flags applied on top."""
-    config = preset(args.preset or "off", vit_depth, llm_depth)
+def merge_config(args: argparse.Namespace, backbone) -> MergeConfig:
+    """The preset (fitted to the model) with any explicit stage flags applied on top."""
+    config = preset_for(args.preset or "off", backbone)
     changes = {}
     if args.stage1_layer is not None:
         changes["stage1_layers"] = args.stage1_layer
@@ -112,7 +112,7 @@ def _caption(args: argparse.Namespace) -> int:
     if not args.image and not args.video:
         raise ValueError("give at least one --image or a --video")
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
-    config = merge_config(args, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+    config = merge_config(args, lvlm.backbone)
     visuals = encode(lvlm, args.image, config, video=args.video, fps=args.fps, max_frames=args.max_frames)
     result = generate(
         lvlm,

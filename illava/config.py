@@ -146,22 +146,38 @@ PRESETS: dict[str, MergeConfig] = {
 }
 
 
-def preset(name: str, vit_depth: int | None = None, llm_depth: int | None = None) -> MergeConfig:
-    """A named preset; with model depths given, its layers are scaled to fit that model."""
+def preset(
+    name: str, vit_depth: int | None = None, llm_depth: int | None = None, stage2_choices: tuple[int, ...] | None = None
+) -> MergeConfig:
+    """A named preset; with model depths given, its layers are scaled to fit that model.
+
+    ``stage2_choices`` are the only LLM layers stage 2 may use in that model (None: any).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[name]
     if vit_depth is not None and llm_depth is not None:
-        config = scale_layers(config, vit_depth, llm_depth)
+        config = scale_layers(config, vit_depth, llm_depth, stage2_choices)
     return config
+
+
+def preset_for(name: str, backbone) -> MergeConfig:
+    """A named preset fitted to a loaded model's backbone adapter (its depths and usable stage-2 layers)."""
+    return preset(name, backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices)
 
 
 REFERENCE_VIT_DEPTH = 32
 REFERENCE_LLM_DEPTH = 28
 
 
-def scale_layers(config: MergeConfig, vit_depth: int, llm_depth: int) -> MergeConfig:
-    """Move a preset's layers, written for Qwen2.5-VL-7B (ViT 32, LLM 28), to the same relative depth."""
+def scale_layers(
+    config: MergeConfig, vit_depth: int, llm_depth: int, stage2_choices: tuple[int, ...] | None = None
+) -> MergeConfig:
+    """Move a preset's layers, written for Qwen2.5-VL-7B (ViT 32, LLM 28), to the same relative depth.
+
+    Stage-2 layers then move to the nearest of ``stage2_choices`` when the model allows only some
+    (a layer after a linear-attention one has no attention map to score with).
+    """
 
     def scale(layers: tuple[int, ...], depth: int, reference: int) -> tuple[int, ...]:
         if depth == reference:
@@ -169,8 +185,7 @@ def scale_layers(config: MergeConfig, vit_depth: int, llm_depth: int) -> MergeCo
         scaled = sorted({min(depth - 1, max(1, round(layer * depth / reference))) for layer in layers})
         return tuple(scaled)
 
-    return replace(
-        config,
-        stage1_layers=scale(config.stage1_layers, vit_depth, REFERENCE_VIT_DEPTH),
-        stage2_layers=scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH),
-    )
+    stage2 = scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH)
+    if stage2_choices:
+        stage2 = tuple(sorted({min(stage2_choices, key=lambda c: (abs(c - layer), c)) for layer in stage2}))
+    return replace(config, stage1_layers=scale(config.stage1_layers, vit_depth, REFERENCE_VIT_DEPTH), stage2_layers=stage2)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from . import scenes
-from .config import preset
+from .config import preset_for
 from .evaluate import MAX_FRAMES, VIDEO_FPS
 from .viz import save_png, trace_figure
 
@@ -57,8 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run_presets(lvlm, name: str, visual: dict, questions, presets, options, out: Path) -> None:
     from . import encode, generate
 
-    depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
-    configs = {preset_name: preset(preset_name, *depths) for preset_name in presets}
+    configs = {preset_name: preset_for(preset_name, lvlm.backbone) for preset_name in presets}
     first_question = questions[0][0]
     # Presets take turns, round after round, after one untimed warm-up each, so that a busy
     # machine slows them all alike.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..illava import PRESETS, LVLM, MergeConfig, preset
-from ..illava.config import METHODS, RECYCLE_WEIGHTINGS
+from ..illava import PRESETS, LVLM, MergeConfig
+from ..illava.config import METHODS, RECYCLE_WEIGHTINGS, preset_for
 
 # Menu label -> library preset name; "custom" uses the knobs as written.
 PRESET_CHOICES = {"off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None}
@@ -29,7 +29,7 @@ class MergeChoice:
         if self.preset_name is None:
             config = self.config
         else:
-            config = preset(self.preset_name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+            config = preset_for(self.preset_name, lvlm.backbone)
         config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
         return config
 

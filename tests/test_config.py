@@ -68,3 +68,9 @@ def test_presets_exist_and_scale_to_smaller_models():
     assert scale_layers(PRESETS["paper-image"], 32, 28) == PRESETS["paper-image"]
     with pytest.raises(ValueError, match="unknown preset 'paper'"):
         preset("paper")
+
+
+def test_presets_move_stage2_to_the_nearest_layer_the_model_can_score():
+    config = preset("paper-image", 32, 8, stage2_choices=(4, 8))
+    assert config.stage2_layers == (4,)  # 6-8 of 28 scale to 2, and the nearest usable layer is 4
+    assert preset("fast", 32, 28, stage2_choices=(3, 5)).stage2_layers == (3,)  # a tie goes to the earlier layer

@@ -278,3 +278,13 @@ def test_a_scored_stage2_layer_after_a_linear_attention_layer_is_refused(minicpm
     config = MergeConfig(method="random", stage2_layers=(1,), stage2_keep=0.5)
     result = illava.generate(minicpmv, visuals, "What?", config, GenerationOptions(max_new_tokens=1))
     assert result.stats[0]["visual_tokens"]["llm_after_stage2"] < visuals.items[0].tokens_kept
+
+
+@pytest.mark.parametrize("name", ["paper-image", "paper-video", "fast"])
+def test_presets_fit_stage2_to_a_layer_after_full_attention(minicpmv, pictures, name):
+    config = illava.config.preset_for(name, minicpmv.backbone)
+    assert set(config.stage2_layers) <= set(minicpmv.backbone.stage2_choices)
+    visuals = illava.encode(minicpmv, pictures["wide"], config)
+    result = illava.generate(minicpmv, visuals, "Describe it.", config, illava.GenerationOptions(max_new_tokens=2))
+    tokens = result.stats[0]["visual_tokens"]
+    assert tokens["llm_after_stage2"] < tokens["llm_input"]

@@ -72,6 +72,11 @@ class Backbone:
     def vit_depth(self) -> int:
         raise NotImplementedError
 
+    @property
+    def stage2_choices(self) -> tuple[int, ...] | None:
+        """The LLM layers stage 2 can prune before, when only some can (None: any layer from 1)."""
+        return None
+
     def encode_vision(
         self,
         pixel_values: torch.Tensor,

@@ -159,6 +159,12 @@ class MiniCPMVBackbone(Backbone):
                 "window_kernel_size (2, 2): leave stage1_layers empty for this model"
             )
 
+    @property
+    def stage2_choices(self) -> tuple[int, ...]:
+        """Layers right after a full-attention one: linear-attention layers have no attention map to score with."""
+        types = self.language_model.config.layer_types
+        return tuple(i + 1 for i, kind in enumerate(types) if kind == "full_attention" and i + 1 < self.llm_depth)
+
     def query_scores(self, layer, hidden: torch.Tensor, rotary, key_mask: torch.Tensor, slot: torch.Tensor, keys=None):
         """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``.
 
@@ -166,10 +172,9 @@ class MiniCPMVBackbone(Backbone):
         """
         attn = getattr(layer, "self_attn", None)
         if attn is None:
-            full = [i + 1 for i, t in enumerate(self.language_model.config.layer_types) if t == "full_attention"]
             raise ValueError(
                 "stage 2 ranks visual tokens with the attention of the layer before it, but that layer is a "
-                f"linear-attention one here: use stage2_layers from {full[:-1] if full[-1] >= self.llm_depth else full}"
+                f"linear-attention one here: use stage2_layers from {list(self.stage2_choices)}"
             )
         b = hidden.shape[0]
         cos, sin = rotary
