@@ -19,7 +19,7 @@ def demo_model_folder() -> Path:
     folder = shipped_models_root() / DEMO_MODEL_NAME
     if not (folder / "config.json").is_file():
         raise ModelFolderError(
-            f"The demo model is missing from {folder}: restore it from the repository "
-            "(git checkout -- models), rebuild it with scripts/train_demo.py, or pass --model DIR."
+            f"The demo model is missing from {folder}: restore it from the repository (git checkout -- models), "
+            f"retrain it with 'python scripts/train_demo.py --out {folder}', or pass --model DIR."
         )
     return folder

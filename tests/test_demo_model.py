@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 import illava
+from illava import demo_model
 from illava.demo import run_demo
 from illava.demo_model import demo_model_folder
 from illava.evaluate import evaluate, prior_accuracy
@@ -51,3 +52,9 @@ def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
         "tokens-image-off.png", "tokens-image-paper-image.png", "tokens-image-fast.png",
         "tokens-video-off.png", "tokens-video-paper-video.png",
     }
+
+
+def test_a_missing_demo_model_says_how_to_restore_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_model, "shipped_models_root", lambda: tmp_path)
+    with pytest.raises(illava.ModelFolderError, match="git checkout -- models"):
+        demo_model_folder()
