@@ -87,7 +87,15 @@ def run_harness(
             name = method
             if method.startswith("illava") and overrides:
                 config, name = config.with_(**overrides), method + suffix
-            scored = evaluate(lvlm, config, kind, n, first=first)
+            try:
+                scored = evaluate(lvlm, config, kind, n, first=first)
+            except ValueError as error:
+                # A method this model cannot run (e.g. merging where its adapter only drops) is
+                # reported as such; the other methods still run.
+                results.append({"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(),
+                                "unsupported": str(error).splitlines()[0]})
+                log(f"{name:<14} budget {budget:.2f}: not run: {results[-1]['unsupported']}")
+                continue
             row = _row(name, budget, config, scored, full)
             results.append(row)
             log(f"{name:<14} budget {budget:.2f} (measured {row['measured_budget']:.3f}): "
@@ -130,7 +138,7 @@ def markdown_table(report: dict) -> str:
     budgets = sorted({row["budget"] for row in report["results"]}, reverse=True)
     methods = list(dict.fromkeys(row["method"] for row in report["results"]))
     cell = {(row["method"], row["budget"]): row for row in report["results"]}
-    best = {b: max(cell[m, b]["accuracy"] for m in methods if (m, b) in cell) for b in budgets}
+    best = {b: max((cell[m, b]["accuracy"] or 0.0) for m in methods if (m, b) in cell) for b in budgets}
     head = "| method | " + " | ".join(f"{b:.0%} of tokens" for b in budgets) + " |"
     lines = [
         f"{report['split']} split, {report['n']} held-out questions; full model {report['full_accuracy']:.1%} "
@@ -143,8 +151,8 @@ def markdown_table(report: dict) -> str:
         cells = []
         for b in budgets:
             row = cell.get((method, b))
-            if row is None:
-                cells.append("")
+            if row is None or row["accuracy"] is None:
+                cells.append("" if row is None else "not supported")
                 continue
             text = f"{row['accuracy']:.1%} ({row['retention']:.2f})"
             cells.append(f"**{text}**" if row["accuracy"] == best[b] else text)

@@ -63,3 +63,12 @@ def test_bad_overrides_name_the_field(model_dirs, capsys):
     assert "recycle_weighting must be one of" in capsys.readouterr().err
     assert main(["eval", "--model", model_dirs["qwen2_5_vl"], "--set", "speed"]) == 2
     assert "--set takes FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_a_method_the_model_cannot_run_is_reported_and_the_rest_still_run(llava_onevision):
+    # LLaVA-OneVision's video stage 1 keeps or drops whole pooled cells, so VisionZip's merging is refused.
+    report = run_harness(llava_onevision, "video", n=1, budgets=(0.3,), methods=("visionzip", "random"), log=lambda line: None)
+    visionzip, random_drop = report["results"]
+    assert visionzip["accuracy"] is None and visionzip["unsupported"]
+    assert random_drop["accuracy"] is not None
+    assert "| visionzip | not supported |" in markdown_table(report)
