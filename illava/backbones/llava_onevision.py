@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import SCORED_METHODS, MergeConfig
 from ..merge import DROPPED, KEPT
-from .base import Backbone, EncodedVision, ItemLayout, register
+from .base import EncodedVision, ItemLayout, register
 from .llava_onevision_layout import (
     TileLayout,
     image_layout,
@@ -34,52 +34,22 @@ from .llava_onevision_layout import (
     video_layout,
 )
 from .llava_onevision_reducers import CellReducer, TokenReducer
-from .qwen import QwenVLBackbone
 from .siglip_stage1 import run_encoder
+from .tower import FeatureLayerBackbone
 
 PREVIEW_TILE = 192
 
 
-class LlavaOnevisionBackbone(Backbone):
+class LlavaOnevisionBackbone(FeatureLayerBackbone):
     """Adapter for ``LlavaOnevisionForConditionalGeneration``.
 
     The pixel grids it hands the encoder are the processor's ``image_sizes`` (images, 2) for
     images and (1, 3) = (frames, height, width) for a video, which is how ``encode_vision`` tells them apart.
     """
 
-    mrope = False
-    # The text model is Qwen2: its last prompt token scores the visual tokens as in Qwen-VL's.
-    query_scores = QwenVLBackbone.query_scores
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__(model)
-        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-        # Pixel normalisation, to show tiles as the encoder saw them; the processor's, once one is seen.
-        self.pixel_mean, self.pixel_std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
     @property
-    def tower(self) -> torch.nn.Module:
-        return self.model.model.vision_tower
-
-    @property
-    def language_model(self) -> torch.nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def feature_layer(self) -> int:
-        """Encoder layers whose output the model takes (``hidden_states[i]`` is layer ``i - 1``'s output)."""
-        layer = self.config.vision_feature_layer
-        if not isinstance(layer, int):
-            raise ValueError(
-                "stage 1 supports one vision_feature_layer, not a list: leave stage1_layers empty for this model"
-            )
-        return layer % (len(self.tower.encoder.layers) + 1)
-
-    @property
-    def vit_depth(self) -> int:
-        layer = self.config.vision_feature_layer
-        return self.feature_layer if isinstance(layer, int) else len(self.tower.encoder.layers)
+    def encoder_layers(self) -> torch.nn.ModuleList:
+        return self.tower.encoder.layers
 
     @property
     def side(self) -> int:

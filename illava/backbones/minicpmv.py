@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from ..config import SCORED_METHODS, MergeConfig
 from ..merge import DROPPED, KEPT, query_row_attention
-from .base import Backbone, EncodedVision, ItemLayout, register
+from .base import EncodedVision, ItemLayout, register
 from .minicpmv_stage1 import SliceEncoder
 from .qwen import _heads
+from .tower import VisionTowerBackbone
 
 PREVIEW_SIDE = 192
 
@@ -46,29 +47,22 @@ class SliceLayout(ItemLayout):
     frames: int = 1
 
 
-class MiniCPMVBackbone(Backbone):
+class MiniCPMVBackbone(VisionTowerBackbone):
     """Adapter for ``MiniCPMV4_6ForConditionalGeneration``.
 
     The grid it hands the encoder has one row per slice: (item, frame, rows, columns in patches, slice
     columns). A video is one item whose frames are sliced like images.
     """
 
-    mrope = False
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__(model)
+    @staticmethod
+    def default_normalisation() -> tuple[list[float], list[float]]:
         from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 
-        # Pixel normalisation, to show slices as the encoder saw them; the processor's, once one is seen.
-        self.pixel_mean, self.pixel_std = IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+        return IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 
     @property
-    def language_model(self) -> torch.nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def vit_depth(self) -> int:
-        return len(self.model.model.vision_tower.encoder.layers)
+    def encoder_layers(self) -> torch.nn.ModuleList:
+        return self.tower.encoder.layers
 
     @property
     def block(self) -> int:
@@ -146,7 +140,7 @@ class MiniCPMVBackbone(Backbone):
     ) -> EncodedVision:
         self._check_stage1()
         encoder = SliceEncoder(self.model, config, config.method in SCORED_METHODS)
-        pixels = pixel_values.to(self.model.model.vision_tower.dtype)
+        pixels = pixel_values.to(self.tower.dtype)
         blocks, features, reducer = encoder(pixels, grid[:, 2:4].int(), check_interrupt)
         return self._encoded(grid, features, blocks, reducer.status, pixel_values)
 

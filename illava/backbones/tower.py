@@ -1,0 +1,71 @@
+"""Shared parts of the adapters whose model keeps its vision tower and text model at ``model.model``.
+
+InternVL, LLaVA-OneVision and MiniCPM-V all feed a plain 1D-rotary LLM, so they share where their
+parts sit and how their encoder depth is counted; ``FeatureLayerBackbone`` adds what InternVL and
+LLaVA-OneVision share on top: a ``vision_feature_layer`` that cuts the encoder short, and Qwen2-style scoring.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Backbone
+from .qwen import QwenVLBackbone
+
+
+class VisionTowerBackbone(Backbone):
+    """An adapter for ``model.model.vision_tower`` feeding ``model.model.language_model`` with 1D positions."""
+
+    mrope = False
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        # Pixel normalisation, to show the pixels as the encoder saw them; the processor's, once one is seen.
+        self.pixel_mean, self.pixel_std = self.default_normalisation()
+
+    @staticmethod
+    def default_normalisation() -> tuple[list[float], list[float]]:
+        """Pixel mean and std to assume before a processor has been seen."""
+        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    @property
+    def tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def encoder_layers(self) -> torch.nn.ModuleList:
+        """The vision encoder's layers (each model names their list differently)."""
+        raise NotImplementedError
+
+    @property
+    def vit_depth(self) -> int:
+        return len(self.encoder_layers)
+
+
+class FeatureLayerBackbone(VisionTowerBackbone):
+    """A tower adapter whose model takes one encoder layer's output (``vision_feature_layer``), not the last."""
+
+    # The text model is Qwen2 (or another Llama-style decoder): its last prompt token scores as in Qwen-VL's.
+    query_scores = QwenVLBackbone.query_scores
+
+    @property
+    def feature_layer(self) -> int:
+        """Encoder layers whose output the model takes (``hidden_states[i]`` is layer ``i - 1``'s output)."""
+        layer = self.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(
+                "stage 1 supports one vision_feature_layer, not a list: leave stage1_layers empty for this model"
+            )
+        return layer % (len(self.encoder_layers) + 1)
+
+    @property
+    def vit_depth(self) -> int:
+        # Only the layers up to the feature layer run, so only they count.
+        layer = self.config.vision_feature_layer
+        return self.feature_layer if isinstance(layer, int) else len(self.encoder_layers)
