@@ -7,13 +7,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np
 import pytest
 import torch
+from helpers import random_image, write_video
 from PIL import Image
 
 import illava
-from helpers import write_video
 from illava.synthetic import build_model_folder
 
 ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
@@ -52,11 +51,6 @@ def internvl(tmp_path_factory) -> illava.LVLM:
     """A tiny InternVL, apart from ``ARCHES``: its tiles and prompts differ from Qwen's."""
     path = build_model_folder(tmp_path_factory.mktemp("models") / "internvl", arch="internvl", initializer_range=0.1)
     return illava.load(path, device="cpu", dtype="fp32")
-
-
-def random_image(seed: int, height: int, width: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="session")

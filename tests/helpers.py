@@ -1,9 +1,10 @@
-"""Vanilla transformers runs to compare iLLaVA against, built without any iLLaVA code."""
+"""Shared test helpers: vanilla transformers runs (built without any iLLaVA code), iLLaVA runs to compare with them, and media."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
 import illava
 
@@ -20,6 +21,11 @@ def vanilla_generate(lvlm: illava.LVLM, requests, max_new_tokens: int = 6, syste
         texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         flat.extend(images)
     inputs = processor(text=texts, images=flat, return_tensors="pt", padding=True, padding_side="left")
+    return greedy_generate(lvlm, inputs, max_new_tokens)
+
+
+def greedy_generate(lvlm: illava.LVLM, inputs, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vanilla greedy ``model.generate(...)`` from processor inputs; returns (new ids, logits)."""
     out = lvlm.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -33,6 +39,37 @@ def vanilla_generate(lvlm: illava.LVLM, requests, max_new_tokens: int = 6, syste
     return new, logits
 
 
+def vanilla_media_generate(
+    lvlm: illava.LVLM,
+    requests,
+    video=None,
+    max_new_tokens: int = 6,
+    nested_images: bool = False,
+    video_kwargs: dict | None = None,
+):
+    """``processor(...)`` + ``model.generate(...)`` for [(images, prompt), ...], a video following the images
+    of each prompt; returns (new ids, logits, processor inputs).
+
+    nested_images: pass each prompt's images as one list (as LLaVA-OneVision batches them), not one flat list.
+    video_kwargs: extra processor arguments when there is a video.
+    """
+    processor = lvlm.processor
+    texts, pixels = [], []
+    for images, prompt in requests:
+        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
+        messages = [{"role": "user", "content": content + [{"type": "text", "text": prompt}]}]
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        if nested_images:
+            pixels.append(list(images))
+        else:
+            pixels.extend(images)
+    kwargs = {"images": pixels} if any(images for images, _ in requests) else {}
+    if video is not None:
+        kwargs.update(videos=[video.pixels], **(video_kwargs or {}))
+    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
+    return *greedy_generate(lvlm, inputs, max_new_tokens), inputs
+
+
 def illava_generate(lvlm, requests, config, max_new_tokens: int = 6, **kwargs):
     """iLLaVA's encode + generate_batch for [(images, prompt), ...]."""
     batch = []
@@ -41,6 +78,25 @@ def illava_generate(lvlm, requests, config, max_new_tokens: int = 6, **kwargs):
         batch.append((visuals.items, prompt))
     options = illava.GenerationOptions(max_new_tokens=max_new_tokens)
     return illava.generate_batch(lvlm, batch, config, options, return_logits=True, **kwargs)
+
+
+def illava_media_encode(lvlm: illava.LVLM, images, config, video=None):
+    """``illava.encode`` of a prompt's images and (already sampled, 2 fps) video."""
+    video_pixels = video.pixels if video is not None else None
+    return illava.encode(lvlm, images or None, config, video=video_pixels, video_fps=2, fps=2)
+
+
+def illava_media_generate(lvlm: illava.LVLM, requests, config, video=None, max_new_tokens: int = 6):
+    """iLLaVA's encode + generate_batch for [(images, prompt), ...], each prompt with the video when given."""
+    batch = [(illava_media_encode(lvlm, images, config, video).items, prompt) for images, prompt in requests]
+    options = illava.GenerationOptions(max_new_tokens=max_new_tokens)
+    return illava.generate_batch(lvlm, batch, config, options, return_logits=True)
+
+
+def random_image(seed: int, height: int, width: int) -> Image.Image:
+    """An image of uniform random pixels."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
 
 
 def write_video(path, frames: int = 20, height: int = 112, width: int = 140, fps: int = 10) -> str:

@@ -4,7 +4,10 @@ in whole pixel-shuffle groups with the CLS token kept, placeholders per kept tok
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import illava_media_encode as encode
+from helpers import illava_media_generate as ours
+from helpers import random_image
+from helpers import vanilla_media_generate as vanilla
 
 import illava
 from illava import GenerationOptions, MergeConfig
@@ -23,11 +26,6 @@ PROMPTS = ("Describe the picture in detail.", "What differs here?", "List every 
 TILE_TOKENS = 16
 
 
-def random_image(seed: int, height: int, width: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def pictures():
     """A wide image (three tiles and a thumbnail), a square one (four tiles and a thumbnail), a small one (one tile)."""
@@ -39,42 +37,6 @@ def clip():
     """Four frames, all sampled (2 fps from a 2 fps stack)."""
     rng = np.random.default_rng(5)
     return load_video((rng.random((4, 50, 64, 3)) * 255).astype(np.uint8), fps=2, max_frames=8, source_fps=2)
-
-
-def vanilla(lvlm, requests, video=None, max_new_tokens=STEPS):
-    """``processor(...)`` + ``model.generate(...)``; a video follows the images of its prompt."""
-    processor = lvlm.processor
-    texts, flat = [], []
-    for images, prompt in requests:
-        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
-        messages = [{"role": "user", "content": content + [{"type": "text", "text": prompt}]}]
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        flat.extend(images)
-    kwargs = {"images": flat} if flat else {}
-    if video is not None:
-        kwargs["videos"] = [video.pixels]
-    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
-    out = lvlm.model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=lvlm.pad_token_id,
-    )
-    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1), inputs
-
-
-def encode(lvlm, images, config, video=None):
-    video_pixels = video.pixels if video is not None else None
-    return illava.encode(lvlm, images or None, config, video=video_pixels, video_fps=2, fps=2)
-
-
-def ours(lvlm, requests, config, video=None, max_new_tokens=STEPS):
-    batch = [(encode(lvlm, images, config, video).items, prompt) for images, prompt in requests]
-    return illava.generate_batch(
-        lvlm, batch, config, GenerationOptions(max_new_tokens=max_new_tokens), return_logits=True
-    )
 
 
 def cases(pictures):

@@ -1,10 +1,13 @@
 """LLaVA-OneVision: exactness against vanilla transformers, cached decoding against a fresh forward,
 the packing of kept tokens with image newlines, and the token maps."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import illava_media_generate as ours
+from helpers import random_image, vanilla_media_generate
 
 import illava
 from illava import GenerationOptions, MergeConfig
@@ -22,11 +25,6 @@ STEPS = 6
 PROMPTS = ("Describe the picture in detail.", "What differs here?", "List every object.", "Tell a story.")
 
 
-def random_image(seed: int, height: int, width: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def pictures():
     """A wide image whose anyres grid is cropped (padding rows), a square one that fills its grid, a tall one."""
@@ -40,40 +38,8 @@ def clip():
     return load_video((rng.random((4, 50, 64, 3)) * 255).astype(np.uint8), fps=2, max_frames=8, source_fps=2)
 
 
-def vanilla(lvlm, requests, video=None, max_new_tokens=STEPS):
-    """``processor(...)`` + ``model.generate(...)``, each prompt's images as one nested list (as LLaVA-OneVision batches them)."""
-    processor = lvlm.processor
-    texts, nested = [], []
-    for images, prompt in requests:
-        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
-        messages = [{"role": "user", "content": content + [{"type": "text", "text": prompt}]}]
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        nested.append(list(images))
-    kwargs = {"images": nested} if any(nested) else {}
-    if video is not None:
-        kwargs["videos"] = [video.pixels]
-    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
-    out = lvlm.model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=lvlm.pad_token_id,
-    )
-    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1), inputs
-
-
-def ours(lvlm, requests, config, video=None, max_new_tokens=STEPS):
-    batch = []
-    for images, prompt in requests:
-        visuals = illava.encode(
-            lvlm, images or None, config, video=video.pixels if video is not None else None, video_fps=2, fps=2
-        )
-        batch.append((visuals.items, prompt))
-    return illava.generate_batch(
-        lvlm, batch, config, GenerationOptions(max_new_tokens=max_new_tokens), return_logits=True
-    )
+# Each prompt's images go to the processor as one nested list, as LLaVA-OneVision batches them.
+vanilla = partial(vanilla_media_generate, nested_images=True)
 
 
 def cases(pictures):

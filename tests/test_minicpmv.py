@@ -2,10 +2,14 @@
 reduced sequence (Qwen3.5's linear-attention layers included), stage 1 in whole LLM-token blocks per
 slice, placeholders per kept token, and the token maps; sliced images, several images and video."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import illava_media_encode as encode
+from helpers import illava_media_generate as ours
+from helpers import random_image, vanilla_media_generate
 
 import illava
 from illava import GenerationOptions, MergeConfig
@@ -32,11 +36,6 @@ def minicpmv(tmp_path_factory) -> illava.LVLM:
     return illava.load(path, device="cpu", dtype="fp32")
 
 
-def random_image(seed: int, height: int, width: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def pictures():
     """A wide image (source 8x20 patches and three 12x12 slices), a small one (no slices, upscaled to 12x12 patches)."""
@@ -50,39 +49,8 @@ def clip():
     return load_video((rng.random((4, 100, 300, 3)) * 255).astype(np.uint8), fps=2, max_frames=8, source_fps=2)
 
 
-def vanilla(lvlm, requests, video=None, max_new_tokens=STEPS):
-    """``processor(...)`` + ``model.generate(...)``; a video follows the images of its prompt."""
-    processor = lvlm.processor
-    texts, flat = [], []
-    for images, prompt in requests:
-        content = [{"type": "image"} for _ in images] + ([{"type": "video"}] if video is not None else [])
-        content.append({"type": "text", "text": prompt})
-        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False))
-        flat.extend(images)
-    kwargs = {"images": flat} if flat else {}
-    if video is not None:
-        # The clip's frames are already sampled, as iLLaVA's video loader samples them.
-        kwargs.update(videos=[video.pixels], do_sample_frames=False)
-    inputs = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
-    out = lvlm.model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=lvlm.pad_token_id,
-    )
-    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1), inputs
-
-
-def encode(lvlm, images, config, video=None):
-    video_pixels = video.pixels if video is not None else None
-    return illava.encode(lvlm, images or None, config, video=video_pixels, video_fps=2, fps=2)
-
-
-def ours(lvlm, requests, config, video=None, max_new_tokens=STEPS):
-    batch = [(encode(lvlm, images, config, video).items, prompt) for images, prompt in requests]
-    return illava.generate_batch(lvlm, batch, config, GenerationOptions(max_new_tokens=max_new_tokens), return_logits=True)
+# The clip's frames are already sampled, as iLLaVA's video loader samples them.
+vanilla = partial(vanilla_media_generate, video_kwargs={"do_sample_frames": False})
 
 
 def cases(pictures):
