@@ -21,15 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import SCORED_METHODS, MergeConfig
 from ..merge import KEPT
 from .base import EncodedVision, ItemLayout, register
 from .internvit_stage1 import GroupReducer, run_encoder
-from .tower import FeatureLayerBackbone
-
-PREVIEW_TILE = 192
+from .tower import FeatureLayerBackbone, tile_pictures
 
 
 class InternVLBackbone(FeatureLayerBackbone):
@@ -160,7 +157,7 @@ class InternVLBackbone(FeatureLayerBackbone):
         return kept, list(projector(tokens).split([k.numel() for k in kept]))
 
     def _encoded(self, counts: list[int], features, groups, status, tiles: torch.Tensor) -> EncodedVision:
-        previews = np.split(self._pictures(tiles), np.cumsum(counts)[:-1])
+        previews = np.split(tile_pictures(tiles, self.pixel_mean, self.pixel_std), np.cumsum(counts)[:-1])
         half = self.side // 2
         layouts = tuple(
             ItemLayout(
@@ -177,15 +174,6 @@ class InternVLBackbone(FeatureLayerBackbone):
             stage1_status=tuple(s.cpu() for s in status),
             layouts=layouts,
         )
-
-    def _pictures(self, tiles: torch.Tensor) -> np.ndarray:
-        """(tiles, h, w, 3) uint8: the normalised tiles turned back into pictures, at most ``PREVIEW_TILE`` a side."""
-        mean = torch.tensor(self.pixel_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.pixel_std, dtype=torch.float32)[:, None, None]
-        pixels = tiles.detach().float().cpu() * std + mean
-        if pixels.shape[-1] > PREVIEW_TILE:
-            pixels = F.interpolate(pixels, size=(PREVIEW_TILE, PREVIEW_TILE), mode="bilinear", antialias=True)
-        return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 register("internvl", InternVLBackbone)

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import SCORED_METHODS, MergeConfig
 from ..merge import DROPPED, KEPT
@@ -35,9 +34,7 @@ from .llava_onevision_layout import (
 )
 from .llava_onevision_reducers import CellReducer, TokenReducer
 from .siglip_stage1 import run_encoder
-from .tower import FeatureLayerBackbone
-
-PREVIEW_TILE = 192
+from .tower import FeatureLayerBackbone, tile_pictures
 
 
 class LlavaOnevisionBackbone(FeatureLayerBackbone):
@@ -163,7 +160,8 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         )
 
     def _encoded(self, layouts: list[TileLayout], features, groups, status, tiles: torch.Tensor) -> EncodedVision:
-        previews = np.split(self._pictures(tiles), np.cumsum([layout.tiles for layout in layouts])[:-1])
+        pictures = tile_pictures(tiles, self.pixel_mean, self.pixel_std)
+        previews = np.split(pictures, np.cumsum([layout.tiles for layout in layouts])[:-1])
         item_layouts = tuple(
             ItemLayout(
                 grid=(layout.tiles, layout.side, layout.side),
@@ -179,15 +177,6 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             stage1_status=tuple(s.cpu() for s in status),
             layouts=item_layouts,
         )
-
-    def _pictures(self, tiles: torch.Tensor) -> np.ndarray:
-        """(tiles, h, w, 3) uint8: the normalised tiles turned back into pictures, at most ``PREVIEW_TILE`` a side."""
-        mean = torch.tensor(self.pixel_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.pixel_std, dtype=torch.float32)[:, None, None]
-        pixels = tiles.detach().float().cpu() * std + mean
-        if pixels.shape[-1] > PREVIEW_TILE:
-            pixels = F.interpolate(pixels, size=(PREVIEW_TILE, PREVIEW_TILE), mode="bilinear", antialias=True)
-        return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def _tiles(pixel_values: torch.Tensor, layouts: list[TileLayout]) -> torch.Tensor:

@@ -2,15 +2,20 @@
 
 InternVL, LLaVA-OneVision and MiniCPM-V all feed a plain 1D-rotary LLM, so they share where their
 parts sit and how their encoder depth is counted; ``FeatureLayerBackbone`` adds what InternVL and
-LLaVA-OneVision share on top: a ``vision_feature_layer`` that cuts the encoder short, and Qwen2-style scoring.
+LLaVA-OneVision share on top: a ``vision_feature_layer`` that cuts the encoder short, and Qwen2-style scoring;
+``tile_pictures`` turns their square tiles back into previews.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .base import Backbone
 from .qwen import QwenVLBackbone
+
+PREVIEW_TILE = 192
 
 
 class VisionTowerBackbone(Backbone):
@@ -69,3 +74,13 @@ class FeatureLayerBackbone(VisionTowerBackbone):
         # Only the layers up to the feature layer run, so only they count.
         layer = self.config.vision_feature_layer
         return self.feature_layer if isinstance(layer, int) else len(self.encoder_layers)
+
+
+def tile_pictures(tiles: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarray:
+    """(tiles, h, w, 3) uint8: the normalised tiles turned back into pictures, at most ``PREVIEW_TILE`` a side."""
+    mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    pixels = tiles.detach().float().cpu() * std + mean
+    if pixels.shape[-1] > PREVIEW_TILE:
+        pixels = F.interpolate(pixels, size=(PREVIEW_TILE, PREVIEW_TILE), mode="bilinear", antialias=True)
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
