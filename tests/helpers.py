@@ -7,6 +7,16 @@ import torch
 from PIL import Image
 
 import illava
+from illava.llm_stage import Stage2, installed
+from illava.pipeline import build_inputs
+
+# One config per baseline method, each reducing where that method can.
+BASELINE_CONFIGS = (
+    illava.MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
+    illava.MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
+    illava.MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
+    illava.MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
+)
 
 
 def vanilla_generate(lvlm: illava.LVLM, requests, max_new_tokens: int = 6, system_prompt: str | None = None):
@@ -91,6 +101,52 @@ def illava_media_generate(lvlm: illava.LVLM, requests, config, video=None, max_n
     batch = [(illava_media_encode(lvlm, images, config, video).items, prompt) for images, prompt in requests]
     options = illava.GenerationOptions(max_new_tokens=max_new_tokens)
     return illava.generate_batch(lvlm, batch, config, options, return_logits=True)
+
+
+def assert_cached_decoding_equals_a_fresh_forward(
+    lvlm: illava.LVLM, images, video, config, visual_ids: list[int], prompts, steps: int = 6
+) -> None:
+    """iLLaVA's cached decoding gives the logits of one uncached forward over the reduced prompt plus the
+    generated ids, with the same stage 2 installed.
+
+    The first of ``prompts`` whose ``steps`` new ids hold no visual token (``visual_ids``) is compared: a
+    generated placeholder id would count as visual in the fresh forward.
+    """
+    visual = torch.tensor(visual_ids)
+    for prompt in prompts:
+        result = illava_media_generate(lvlm, [(images, prompt)], config, video, steps)
+        if len(result.ids[0]) == steps and not torch.isin(torch.tensor(result.ids[0]), visual).any():
+            break
+    assert len(result.ids[0]) == steps and not torch.isin(torch.tensor(result.ids[0]), visual).any(), (
+        "no prompt decoded cleanly"
+    )
+    inputs = build_inputs(lvlm, [(illava_media_encode(lvlm, images, config, video).items, prompt)])
+    n = inputs["input_ids"].shape[1]
+    ids = torch.cat([inputs["input_ids"], torch.tensor([result.ids[0][:-1]])], dim=1)
+    fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    stage2 = Stage2(lvlm.backbone, config, torch.isin(ids, visual), score_position=n - 1)
+    with installed(lvlm.backbone, stage2):
+        logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -steps:]
+    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
+    tokens = result.stats[0]["visual_tokens"]
+    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+
+
+def assert_alone_equals_batched(lvlm: illava.LVLM, first, second, config) -> None:
+    """Request ``first`` gives the same ids, logits and token counts alone as after ``second`` in a batch."""
+    alone = illava_media_generate(lvlm, [first], config)
+    batched = illava_media_generate(lvlm, [second, first], config)
+    assert batched.ids[1] == alone.ids[0]
+    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
+    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+
+
+def assert_baseline_method_runs(lvlm: illava.LVLM, visuals, prompt: str, config) -> None:
+    """A baseline method's config reduces the tokens at exactly the stages it names."""
+    result = illava.generate(lvlm, visuals, prompt, config, illava.GenerationOptions(max_new_tokens=2))
+    tokens = result.stats[0]["visual_tokens"]
+    assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
+    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == bool(config.stage2_layers)
 
 
 def random_image(seed: int, height: int, width: int) -> Image.Image:

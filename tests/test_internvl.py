@@ -4,15 +4,20 @@ in whole pixel-shuffle groups with the CLS token kept, placeholders per kept tok
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    BASELINE_CONFIGS,
+    assert_alone_equals_batched,
+    assert_baseline_method_runs,
+    assert_cached_decoding_equals_a_fresh_forward,
+    random_image,
+)
 from helpers import illava_media_encode as encode
 from helpers import illava_media_generate as ours
-from helpers import random_image
 from helpers import vanilla_media_generate as vanilla
 
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.internvit_stage1 import GroupReducer
-from illava.llm_stage import Stage2, installed
 from illava.merge import KEPT, MERGED, RECYCLED
 from illava.pipeline import build_inputs
 from illava.video import load_video
@@ -82,25 +87,11 @@ def test_own_loops_keeping_everything_equal_vanilla_exactly(internvl, pictures, 
 
 @pytest.mark.parametrize("case", ["one image", "two images", "video"])
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(internvl, pictures, clip, case):
-    lvlm = internvl
-    video = clip if case == "video" else None
-    image_id = lvlm.model.config.image_token_id
     images = {"one image": [pictures["wide"]], "two images": [pictures["wide"], pictures["small"]], "video": []}[case]
-    for prompt in PROMPTS:
-        result = ours(lvlm, [(images, prompt)], BOTH, video=video)
-        if len(result.ids[0]) == STEPS and image_id not in result.ids[0]:
-            break
-    assert len(result.ids[0]) == STEPS and image_id not in result.ids[0], "no prompt decoded cleanly"
-    inputs = build_inputs(lvlm, [(encode(lvlm, images, BOTH, video).items, prompt)])
-    n = inputs["input_ids"].shape[1]
-    ids = torch.cat([inputs["input_ids"], torch.tensor([result.ids[0][:-1]])], dim=1)
-    fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    stage2 = Stage2(lvlm.backbone, BOTH, ids == image_id, score_position=n - 1)
-    with installed(lvlm.backbone, stage2):
-        logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -STEPS:]
-    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
-    tokens = result.stats[0]["visual_tokens"]
-    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+    video = clip if case == "video" else None
+    # InternVL's video frames take image placeholders too.
+    visual_ids = [internvl.model.config.image_token_id]
+    assert_cached_decoding_equals_a_fresh_forward(internvl, images, video, BOTH, visual_ids, PROMPTS, STEPS)
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["two images", "video"])
@@ -202,30 +193,14 @@ def test_token_maps_render_both_stages(internvl, pictures):
 def test_a_sample_gives_the_same_result_alone_and_in_a_batch(internvl, pictures):
     first = ([pictures["wide"]], "Describe the picture.")
     second = ([pictures["square"], pictures["small"]], "Which of these two is more colourful? Explain.")
-    alone = ours(internvl, [first], BOTH)
-    batched = ours(internvl, [second, first], BOTH)
-    assert batched.ids[1] == alone.ids[0]
-    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
-    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+    assert_alone_equals_batched(internvl, first, second, BOTH)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
-        MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
-        MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
-        MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
-    ],
-    ids=lambda config: config.method,
-)
+@pytest.mark.parametrize("config", BASELINE_CONFIGS, ids=lambda config: config.method)
 @pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
 def test_the_baseline_methods_run(internvl, pictures, clip, config, video):
     visuals = encode(internvl, [] if video else [pictures["wide"], pictures["small"]], config, clip if video else None)
-    result = illava.generate(internvl, visuals, "Describe them.", config, GenerationOptions(max_new_tokens=2))
-    tokens = result.stats[0]["visual_tokens"]
-    assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
-    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == bool(config.stage2_layers)
+    assert_baseline_method_runs(internvl, visuals, "Describe them.", config)
 
 
 def test_stage1_refuses_a_model_that_keeps_the_cls_token(internvl, pictures):

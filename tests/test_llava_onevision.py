@@ -6,13 +6,19 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    BASELINE_CONFIGS,
+    assert_alone_equals_batched,
+    assert_baseline_method_runs,
+    assert_cached_decoding_equals_a_fresh_forward,
+    random_image,
+    vanilla_media_generate,
+)
 from helpers import illava_media_generate as ours
-from helpers import random_image, vanilla_media_generate
 
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.llava_onevision_layout import image_layout, packing
-from illava.llm_stage import Stage2, installed
 from illava.merge import DROPPED, KEPT, RECYCLED
 from illava.pipeline import build_inputs
 from illava.video import load_video
@@ -158,34 +164,11 @@ def test_a_row_without_kept_tokens_gets_no_newline(llava_onevision):
 
 @pytest.mark.parametrize("case", ["one image", "two images", "video"])
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(llava_onevision, pictures, clip, case):
-    lvlm = llava_onevision
-    video = clip if case == "video" else None
-    placeholders = {lvlm.model.config.image_token_id, lvlm.model.config.video_token_id}
     images = {"one image": [pictures["wide"]], "two images": [pictures["wide"], pictures["tall"]], "video": []}[case]
-    for prompt in PROMPTS:
-        result = ours(lvlm, [(images, prompt)], BOTH, video=video)
-        if len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]):
-            break
-    assert len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]), "no prompt decoded cleanly"
-    visuals = illava.encode(
-        lvlm, images or None, BOTH, video=video.pixels if video is not None else None, video_fps=2, fps=2
-    )
-    inputs = build_inputs(lvlm, [(visuals.items, prompt)])
-    n = inputs["input_ids"].shape[1]
-    generated = torch.tensor([result.ids[0][:-1]])
-    ids = torch.cat([inputs["input_ids"], generated], dim=1)
-    fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    stage2 = Stage2(
-        lvlm.backbone,
-        BOTH,
-        (ids == lvlm.model.config.image_token_id) | (ids == lvlm.model.config.video_token_id),
-        score_position=n - 1,
-    )
-    with installed(lvlm.backbone, stage2):
-        logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -STEPS:]
-    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
-    tokens = result.stats[0]["visual_tokens"]
-    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+    video = clip if case == "video" else None
+    config = llava_onevision.model.config
+    visual_ids = [config.image_token_id, config.video_token_id]
+    assert_cached_decoding_equals_a_fresh_forward(llava_onevision, images, video, BOTH, visual_ids, PROMPTS, STEPS)
 
 
 @pytest.mark.parametrize("layers, keep", [((2,), 0.5), ((1, 3), 0.3)])
@@ -238,11 +221,7 @@ def test_a_grid_the_model_shrinks_is_packed_and_budgeted(llava_onevision, pictur
 def test_a_sample_gives_the_same_result_alone_and_in_a_batch(llava_onevision, pictures):
     first = ([pictures["wide"]], "Describe the picture.")
     second = ([pictures["square"], pictures["tall"]], "Which of these two is more colourful? Explain.")
-    alone = ours(llava_onevision, [first], BOTH)
-    batched = ours(llava_onevision, [second, first], BOTH)
-    assert batched.ids[1] == alone.ids[0]
-    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
-    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+    assert_alone_equals_batched(llava_onevision, first, second, BOTH)
 
 
 @pytest.mark.parametrize("size", [(40, 130), (130, 40), (90, 70), (70, 90), (120, 120), (30, 200), (200, 30), (64, 64)])
@@ -266,22 +245,10 @@ def test_a_stage1_layer_at_the_depth_reduces_the_encoder_output(llava_onevision,
     assert [item.tokens_kept for item in reduced.items] == [round(25 * 0.5) + 1] * 2
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
-        MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
-        MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
-        MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
-    ],
-    ids=lambda config: config.method,
-)
+@pytest.mark.parametrize("config", BASELINE_CONFIGS, ids=lambda config: config.method)
 def test_the_baseline_methods_run_on_images(llava_onevision, pictures, config):
     visuals = illava.encode(llava_onevision, [pictures["wide"], pictures["tall"]], config)
-    result = illava.generate(llava_onevision, visuals, "Compare them.", config, GenerationOptions(max_new_tokens=2))
-    tokens = result.stats[0]["visual_tokens"]
-    assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
-    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == bool(config.stage2_layers)
+    assert_baseline_method_runs(llava_onevision, visuals, "Compare them.", config)
 
 
 def test_video_stage1_takes_only_methods_that_keep_whole_cells(llava_onevision, clip):

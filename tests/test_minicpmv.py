@@ -7,14 +7,20 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    BASELINE_CONFIGS,
+    assert_alone_equals_batched,
+    assert_baseline_method_runs,
+    assert_cached_decoding_equals_a_fresh_forward,
+    random_image,
+    vanilla_media_generate,
+)
 from helpers import illava_media_encode as encode
 from helpers import illava_media_generate as ours
-from helpers import random_image, vanilla_media_generate
 
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.minicpmv_stage1 import Slice
-from illava.llm_stage import Stage2, installed
 from illava.merge import DROPPED, KEPT, MERGED, RECYCLED
 from illava.pipeline import build_inputs
 from illava.synthetic import build_model_folder
@@ -102,25 +108,11 @@ def test_own_loops_keeping_everything_equal_vanilla_exactly(minicpmv, pictures, 
 
 @pytest.mark.parametrize("case", ["one image", "two images", "video"])
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(minicpmv, pictures, clip, case):
-    lvlm = minicpmv
     video = clip if case == "video" else None
-    visual_ids = torch.tensor([lvlm.model.config.image_token_id, lvlm.model.config.video_token_id])
     images = cases(pictures)[case][0][0] if video is None else []
-    for prompt in PROMPTS:
-        result = ours(lvlm, [(images, prompt)], BOTH, video=video)
-        if len(result.ids[0]) == STEPS and not torch.isin(torch.tensor(result.ids[0]), visual_ids).any():
-            break
-    assert len(result.ids[0]) == STEPS and not torch.isin(torch.tensor(result.ids[0]), visual_ids).any()
-    inputs = build_inputs(lvlm, [(encode(lvlm, images, BOTH, video).items, prompt)])
-    n = inputs["input_ids"].shape[1]
-    ids = torch.cat([inputs["input_ids"], torch.tensor([result.ids[0][:-1]])], dim=1)
-    fresh = lvlm.backbone.generate_inputs({**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    stage2 = Stage2(lvlm.backbone, BOTH, torch.isin(ids, visual_ids), score_position=n - 1)
-    with installed(lvlm.backbone, stage2):
-        logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -STEPS:]
-    torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=1e-5)
-    tokens = result.stats[0]["visual_tokens"]
-    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+    config = minicpmv.model.config
+    visual_ids = [config.image_token_id, config.video_token_id]
+    assert_cached_decoding_equals_a_fresh_forward(minicpmv, images, video, BOTH, visual_ids, PROMPTS, STEPS)
 
 
 def test_placeholders_match_kept_tokens_slice_by_slice(minicpmv, pictures):
@@ -212,30 +204,14 @@ def test_a_sample_gives_the_same_result_alone_and_in_a_batch(minicpmv, pictures)
     """Left padding, also in the linear-attention layers' recurrent state, changes nothing for a sample."""
     first = ([pictures["wide"]], "Describe the picture.")
     second = ([pictures["small"], pictures["wide"]], "Which of these two is more colourful? Explain.")
-    alone = ours(minicpmv, [first], BOTH)
-    batched = ours(minicpmv, [second, first], BOTH)
-    assert batched.ids[1] == alone.ids[0]
-    torch.testing.assert_close(batched.logits[1][: alone.logits[0].shape[0]], alone.logits[0], rtol=0, atol=1e-4)
-    assert batched.stats[1]["visual_tokens"] == alone.stats[0]["visual_tokens"]
+    assert_alone_equals_batched(minicpmv, first, second, BOTH)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
-        MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
-        MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
-        MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
-    ],
-    ids=lambda config: config.method,
-)
+@pytest.mark.parametrize("config", BASELINE_CONFIGS, ids=lambda config: config.method)
 @pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
 def test_the_baseline_methods_run(minicpmv, pictures, clip, config, video):
     visuals = encode(minicpmv, [] if video else [pictures["wide"], pictures["small"]], config, clip if video else None)
-    result = illava.generate(minicpmv, visuals, "Describe them.", config, GenerationOptions(max_new_tokens=2))
-    tokens = result.stats[0]["visual_tokens"]
-    assert (tokens["llm_input"] < tokens["llm_input_full"]) == bool(config.stage1_layers)
-    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == bool(config.stage2_layers)
+    assert_baseline_method_runs(minicpmv, visuals, "Describe them.", config)
 
 
 def test_a_scored_stage2_layer_after_a_linear_attention_layer_is_refused(minicpmv, pictures):
