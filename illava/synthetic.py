@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from . import synthetic_text
+from .synthetic_text import byte_vocab, set_generation_ids
+
 SPECIAL_TOKENS = [
     "<|im_start|>",
     "<|im_end|>",
@@ -68,12 +71,8 @@ TINY_VISION = VisionDims(4, 32, 64, 2, window_size=56, fullatt_block_indexes=(1,
 def byte_level_tokenizer(special_tokens: list[str] = SPECIAL_TOKENS, chat_template: str = CHAT_TEMPLATE):
     """A Qwen2 tokenizer over the 256 byte-level symbols plus chat and vision special tokens (Qwen's by default)."""
     from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    vocab = {"<|endoftext|>": 0}
-    for symbol in bytes_to_unicode().values():
-        vocab[symbol] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer = Qwen2Tokenizer(vocab=byte_vocab(), merges=[])
     tokenizer.add_special_tokens({"additional_special_tokens": special_tokens})
     tokenizer.chat_template = chat_template
     return tokenizer
@@ -102,21 +101,8 @@ def model_config(arch: str, text: TextDims, vision: VisionDims, tokenizer, initi
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     im_end = ids["<|im_end|>"]
-    text_config = dict(
-        vocab_size=text.vocab_size or len(tokenizer),
-        hidden_size=text.hidden_size,
-        intermediate_size=text.intermediate_size,
-        num_hidden_layers=text.num_hidden_layers,
-        num_attention_heads=text.num_attention_heads,
-        num_key_value_heads=text.num_key_value_heads,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(text.mrope_section)},
-        max_position_embeddings=32768,
-        bos_token_id=0,
-        eos_token_id=im_end,
-        pad_token_id=0,
-        initializer_range=initializer_range,
-        tie_word_embeddings=text.tie_word_embeddings,
-    )
+    rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(text.mrope_section)}
+    text_config = synthetic_text.text_config(text, tokenizer, im_end, initializer_range, rope_parameters=rope)
     special = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -183,10 +169,7 @@ def model_config(arch: str, text: TextDims, vision: VisionDims, tokenizer, initi
         model_cls = Qwen3VLForConditionalGeneration
     else:
         raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {arch!r}")
-    config.initializer_range = initializer_range
-    config.eos_token_id = im_end
-    config.pad_token_id = 0
-    return config, model_cls
+    return set_generation_ids(config, im_end, initializer_range), model_cls
 
 
 def build_model_folder(

@@ -7,6 +7,9 @@ InternVL's dynamic tiling does (up to twelve at full size).
 
 from __future__ import annotations
 
+from .synthetic_text import named_token_tokenizer, set_generation_ids, text_config
+
+QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1e6}
 TILE = 64
 PATCH = 8
 MAX_TILES = 4
@@ -36,21 +39,9 @@ CHAT_TEMPLATE = (
 
 
 def tokenizer():
-    """A byte-level Qwen2 tokenizer with InternVL's named image / video tokens and chat tokens.
-
-    Built here rather than by ``synthetic.byte_level_tokenizer``: named special tokens (the
-    ``start_image_token`` attribute and its kind) can only be given when the tokenizer is made.
-    """
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {"<|endoftext|>": 0}
-    for symbol in bytes_to_unicode().values():
-        vocab[symbol] = len(vocab)
-    out = Qwen2Tokenizer(vocab=vocab, merges=[], extra_special_tokens=NAMED_TOKENS)
-    out.add_special_tokens({"additional_special_tokens": CHAT_TOKENS}, replace_extra_special_tokens=False)
-    out.chat_template = CHAT_TEMPLATE
-    return out
+    """A byte-level Qwen2 tokenizer with InternVL's named image / video tokens (``start_image_token`` and
+    its kind) and chat tokens."""
+    return named_token_tokenizer(NAMED_TOKENS, CHAT_TOKENS, CHAT_TEMPLATE)
 
 
 def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
@@ -70,21 +61,8 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
             use_mean_pooling=False,
             initializer_range=initializer_range,
         ),
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=text.vocab_size or len(tokenizer),
-            hidden_size=text.hidden_size,
-            intermediate_size=text.intermediate_size,
-            num_hidden_layers=text.num_hidden_layers,
-            num_attention_heads=text.num_attention_heads,
-            num_key_value_heads=text.num_key_value_heads,
-            max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6},
-            bos_token_id=0,
-            eos_token_id=im_end,
-            pad_token_id=0,
-            initializer_range=initializer_range,
-            tie_word_embeddings=text.tie_word_embeddings,
+        text_config=text_config(
+            text, tokenizer, im_end, initializer_range, model_type="qwen2", rope_parameters=QWEN2_ROPE
         ),
         image_token_id=tokenizer.context_image_token_id,
         image_seq_length=TOKENS_PER_TILE,
@@ -93,10 +71,7 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
         vision_feature_select_strategy="default",
         tie_word_embeddings=text.tie_word_embeddings,
     )
-    config.initializer_range = initializer_range
-    config.eos_token_id = im_end
-    config.pad_token_id = 0
-    return config, InternVLForConditionalGeneration
+    return set_generation_ids(config, im_end, initializer_range), InternVLForConditionalGeneration
 
 
 def processor(tokenizer):

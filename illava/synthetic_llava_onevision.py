@@ -7,6 +7,9 @@ Tiles are 70 pixels, 5x5 SigLIP tokens: an odd side like the real 27x27, so vide
 
 from __future__ import annotations
 
+from .synthetic_text import set_generation_ids, text_config
+
+QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1e6}
 TILE = 70
 PATCH = 14
 PINPOINTS = [[70, 70], [70, 140], [140, 70], [140, 140], [70, 210], [210, 70]]
@@ -55,21 +58,8 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
             image_size=TILE,
             vision_use_head=False,
         ),
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=text.vocab_size or len(tokenizer),
-            hidden_size=text.hidden_size,
-            intermediate_size=text.intermediate_size,
-            num_hidden_layers=text.num_hidden_layers,
-            num_attention_heads=text.num_attention_heads,
-            num_key_value_heads=text.num_key_value_heads,
-            max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6},
-            bos_token_id=0,
-            eos_token_id=im_end,
-            pad_token_id=0,
-            initializer_range=initializer_range,
-            tie_word_embeddings=text.tie_word_embeddings,
+        text_config=text_config(
+            text, tokenizer, im_end, initializer_range, model_type="qwen2", rope_parameters=QWEN2_ROPE
         ),
         image_token_index=ids["<image>"],
         video_token_index=ids["<video>"],
@@ -78,10 +68,7 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
         vision_feature_layer=-1,
         tie_word_embeddings=text.tie_word_embeddings,
     )
-    config.initializer_range = initializer_range
-    config.eos_token_id = im_end
-    config.pad_token_id = 0
-    return config, LlavaOnevisionForConditionalGeneration
+    return set_generation_ids(config, im_end, initializer_range), LlavaOnevisionForConditionalGeneration
 
 
 def processor(tokenizer):

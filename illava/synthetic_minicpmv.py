@@ -9,6 +9,8 @@ slices of that size, as MiniCPM-V's slicing does at 448 pixels. The text model m
 
 from __future__ import annotations
 
+from .synthetic_text import named_token_tokenizer, set_generation_ids, text_config
+
 PATCH = 14
 SLICE = 168
 MAX_SLICES = 4
@@ -43,16 +45,7 @@ CHAT_TEMPLATE = (
 
 def tokenizer():
     """A byte-level Qwen2 tokenizer with MiniCPM-V's named image, slice and id tokens and chat tokens."""
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {"<|endoftext|>": 0}
-    for symbol in bytes_to_unicode().values():
-        vocab[symbol] = len(vocab)
-    out = Qwen2Tokenizer(vocab=vocab, merges=[], extra_special_tokens=NAMED_TOKENS)
-    out.add_special_tokens({"additional_special_tokens": CHAT_TOKENS}, replace_extra_special_tokens=False)
-    out.chat_template = CHAT_TEMPLATE
-    return out
+    return named_token_tokenizer(NAMED_TOKENS, CHAT_TOKENS, CHAT_TEMPLATE)
 
 
 def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
@@ -71,32 +64,25 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
             image_size=SLICE,
             initializer_range=initializer_range,
         ),
-        text_config=dict(
+        text_config=text_config(
+            text,
+            tokenizer,
+            im_end,
+            initializer_range,
             model_type="qwen3_5_text",
-            vocab_size=text.vocab_size or len(tokenizer),
-            hidden_size=text.hidden_size,
-            intermediate_size=text.intermediate_size,
             num_hidden_layers=len(LAYER_TYPES),
             layer_types=list(LAYER_TYPES),
-            num_attention_heads=text.num_attention_heads,
-            num_key_value_heads=text.num_key_value_heads,
             head_dim=head_dim,
             linear_num_key_heads=2,
             linear_num_value_heads=4,
             linear_key_head_dim=16,
             linear_value_head_dim=16,
-            max_position_embeddings=32768,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 1e6,
                 "partial_rotary_factor": 0.5,
                 "mrope_section": [2, 1, 1],
             },
-            bos_token_id=0,
-            eos_token_id=im_end,
-            pad_token_id=0,
-            initializer_range=initializer_range,
-            tie_word_embeddings=text.tie_word_embeddings,
         ),
         insert_layer_id=INSERT_LAYER,
         image_size=SLICE,
@@ -105,10 +91,7 @@ def model_config(text, vision, tokenizer, initializer_range: float = 0.02):
         downsample_mode="16x",
         tie_word_embeddings=text.tie_word_embeddings,
     )
-    config.initializer_range = initializer_range
-    config.eos_token_id = im_end
-    config.pad_token_id = 0
-    return config, MiniCPMV4_6ForConditionalGeneration
+    return set_generation_ids(config, im_end, initializer_range), MiniCPMV4_6ForConditionalGeneration
 
 
 def processor(tokenizer):
