@@ -16,8 +16,9 @@ from collections.abc import Callable
 import torch
 
 from ..config import MergeConfig
-from ..merge import KEPT, apply_reduction, attention_received, merged_sizes, select
+from ..merge import KEPT, attention_received
 from .base import stage_targets
+from .group_reduction import reduce_groups
 
 
 class GroupReducer:
@@ -48,31 +49,9 @@ class GroupReducer:
         self, step: int, tile: int, scores: torch.Tensor, hidden: torch.Tensor, ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduce one tile's patches (CLS excluded): positions of the rows that go on, and their new states."""
-        config = self.config
         group, place = self.group_of(ids)
-        # Rows gathered group by group, each group's patches in pixel-shuffle order.
-        order = torch.argsort(group * 4 + place).view(-1, 4)
-        group_ids = group[order[:, 0]]
-        grouped = hidden[order]
-        n_out = min(order.shape[0], self.targets[step - 1][tile])
-        sizes = self.sizes[tile][group_ids.cpu()].to(hidden.device)
-        reduction, weights, weighting = select(
-            config.method,
-            scores[order].sum(-1),
-            grouped.flatten(1),
-            n_out,
-            config.stage1_recycled,
-            config.recycle_weighting,
-            sizes,
-        )
-        status = self.status[tile]
-        original = group_ids.cpu()
-        status[original] = torch.where(reduction.status.cpu() == KEPT, status[original], reduction.status.cpu())
-        self.sizes[tile][group_ids[reduction.kept].cpu()] = merged_sizes(sizes, reduction).cpu()
-        rows = order[reduction.kept].reshape(-1)
-        values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
-        raster = torch.argsort(rows)
-        return rows[raster], values[raster]
+        target = self.targets[step - 1][tile]
+        return reduce_groups(hidden, scores, group, place, 4, target, self.sizes[tile], self.status[tile], self.config)
 
 
 def run_encoder(

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from ..config import MergeConfig
-from ..merge import KEPT, apply_reduction, attention_received, merged_sizes, select
+from ..merge import KEPT, attention_received
 from .base import stage_targets
+from .group_reduction import reduce_groups
 
 
 @dataclass
@@ -61,32 +62,10 @@ class BlockReducer:
         self, step: int, index: int, part: Slice, scores: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduce one slice: positions (into its rows) of the rows that go on, and their new states."""
-        config = self.config
         block, place = part.block_of(part.ids)
+        target = self.targets[step - 1][index]
         units = part.block * part.block
-        order = torch.argsort(block * units + place).view(-1, units)
-        block_ids = block[order[:, 0]]
-        grouped = hidden[order]
-        n_out = min(order.shape[0], self.targets[step - 1][index])
-        original = block_ids.cpu()
-        sizes = self.sizes[index][original].to(hidden.device)
-        reduction, weights, weighting = select(
-            config.method,
-            scores[order].sum(-1),
-            grouped.flatten(1),
-            n_out,
-            config.stage1_recycled,
-            config.recycle_weighting,
-            sizes,
-        )
-        codes = reduction.status.cpu()
-        status = self.status[index]
-        status[original] = torch.where(codes == KEPT, status[original], codes)
-        self.sizes[index][block_ids[reduction.kept].cpu()] = merged_sizes(sizes, reduction).cpu()
-        rows = order[reduction.kept].reshape(-1)
-        values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
-        raster = torch.argsort(rows)
-        return rows[raster], values[raster]
+        return reduce_groups(hidden, scores, block, place, units, target, self.sizes[index], self.status[index], self.config)
 
 
 class SliceEncoder:
