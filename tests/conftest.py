@@ -9,10 +9,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest
 import torch
-from helpers import random_image, write_video
 from PIL import Image
 
 import illava
+from helpers import random_image, write_video
 from illava.synthetic import build_model_folder
 
 ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")

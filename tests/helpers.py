@@ -103,6 +103,14 @@ def illava_media_generate(lvlm: illava.LVLM, requests, config, video=None, max_n
     return illava.generate_batch(lvlm, batch, config, options, return_logits=True)
 
 
+def assert_equals_vanilla(result, expected_ids: torch.Tensor, expected_logits: torch.Tensor) -> None:
+    """Every row of iLLaVA's ``result`` has vanilla's ids (up to where it stopped) and, bit for bit, its logits."""
+    for b in range(expected_ids.shape[0]):
+        got = torch.tensor(result.ids[b])
+        assert torch.equal(got, expected_ids[b, : got.numel()])
+        assert torch.equal(result.logits[b], expected_logits[b])
+
+
 def assert_cached_decoding_equals_a_fresh_forward(
     lvlm: illava.LVLM, images, video, config, visual_ids: list[int], prompts, steps: int = 6
 ) -> None:

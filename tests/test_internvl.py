@@ -4,17 +4,18 @@ in whole pixel-shuffle groups with the CLS token kept, placeholders per kept tok
 import numpy as np
 import pytest
 import torch
+
 from helpers import (
     BASELINE_CONFIGS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
+    assert_equals_vanilla,
     random_image,
 )
 from helpers import illava_media_encode as encode
 from helpers import illava_media_generate as ours
 from helpers import vanilla_media_generate as vanilla
-
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.internvit_stage1 import GroupReducer
@@ -60,10 +61,7 @@ def test_merging_off_equals_vanilla_generate_exactly(internvl, pictures, case):
     requests = cases(pictures)[case]
     expected_ids, expected_logits, _ = vanilla(internvl, requests)
     result = ours(internvl, requests, MergeConfig())
-    for b in range(len(requests)):
-        got = torch.tensor(result.ids[b])
-        assert torch.equal(got, expected_ids[b, : got.numel()])
-        assert torch.equal(result.logits[b], expected_logits[b])
+    assert_equals_vanilla(result, expected_ids, expected_logits)
 
 
 @pytest.mark.parametrize("with_images", [False, True], ids=["video", "two images and a video"])

@@ -6,16 +6,17 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+
 from helpers import (
     BASELINE_CONFIGS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
+    assert_equals_vanilla,
     random_image,
     vanilla_media_generate,
 )
 from helpers import illava_media_generate as ours
-
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.llava_onevision_layout import image_layout, packing
@@ -64,10 +65,7 @@ def test_merging_off_equals_vanilla_generate_exactly(llava_onevision, pictures, 
     requests = cases(pictures)[case]
     expected_ids, expected_logits, _ = vanilla(llava_onevision, requests)
     result = ours(llava_onevision, requests, MergeConfig())
-    for b in range(len(requests)):
-        got = torch.tensor(result.ids[b])
-        assert torch.equal(got, expected_ids[b, : got.numel()])
-        assert torch.equal(result.logits[b], expected_logits[b])
+    assert_equals_vanilla(result, expected_ids, expected_logits)
 
 
 @pytest.mark.parametrize("with_images", [False, True], ids=["video", "two images and a video"])

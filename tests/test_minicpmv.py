@@ -7,17 +7,18 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+
 from helpers import (
     BASELINE_CONFIGS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
+    assert_equals_vanilla,
     random_image,
     vanilla_media_generate,
 )
 from helpers import illava_media_encode as encode
 from helpers import illava_media_generate as ours
-
 import illava
 from illava import GenerationOptions, MergeConfig
 from illava.backbones.minicpmv_stage1 import Slice
@@ -75,10 +76,8 @@ def test_merging_off_equals_vanilla_generate_exactly(minicpmv, pictures, case):
     requests = cases(pictures)[case]
     expected_ids, expected_logits, inputs = vanilla(minicpmv, requests)
     result = ours(minicpmv, requests, MergeConfig())
+    assert_equals_vanilla(result, expected_ids, expected_logits)
     for b in range(len(requests)):
-        got = torch.tensor(result.ids[b])
-        assert torch.equal(got, expected_ids[b, : got.numel()])
-        assert torch.equal(result.logits[b], expected_logits[b])
         placeholders = int((inputs["input_ids"][b] == minicpmv.model.config.image_token_id).sum())
         assert result.stats[b]["visual_tokens"]["llm_input_full"] == placeholders
 
