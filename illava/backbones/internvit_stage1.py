@@ -19,6 +19,7 @@ from ..config import MergeConfig
 from ..merge import KEPT, attention_received
 from .base import stage_targets
 from .group_reduction import reduce_groups
+from .ragged import run_ragged
 
 
 class GroupReducer:
@@ -92,21 +93,10 @@ def run_encoder(
         if index == n_layers:
             break
         inputs = tiles
-        tiles = _run_layer(layers[index], tiles)
+        tiles = run_ragged(layers[index], tiles)
     if final_norm:
         tiles = [tower.layernorm(t) for t in tiles]
     return ids, [t[1:] for t in tiles]
-
-
-def _run_layer(layer: torch.nn.Module, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
-    """One encoder layer over ragged tiles, batching tiles of equal length."""
-    out = list(tiles)
-    for length in sorted({t.shape[0] for t in tiles}):
-        members = [i for i, t in enumerate(tiles) if t.shape[0] == length]
-        result = layer(torch.stack([tiles[i] for i in members]))
-        for i, row in zip(members, result.unbind(0)):
-            out[i] = row
-    return out
 
 
 def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..merge import attention_received
+from .ragged import run_ragged
 
 
 class TileReducer(Protocol):
@@ -65,20 +66,9 @@ def run_encoder(
         if index == n_layers:
             break
         inputs = tiles
-        tiles = _run_layer(layers[index], tiles)
+        # SigLIP layers take the attention mask positionally; tiles need none.
+        tiles = run_ragged(lambda batch, layer=layers[index]: layer(batch, None), tiles)
     return ids, tiles
-
-
-def _run_layer(layer: torch.nn.Module, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
-    """One encoder layer over ragged tiles, batching tiles of equal length (empty tiles stay empty)."""
-    out = list(tiles)
-    lengths = sorted({t.shape[0] for t in tiles} - {0})
-    for length in lengths:
-        members = [i for i, t in enumerate(tiles) if t.shape[0] == length]
-        result = layer(torch.stack([tiles[i] for i in members]), None)
-        for i, row in zip(members, result.unbind(0)):
-            out[i] = row
-    return out
 
 
 def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -1,0 +1,19 @@
+"""Running one encoder layer over tiles of different lengths, as stage 1 leaves them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def run_ragged(layer: Callable[[torch.Tensor], torch.Tensor], tiles: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``layer`` over ragged tiles, batching tiles of equal length (empty tiles stay empty)."""
+    out = list(tiles)
+    lengths = sorted({t.shape[0] for t in tiles} - {0})
+    for length in lengths:
+        members = [i for i, t in enumerate(tiles) if t.shape[0] == length]
+        result = layer(torch.stack([tiles[i] for i in members]))
+        for i, row in zip(members, result.unbind(0)):
+            out[i] = row
+    return out
