@@ -76,22 +76,30 @@ def reduce_tokens(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_
     """Keep the ``n_out - n_recycled`` best tokens; fold all others into ``n_recycled`` anchors.
 
     scores: (n,), higher is more important. similarity: (n, d) features compared by cosine
-    similarity to pick each discarded token's anchor.
+    similarity to pick each discarded token's anchor. The anchors are the best discarded tokens.
     """
-    n = scores.shape[0]
-    device = scores.device
     order = torch.argsort(scores, descending=True, stable=True)
     n_top = n_out - n_recycled
-    top = order[:n_top]
-    anchor = order[n_top:n_out]
+    spots = torch.arange(n_recycled, device=scores.device)
+    return _fold_into_anchors(order[:n_top], order[n_top:], spots, similarity)
+
+
+def _fold_into_anchors(top: torch.Tensor, discarded: torch.Tensor, spots: torch.Tensor, similarity: torch.Tensor) -> Reduction:
+    """``top`` stays; ``discarded[spots]`` become anchors and every discarded token joins its most similar anchor.
+
+    Without anchors the discarded tokens are dropped.
+    """
+    n = similarity.shape[0]
+    device = similarity.device
+    anchor = discarded[spots]
     status = torch.zeros(n, dtype=torch.int8, device=device)
     status[top] = KEPT
     group = torch.full((n,), -1, dtype=torch.long, device=device)
-    if n_recycled > 0:
-        discarded = order[n_top:]
+    if spots.numel() > 0:
         unit = torch.nn.functional.normalize(similarity.float(), dim=-1)
         affinity = unit[discarded] @ unit[anchor].T
-        affinity[torch.arange(n_recycled, device=device), torch.arange(n_recycled, device=device)] = float("inf")
+        # Each anchor stays in its own group.
+        affinity[spots, torch.arange(spots.numel(), device=device)] = float("inf")
         group[discarded] = affinity.argmax(dim=-1)
         status[discarded] = MERGED
         status[anchor] = RECYCLED
@@ -140,26 +148,11 @@ def contextual_reduction(scores: torch.Tensor, similarity: torch.Tensor, n_out: 
     """VisionZip's selection: the top tokens stay (*dominant*), and the rest are merged by similarity into
     ``n_contextual`` evenly spaced *contextual* tokens, each the plain mean of its group.
     """
-    n = scores.shape[0]
-    device = scores.device
     order = torch.argsort(scores, descending=True, stable=True)
     n_top = n_out - n_contextual
-    top = order[:n_top]
-    status = torch.zeros(n, dtype=torch.int8, device=device)
-    status[top] = KEPT
-    group = torch.full((n,), -1, dtype=torch.long, device=device)
-    if n_contextual == 0:
-        return Reduction(kept=torch.sort(top).values, anchor=top[:0], group=group, status=status)
     rest = torch.sort(order[n_top:]).values
-    spaced = torch.linspace(0, rest.numel() - 1, n_contextual, device=device).round().long()
-    anchor = rest[spaced]
-    unit = torch.nn.functional.normalize(similarity.float(), dim=-1)
-    affinity = unit[rest] @ unit[anchor].T
-    affinity[spaced, torch.arange(n_contextual, device=device)] = float("inf")
-    group[rest] = affinity.argmax(dim=-1)
-    status[rest] = MERGED
-    status[anchor] = RECYCLED
-    return Reduction(kept=torch.sort(torch.cat([top, anchor])).values, anchor=anchor, group=group, status=status)
+    spots = torch.linspace(0, rest.numel() - 1, n_contextual, device=scores.device).round().long()
+    return _fold_into_anchors(order[:n_top], rest, spots, similarity)
 
 
 def bipartite_reduction(similarity: torch.Tensor, n_out: int) -> Reduction:
