@@ -62,9 +62,11 @@ def _run_presets(lvlm, name: str, visual: dict, questions, presets, options, out
     # Presets take turns, round after round, after one untimed warm-up each, so that a busy
     # machine slows them all alike.
     times: dict[str, list[float]] = {preset_name: [] for preset_name in configs}
+    encoded = {}
     for round_index in range(TIMED_RUNS + 1):
         for preset_name, config in configs.items():
-            result = generate(lvlm, encode(lvlm, config=config, **visual), first_question, config, options)
+            encoded[preset_name] = encode(lvlm, config=config, **visual)
+            result = generate(lvlm, encoded[preset_name], first_question, config, options)
             if round_index:
                 times[preset_name].append(result.stats[0]["vit_s"] + result.stats[0]["prefill_s"])
     baseline = float(np.median(times["off"]))
@@ -73,7 +75,7 @@ def _run_presets(lvlm, name: str, visual: dict, questions, presets, options, out
     print("-" * len(header))
     answers: dict[str, list[str]] = {}
     for preset_name, config in configs.items():
-        visuals = encode(lvlm, config=config, **visual)
+        visuals = encoded[preset_name]
         answers[preset_name] = []
         for question, _ in questions:
             result = generate(lvlm, visuals, question, config, options)
