@@ -41,6 +41,10 @@ FAMILIES = {
     "multi": ("more",),
 }
 SPLITS = ("train", "test")
+# Objects per image scene and their radius as a fraction of the image's short side.
+MAX_OBJECTS = 4
+OBJECT_RADIUS = (0.12, 0.18)
+PLACEMENT_TRIES = 200
 TEST_SEED_OFFSET = 1_000_000_000
 KIND_STREAMS = {"image": 11, "video": 23, "multi": 37}
 CONVERSATION_STREAM = 53
@@ -130,8 +134,8 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         texture = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
     else:
         texture = np.sin(xx / rng.uniform(10, 40)) * np.cos(yy / rng.uniform(10, 40))
-    amplitude = rng.uniform(8, 25)
-    noise = rng.normal(0, rng.uniform(3, 10), (height, width, 3))
+    amplitude = rng.uniform(4, 12)
+    noise = rng.normal(0, rng.uniform(2, 6), (height, width, 3))
     pixels = base + gradient + amplitude * texture[..., None] + noise
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
@@ -174,12 +178,20 @@ def random_shapes(
     radius_range: tuple[float, float] = (0.08, 0.13),
     avoid: tuple[Shape, ...] = (),
 ) -> list[Shape]:
-    """``count`` shapes with distinct (colour, kind) pairs, fully inside the image and not touching."""
+    """``count`` shapes with distinct (colour, kind) pairs, fully inside the image and not touching.
+
+    Placement starts over after ``PLACEMENT_TRIES`` misses in a row: large shapes placed early can
+    leave no room for the rest.
+    """
     side = min(height, width)
     shapes = list(avoid)
     used = {(s.colour, s.kind) for s in shapes}
     colours = list(COLOURS)
+    misses = 0
     while len(shapes) < len(avoid) + count:
+        if misses == PLACEMENT_TRIES:
+            shapes, misses = list(avoid), 0
+            used = {(s.colour, s.kind) for s in shapes}
         colour, kind = colours[int(rng.integers(len(colours)))], SHAPES[int(rng.integers(len(SHAPES)))]
         if (colour, kind) in used:
             continue
@@ -189,6 +201,8 @@ def random_shapes(
         if all(_apart(candidate, other) for other in shapes):
             shapes.append(candidate)
             used.add((colour, kind))
+        else:
+            misses += 1
     return shapes[len(avoid) :]
 
 
@@ -200,9 +214,11 @@ def _pick(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 
 
-def _scene(rng: np.random.Generator, low: int = 2, high: int = 6, radius_range: tuple[float, float] = (0.08, 0.13)):
+def _scene(rng: np.random.Generator, high: int | None = None, radius_range: tuple[float, float] | None = None):
+    """A random image size and 1 to ``high`` (default ``MAX_OBJECTS``) shapes for it."""
     height, width = _pick(rng, IMAGE_SIZES)
-    shapes = random_shapes(rng, height, width, int(rng.integers(low, high + 1)), radius_range)
+    count = int(rng.integers(1, (high or MAX_OBJECTS) + 1))
+    shapes = random_shapes(rng, height, width, count, radius_range or OBJECT_RADIUS)
     return height, width, shapes
 
 
@@ -284,7 +300,7 @@ def _image_question(family: str):
 
     def build(rng: np.random.Generator):
         while True:
-            height, width, shapes = _scene(rng, 1, 6)
+            height, width, shapes = _scene(rng)
             asked = ASK_IMAGE[family](rng, shapes)
             if asked is not None:
                 return asked[0], asked[1], _image(rng, height, width, shapes), []
@@ -306,8 +322,9 @@ def conversation(
         raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
     rng = np.random.default_rng((CONVERSATION_STREAM, seed_for(split, index)))
     # The sizes and counts are chosen so that the objects always fit apart in the smallest image.
-    grow = 0.14 * (1.0 - difficulty)
-    height, width, shapes = _scene(rng, 1, 1 + int(5 * difficulty), (0.08 + grow, 0.13 + grow))
+    grow = 0.1 * (1.0 - difficulty)
+    low, high = OBJECT_RADIUS
+    height, width, shapes = _scene(rng, 1 + int((MAX_OBJECTS - 1) * difficulty), (low + grow, high + grow))
     asked: list[tuple[str, str, str]] = []
     if rng.random() < 0.5:
         asked.append(("describe", DESCRIBE_QUESTION, describe(shapes)))
@@ -335,7 +352,7 @@ def motion_question(rng: np.random.Generator):
         dx, dy = MOTION_STEPS[direction]
         span = rng.uniform(0.3, 0.45) * (width if dx else height)
         kind, colour = _pick(rng, SHAPES), _pick(rng, list(COLOURS))
-        radius = rng.uniform(0.1, 0.14) * min(height, width)
+        radius = rng.uniform(*OBJECT_RADIUS) * min(height, width)
         start_x = rng.uniform(radius + 2 + max(-dx, 0) * span, width - radius - 2 - max(dx, 0) * span)
         start_y = rng.uniform(radius + 2 + max(-dy, 0) * span, height - radius - 2 - max(dy, 0) * span)
         path = [
@@ -354,7 +371,7 @@ def motion_question(rng: np.random.Generator):
 def _still_shapes(rng: np.random.Generator, height: int, width: int, count: int, path: list[Shape]) -> list[Shape] | None:
     """``count`` still shapes clear of every position of ``path``, or None when they do not fit."""
     for _ in range(50):
-        others = random_shapes(rng, height, width, count, (0.1, 0.14), avoid=(path[0],))
+        others = random_shapes(rng, height, width, count, OBJECT_RADIUS, avoid=(path[0],))
         if all(_apart(o, p) for o in others for p in path):
             return others
     return None
@@ -364,7 +381,7 @@ def change_question(rng: np.random.Generator, appears: bool):
     """Which shape (or what colour is the object that) appears or disappears halfway through the clip."""
     height, width = _pick(rng, VIDEO_SIZES)
     frame_count = _video_frame_count(rng)
-    shapes = random_shapes(rng, height, width, int(rng.integers(2, 5)), (0.1, 0.14))
+    shapes = random_shapes(rng, height, width, int(rng.integers(2, MAX_OBJECTS + 1)), OBJECT_RADIUS)
     changing, still = shapes[0], shapes[1:]
     # The switch happens at an even frame so that no temporal patch pair mixes before and after.
     switch = 2 * int(rng.integers(2, frame_count // 2 - 1))
@@ -382,7 +399,7 @@ def change_question(rng: np.random.Generator, appears: bool):
 def more_question(rng: np.random.Generator):
     """Which image has more <colour> objects / <plural shape>? The two counts always differ."""
     while True:
-        scenes = [_scene(rng, 1, 6) for _ in range(2)]
+        scenes = [_scene(rng) for _ in range(2)]
         if rng.random() < 0.5:
             colour = _pick(rng, list(COLOURS))
             counts = [sum(s.colour == colour for s in shapes) for _, _, shapes in scenes]

@@ -128,7 +128,7 @@ def test_conversations_ask_distinct_valid_questions_about_one_scene():
             assert set(question.replace("?", " ?").split()) <= vocabulary
             if family == "describe":
                 names = answer.split(", ")
-                assert 1 <= len(names) <= 6 and all(name.split()[0] in scenes.COLOURS for name in names)
+                assert 1 <= len(names) <= scenes.MAX_OBJECTS and all(name.split()[0] in scenes.COLOURS for name in names)
             else:
                 assert answer in ANSWERS[family]
     assert not np.array_equal(scenes.conversation(0)[0], scenes.conversation(0, split="test")[0])
@@ -141,3 +141,12 @@ def test_the_curriculum_draws_fewer_larger_objects():
         assert all(answer == "one" for answer in count)
     with pytest.raises(ValueError, match="difficulty"):
         scenes.conversation(0, difficulty=1.5)
+
+
+def test_crowded_placement_starts_over_instead_of_looping():
+    # Two shapes this large fit in 224x224 only near opposite corners: a first shape placed near the
+    # centre leaves no room, so placement must start over.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = scenes.random_shapes(rng, 224, 224, 2, (0.25, 0.25))
+        assert np.hypot(a.x - b.x, a.y - b.y) > a.radius + b.radius
