@@ -273,7 +273,8 @@ def learning_rate_factor(progress: float, warmup: float) -> float:
 
 def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer)
     model = build_model(tokenizer, args)
@@ -336,17 +337,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--curriculum", type=float, default=0.35, help="fraction of training over which image scenes reach full difficulty")
-    parser.add_argument("--images-first", type=float, default=0.1, help="fraction of training that shows images only")
-    parser.add_argument("--turns", type=int, default=4, help="questions per training image (one conversation)")
+    parser.add_argument("--images-first", type=float, default=0.25, help="fraction of training that shows images only")
+    parser.add_argument("--turns", type=int, default=6, help="questions per training image (one conversation)")
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch threads; 1 because two threads on a shared two-core machine ran several times slower",
+        "--threads", type=int, default=None,
+        help="torch threads (default: torch's, one per core); give the run a quiet machine, as sharing cores slows it several times",
     )
     parser.add_argument(
-        "--bf16", action=argparse.BooleanOptionalAction, default=True,
-        help="bfloat16 autocast: about 1.4x faster than float32 for this model on this CPU",
+        "--bf16", action=argparse.BooleanOptionalAction, default=False,
+        help="bfloat16 autocast: faster only on CPUs with native bfloat16 (AVX512-BF16, AMX); 2.7x slower on one without",
     )
     parser.add_argument("--vit-depth", type=int, default=4)
     parser.add_argument("--vit-width", type=int, default=128)
