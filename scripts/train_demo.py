@@ -445,7 +445,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="torch threads (default: torch's, one per core); give the run a quiet machine, as sharing cores slows it several times",
+        help="torch threads (default: one per core); sharing the cores with other work slows training several times",
     )
     parser.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=False,
