@@ -325,7 +325,7 @@ def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
     vision.train()
     for step in range(1, args.vision_steps + 1):
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * learning_rate_factor(step / args.vision_steps, args.warmup)
+            group["lr"] = args.lr * learning_rate_factor(step / args.vision_steps, args.warmup, args.lr_floor)
         processed, kinds, colours = targets.batch(args.batch)
         features = vision(processed["pixel_values"], grid_thw=processed["image_grid_thw"]).pooler_output
         shape_logits, colour_logits = shape_head(features), colour_head(features)
@@ -360,11 +360,11 @@ def save(model, processor, out: Path) -> None:
     staging.rename(out)
 
 
-def learning_rate_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 5%."""
+def learning_rate_factor(progress: float, warmup: float, floor: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to ``floor``."""
     if progress < warmup:
         return max(progress / warmup, 0.01)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -388,7 +388,7 @@ def train(args: argparse.Namespace) -> None:
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * learning_rate_factor(progress, args.warmup)
+            group["lr"] = args.lr * learning_rate_factor(progress, args.warmup, args.lr_floor)
         stream.progress = progress
         batch = next(batches)
         families = batch.pop("families")
@@ -440,6 +440,10 @@ def main() -> None:
     parser.add_argument(
         "--vision-steps", type=int, default=1500,
         help="steps that train the vision tower alone on per-token shape and colour labels before the answers (0: none)",
+    )
+    parser.add_argument(
+        "--lr-floor", type=float, default=0.3,
+        help="the learning rate decays to this fraction of --lr; the model is still learning when time runs out",
     )
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
     parser.add_argument("--seed", type=int, default=0)
