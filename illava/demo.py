@@ -37,9 +37,10 @@ def run_demo(args: argparse.Namespace) -> int:
     options = GenerationOptions(max_new_tokens=args.max_new_tokens)
     print(f"model: {model_dir} ({lvlm.dtype}, {lvlm.device})")
 
-    image, asked = scenes.conversation(DEMO_CONVERSATION, turns=5, split="test")
+    chat = scenes.conversation(DEMO_CONVERSATION, turns=5, split="test")
+    image = chat.image
     Image.fromarray(image).save(out / "scene.png")
-    questions = [(question, answer) for _, question, answer in asked]
+    questions = [(question, answer) for _, question, answer in chat.turns]
     print(f"\nimage: {out / 'scene.png'} ({image.shape[1]}x{image.shape[0]})")
     _run_presets(lvlm, "image", {"images": [Image.fromarray(image)]}, questions, IMAGE_PRESETS, options, out)
 

@@ -10,6 +10,7 @@ mixed into the random stream too, so the kinds never share a scene either.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,10 @@ class Shape:
 
 @dataclass(frozen=True)
 class Sample:
-    """One question about one image, two images or one video, and its one-word answer."""
+    """One question about one image, two images or one video, and its one-word answer.
+
+    ``shapes`` holds the objects drawn in each image, or in each frame of a video.
+    """
 
     kind: str
     family: str
@@ -76,6 +80,16 @@ class Sample:
     images: tuple[np.ndarray, ...] = ()
     frames: tuple[np.ndarray, ...] = ()
     seed: int = 0
+    shapes: tuple[tuple[Shape, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Several questions about one image: its pixels, the (family, question, answer) turns and the objects drawn."""
+
+    image: np.ndarray
+    turns: list[tuple[str, str, str]]
+    shapes: tuple[Shape, ...]
 
 
 def seed_for(split: str, index: int) -> int:
@@ -94,8 +108,35 @@ def sample(split: str, kind: str, index: int) -> Sample:
     seed = seed_for(split, index)
     rng = np.random.default_rng((KIND_STREAMS[kind], seed))
     family = FAMILIES[kind][int(rng.integers(len(FAMILIES[kind])))]
-    question, answer, images, frames = QUESTION_BUILDERS[family](rng)
-    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed)
+    question, answer, images, frames, shapes = QUESTION_BUILDERS[family](rng)
+    return Sample(kind, family, question, answer, tuple(images), tuple(frames), seed, tuple(map(tuple, shapes)))
+
+
+def referred_names(family: str, question: str, answer: str, pictures: Sequence[Sequence[Shape]]) -> set[str]:
+    """Names ("red star") of the objects a question is about, among those drawn in ``pictures``.
+
+    ``pictures`` holds the objects of each image or frame. An existence question answered "no" is
+    about no object. Training uses this to show the model where to look.
+    """
+    drawn = {shape.name: shape for picture in pictures for shape in picture}
+    words = question.rstrip("?").split()
+    if family == "colour":
+        return {name for name, shape in drawn.items() if shape.kind in words}
+    if family == "shape":
+        return {name for name, shape in drawn.items() if shape.colour in words}
+    if family == "exist":
+        return {name for name in drawn if answer == "yes" and name in question}
+    if family in ("count", "more"):
+        if family == "count" and question == "how many objects are there?":
+            return set(drawn)
+        return {name for name, shape in drawn.items() if shape.colour in words or PLURALS[shape.kind] in words}
+    if family in ("position", "motion"):
+        return {name for name in drawn if name in question}
+    if family in ("appear", "disappear"):
+        return {name for name in drawn if any(name not in {s.name for s in picture} for picture in pictures)}
+    if family == "describe":
+        return {min(drawn.values(), key=lambda shape: shape.x).name}
+    raise ValueError(f"unknown question family {family!r}")
 
 
 def vocabulary() -> list[str]:
@@ -303,15 +344,13 @@ def _image_question(family: str):
             height, width, shapes = _scene(rng)
             asked = ASK_IMAGE[family](rng, shapes)
             if asked is not None:
-                return asked[0], asked[1], _image(rng, height, width, shapes), []
+                return asked[0], asked[1], _image(rng, height, width, shapes), [], [shapes]
 
     return build
 
 
-def conversation(
-    index: int, turns: int = 4, split: str = "train", difficulty: float = 1.0
-) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    """Conversation ``index`` about one image: (pixels, [(family, question, answer), ...]).
+def conversation(index: int, turns: int = 4, split: str = "train", difficulty: float = 1.0) -> Conversation:
+    """Conversation ``index``: distinct questions about one image.
 
     Half of them open with a description of the whole scene; the rest of the turns are distinct
     image questions of random families. Conversations have a random stream of their own, so they
@@ -336,7 +375,7 @@ def conversation(
         # A repeated question could be answered by copying the earlier answer instead of looking.
         if question is not None and all(question[0] != earlier for _, earlier, _ in asked):
             asked.append((family, *question))
-    return _image(rng, height, width, shapes)[0], asked
+    return Conversation(_image(rng, height, width, shapes)[0], asked, tuple(shapes))
 
 
 def _video_frame_count(rng: np.random.Generator) -> int:
@@ -364,8 +403,9 @@ def motion_question(rng: np.random.Generator):
         if others is None:
             continue
         back = background(rng, height, width)
-        frames = [render(back, others + [p]) for p in path]
-        return f"which way is the {path[0].name} moving?", direction, [], frames
+        pictures = [others + [p] for p in path]
+        frames = [render(back, shapes) for shapes in pictures]
+        return f"which way is the {path[0].name} moving?", direction, [], frames, pictures
 
 
 def _still_shapes(rng: np.random.Generator, height: int, width: int, count: int, path: list[Shape]) -> list[Shape] | None:
@@ -386,14 +426,16 @@ def change_question(rng: np.random.Generator, appears: bool):
     # The switch happens at an even frame so that no temporal patch pair mixes before and after.
     switch = 2 * int(rng.integers(2, frame_count // 2 - 1))
     back = background(rng, height, width)
-    before, after = render(back, still), render(back, still + [changing])
+    before, after = still, still + [changing]
     if not appears:
         before, after = after, before
-    frames = [before if t < switch else after for t in range(frame_count)]
+    pictures = [before if t < switch else after for t in range(frame_count)]
+    before_frame, after_frame = render(back, before), render(back, after)
+    frames = [before_frame if t < switch else after_frame for t in range(frame_count)]
     verb = "appears" if appears else "disappears"
     if rng.random() < 0.5:
-        return f"which shape {verb}?", changing.kind, [], frames
-    return f"what colour is the object that {verb}?", changing.colour, [], frames
+        return f"which shape {verb}?", changing.kind, [], frames, pictures
+    return f"what colour is the object that {verb}?", changing.colour, [], frames, pictures
 
 
 def more_question(rng: np.random.Generator):
@@ -410,7 +452,7 @@ def more_question(rng: np.random.Generator):
             question = f"which image has more {PLURALS[kind]}?"
         if counts[0] != counts[1]:
             images = [_image(rng, h, w, shapes)[0] for h, w, shapes in scenes]
-            return question, ORDINALS[int(counts[1] > counts[0])], images, []
+            return question, ORDINALS[int(counts[1] > counts[0])], images, [], [shapes for _, _, shapes in scenes]
 
 
 QUESTION_BUILDERS = {

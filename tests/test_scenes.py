@@ -119,9 +119,10 @@ def test_motion_moves_the_named_object_the_answered_way():
 def test_conversations_ask_distinct_valid_questions_about_one_scene():
     vocabulary = set(scenes.vocabulary())
     for index in range(30):
-        image, asked = scenes.conversation(index, turns=4)
+        chat = scenes.conversation(index, turns=4)
         again = scenes.conversation(index, turns=4)
-        assert np.array_equal(image, again[0]) and asked == again[1]
+        assert np.array_equal(chat.image, again.image) and chat.turns == again.turns and chat.shapes == again.shapes
+        asked = chat.turns
         questions = [question for _, question, _ in asked]
         assert len(questions) == len(set(questions)) == 4
         for family, question, answer in asked:
@@ -131,12 +132,12 @@ def test_conversations_ask_distinct_valid_questions_about_one_scene():
                 assert 1 <= len(names) <= scenes.MAX_OBJECTS and all(name.split()[0] in scenes.COLOURS for name in names)
             else:
                 assert answer in ANSWERS[family]
-    assert not np.array_equal(scenes.conversation(0)[0], scenes.conversation(0, split="test")[0])
+    assert not np.array_equal(scenes.conversation(0).image, scenes.conversation(0, split="test").image)
 
 
 def test_the_curriculum_draws_fewer_larger_objects():
     for index in range(20):
-        easy = scenes.conversation(index, difficulty=0.0)[1]
+        easy = scenes.conversation(index, difficulty=0.0).turns
         count = [answer for family, question, answer in easy if question == "how many objects are there?"]
         assert all(answer == "one" for answer in count)
     with pytest.raises(ValueError, match="difficulty"):
@@ -150,3 +151,56 @@ def test_crowded_placement_starts_over_instead_of_looping():
     for _ in range(20):
         a, b = scenes.random_shapes(rng, 224, 224, 2, (0.25, 0.25))
         assert np.hypot(a.x - b.x, a.y - b.y) > a.radius + b.radius
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_samples_record_the_objects_drawn_in_each_picture(kind):
+    for index in range(12):
+        sample = scenes.sample("train", kind, index)
+        pictures = sample.images + sample.frames
+        assert len(sample.shapes) == len(pictures)
+        for pixels, shapes in zip(pictures, sample.shapes):
+            for shape in shapes:
+                centre = pixels[int(shape.y), int(shape.x)].astype(int)
+                assert np.abs(centre - scenes.COLOURS[shape.colour]).sum() < 10, (sample.question, shape)
+
+
+def test_referred_names_are_the_objects_that_decide_the_answer():
+    checked = set()
+    for kind in scenes.KINDS:
+        for index in range(60):
+            s = scenes.sample("train", kind, index)
+            names = scenes.referred_names(s.family, s.question, s.answer, s.shapes)
+            first, last = ({shape.name: shape for shape in s.shapes[i]} for i in (0, -1))
+            if s.family == "colour":
+                assert [name.split()[0] for name in names] == [s.answer]
+            elif s.family == "shape":
+                assert [name.split()[1] for name in names] == [s.answer]
+            elif s.family == "count":
+                assert len(names) == scenes.NUMBERS.index(s.answer)
+            elif s.family == "exist":
+                assert len(names) == (s.answer == "yes")
+            elif s.family == "position":
+                assert len(names) == 2 and all(name in s.question for name in names)
+            elif s.family == "motion":
+                (name,) = names
+                assert (first[name].x, first[name].y) != (last[name].x, last[name].y)
+            elif s.family in ("appear", "disappear"):
+                (name,) = names
+                assert (name in last) == (s.family == "appear") and (name in first) == (s.family == "disappear")
+                assert s.answer in name.split()
+            elif s.family == "more":
+                per_image = [sum(shape.name in names for shape in shapes) for shapes in s.shapes]
+                assert scenes.ORDINALS[int(per_image[1] > per_image[0])] == s.answer
+            checked.add(s.family)
+    assert checked == {family for families in scenes.FAMILIES.values() for family in families}
+    described = 0
+    for index in range(10):
+        chat = scenes.conversation(index, turns=6)
+        for family, question, answer in chat.turns:
+            names = scenes.referred_names(family, question, answer, [chat.shapes])
+            assert names <= {shape.name for shape in chat.shapes}
+            if family == "describe":
+                assert names == {answer.split(", ")[0]}
+                described += 1
+    assert described
