@@ -6,7 +6,8 @@ The model is transformers' own Qwen2_5_VLForConditionalGeneration built from a c
 word-level tokenizer over the question vocabulary plus Qwen's special tokens, saved (bfloat16
 safetensors) with its processor and chat template so that ``illava.load`` reads it like any real
 checkpoint. Training has two phases: the vision tower alone learns to name the shape and colour at
-each object's token (``--vision-steps``), then the whole model learns the answers. Inputs are
+each object's token (``--vision-steps``), then the whole model learns the answers, with one
+attention head told where each question's objects are (``--attention-weight``). Inputs are
 prepared with the library's own image and video preprocessing, so training sees exactly what
 ``illava.encode`` feeds the model. A checkpoint is written every ``--save-every``
 steps and at the end; the log goes to stdout.
@@ -136,45 +137,83 @@ def build_model(tokenizer, args: argparse.Namespace):
 
 @dataclass
 class Example:
-    """One training sequence: its visuals and its (family, question, answer) turns."""
+    """One training sequence: its visuals, the objects drawn in each image or frame, and its (family, question, answer) turns."""
 
     images: tuple[np.ndarray, ...]
     frames: tuple[np.ndarray, ...]
     turns: list[tuple[str, str, str]]
+    pictures: tuple[tuple[scenes.Shape, ...], ...]
 
     @classmethod
     def from_sample(cls, sample: scenes.Sample) -> "Example":
-        return cls(sample.images, sample.frames, [(sample.family, sample.question, sample.answer)])
+        return cls(sample.images, sample.frames, [(sample.family, sample.question, sample.answer)], sample.shapes)
 
     @classmethod
     def conversation(cls, index: int, turns: int, difficulty: float = 1.0) -> "Example":
-        image, asked = scenes.conversation(index, turns, difficulty=difficulty)
-        return cls((image,), (), asked)
+        chat = scenes.conversation(index, turns, difficulty=difficulty)
+        return cls((chat.image,), (), chat.turns, (chat.shapes,))
 
 
 def encode_example(processor, example: Example) -> dict:
-    """Token ids, loss labels and pixel inputs of one example.
+    """Token ids, loss labels, pixel inputs and attention targets of one example.
 
     Pixels are prepared as ``illava.encode`` prepares them; every answer (and its end-of-turn
-    token) is a target, everything else is context.
+    token) is a target, everything else is context. ``targets`` holds, per answer, the indices
+    (among the example's visual tokens) of the tokens over the objects its question is about.
     """
-    merge = processor.image_processor.merge_size**2
+    merge = processor.image_processor.merge_size
     visual, expanded, out = [], [], {"images": None, "video": None}
+    # Per visual token group (an image, or a video's temporal patch): its size and the objects drawn in it.
+    groups: list[tuple[int, int, int, int, list[scenes.Shape]]] = []
     if example.images:
         processed = processor.image_processor(images=[Image.fromarray(i) for i in example.images], return_tensors="pt")
         out["images"] = (processed["pixel_values"], processed["image_grid_thw"])
-        for grid in processed["image_grid_thw"].tolist():
+        for pixels, shapes, (_, grid_h, grid_w) in zip(example.images, example.pictures, processed["image_grid_thw"].tolist()):
             visual.append({"type": "image"})
-            expanded.append(math.prod(grid) // merge)
+            expanded.append(grid_h * grid_w // merge**2)
+            groups.append((pixels.shape[1], pixels.shape[0], grid_h // merge, grid_w // merge, list(shapes)))
     if example.frames:
         frames = load_video(np.stack(example.frames), VIDEO_FPS, MAX_FRAMES, VIDEO_FPS)
         processed = preprocess_video(processor.video_processor, frames)
         temporal = processor.video_processor.temporal_patch_size
         out["video"] = (processed["pixel_values_videos"], processed["video_grid_thw"], temporal / frames.fps)
         visual.append({"type": "video"})
-        expanded.append(math.prod(processed["video_grid_thw"][0].tolist()) // merge)
+        grid_t, grid_h, grid_w = processed["video_grid_thw"][0].tolist()
+        expanded.append(grid_t * grid_h * grid_w // merge**2)
+        height, width = example.frames[0].shape[:2]
+        for patch in range(grid_t):
+            indices = frames.indices[patch * temporal : (patch + 1) * temporal] or frames.indices[-1:]
+            shapes = [shape for index in indices for shape in example.pictures[index]]
+            groups.append((width, height, grid_h // merge, grid_w // merge, shapes))
     out["input_ids"], out["labels"], out["families"] = chat_ids(processor, visual, expanded, example.turns)
+    out["targets"] = [
+        referred_tokens(groups, scenes.referred_names(family, question, answer, example.pictures))
+        for family, question, answer in example.turns
+    ]
     return out
+
+
+def cell_centres(width: int, height: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Pixel centres (x, y), each (rows, cols), of the image cells that merged visual tokens cover, and the cell size."""
+    cell_w, cell_h = width / cols, height / rows
+    ys, xs = np.mgrid[0:rows, 0:cols]
+    return (xs + 0.5) * cell_w, (ys + 0.5) * cell_h, cell_w, cell_h
+
+
+def referred_tokens(groups, names: set[str]) -> np.ndarray | None:
+    """Indices of the visual tokens whose cell centre lies inside a named object (and of each one's centre cell)."""
+    found, offset = [], 0
+    for width, height, rows, cols, shapes in groups:
+        centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
+        inside = np.zeros((rows, cols), dtype=bool)
+        for shape in shapes:
+            if shape.name in names:
+                inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
+                inside[min(int(shape.y / cell_h), rows - 1), min(int(shape.x / cell_w), cols - 1)] = True
+        found.append(offset + np.flatnonzero(inside))
+        offset += rows * cols
+    tokens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    return tokens if len(tokens) else None
 
 
 def chat_ids(processor, visual: list[dict], expanded: list[int], turns) -> tuple[list[int], list[int], list[str]]:
@@ -213,6 +252,7 @@ def collate(encoded: list[dict], model_config) -> dict:
     token_types = (input_ids == model_config.image_token_id).long() + 2 * (input_ids == model_config.video_token_id).long()
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
     batch["families"] = [family for e in encoded for family in e["families"]]
+    batch["targets"] = [e["targets"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -289,9 +329,7 @@ class VisionTargets:
 
     @staticmethod
     def _token_labels(width: int, height: int, rows: int, cols: int, shapes) -> tuple[torch.Tensor, torch.Tensor]:
-        cell_w, cell_h = width / cols, height / rows
-        ys, xs = np.mgrid[0:rows, 0:cols]
-        centre_x, centre_y = (xs + 0.5) * cell_w, (ys + 0.5) * cell_h
+        centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
         clear = np.ones((rows, cols), dtype=bool)
         for shape in shapes:
             reach = shape.radius + math.hypot(cell_w, cell_h) / 2
@@ -350,6 +388,50 @@ def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
             hits = []
 
 
+class AnswerAttention:
+    """A loss that points one LLM attention head, at each answer's prompt position, at the objects asked about.
+
+    Learned only through the answers, the language model reads what each visual token shows (a
+    linear probe of the tokens finds shape and colour) but did not learn, in 45 minutes, to find
+    the token a question is about. This names it: the first head of ``layer``, attending from the
+    position that predicts an answer's first token, is scored by the negative log of the attention
+    it pays the tokens over the referred objects. Only training uses it; the model is unchanged.
+    """
+
+    def __init__(self, model, layer: int) -> None:
+        self.model = model
+        self.attention = model.model.language_model.layers[layer].self_attn
+        self.inputs: dict = {}
+        self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+
+    def _keep_inputs(self, module, args, kwargs) -> None:
+        self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
+
+    def loss(self, batch: dict, targets: list[list[np.ndarray | None]]) -> torch.Tensor | None:
+        """Mean negative log attention on the referred tokens over the answers that refer to any, from the last forward."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+        # Dropped at once: the saved checkpoint deep-copies the model, this hook's owner with it.
+        inputs, self.inputs = self.inputs, {}
+        attention, hidden = self.attention, inputs["hidden_states"]
+        rows, length, _ = hidden.shape
+        # The first head and the key/value head it reads; recomputed here so training can keep SDPA.
+        query = attention.q_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
+        key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
+        query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
+        labels, ids, config = batch["labels"], batch["input_ids"], self.model.config
+        first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+        terms = []
+        for row in range(rows):
+            visual = ((ids[row] == config.image_token_id) | (ids[row] == config.video_token_id)).nonzero().flatten()
+            for position, tokens in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+                if tokens is None:
+                    continue
+                scores = key[row, 0, : position + 1] @ query[row, 0, position] * attention.scaling
+                terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[torch.from_numpy(tokens)]], 0))
+        return torch.stack(terms).mean() if terms else None
+
+
 def save(model, processor, out: Path) -> None:
     """Write a bfloat16 copy of ``model`` with ``processor`` to ``out``, replacing it only once complete."""
     staging = out.with_name(out.name + ".partial")
@@ -382,20 +464,26 @@ def train(args: argparse.Namespace) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
     stream = TrainingBatches(processor, model.config, args)
     batches = iter(stream)
+    pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
     start = time.perf_counter()
     step, progress = 0, 0.0
-    losses, tally = [], defaultdict(lambda: [0, 0])
+    losses, pointing_losses, tally = [], [], defaultdict(lambda: [0, 0])
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * learning_rate_factor(progress, args.warmup, args.lr_floor)
         stream.progress = progress
         batch = next(batches)
-        families = batch.pop("families")
+        families, targets = batch.pop("families"), batch.pop("targets")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
-        output.loss.backward()
+            pointing_loss = pointing.loss(batch, targets) if pointing else None
+        loss = output.loss
+        if pointing_loss is not None:
+            loss = loss + args.attention_weight * pointing_loss
+            pointing_losses.append(pointing_loss.item())
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -412,11 +500,11 @@ def train(args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - start
             accuracy = " ".join(f"{family}={hits / total:.2f}" for family, (hits, total) in sorted(tally.items()))
             print(
-                f"step {step} loss {np.mean(losses):.4f} "
+                f"step {step} loss {np.mean(losses):.4f} attention loss {np.mean(pointing_losses or [0]):.3f} "
                 f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
                 flush=True,
             )
-            losses, tally = [], defaultdict(lambda: [0, 0])
+            losses, pointing_losses, tally = [], [], defaultdict(lambda: [0, 0])
         if step % args.save_every == 0:
             save(model, processor, Path(args.out))
             print(f"saved {args.out} at step {step}", flush=True)
@@ -445,6 +533,11 @@ def main() -> None:
         "--lr-floor", type=float, default=0.3,
         help="the learning rate decays to this fraction of --lr; the model is still learning when time runs out",
     )
+    parser.add_argument(
+        "--attention-weight", type=float, default=1.0,
+        help="weight of the loss that points an LLM attention head at the objects each question is about (0: none)",
+    )
+    parser.add_argument("--attention-layer", type=int, default=2, help="the LLM layer whose first head is pointed")
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

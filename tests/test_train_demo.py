@@ -1,0 +1,81 @@
+"""The demo model's training script: its attention-pointing loss scores the attention the model really pays."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from illava import scenes
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo.py"
+LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def train_demo():
+    spec = importlib.util.spec_from_file_location("train_demo", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up by name while being defined.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def parts(train_demo):
+    torch.manual_seed(0)
+    tokenizer = train_demo.build_tokenizer()
+    processor = train_demo.build_processor(tokenizer)
+    sizes = argparse.Namespace(hidden=64, heads=2, llm_depth=2, vit_depth=2, vit_width=64)
+    model = train_demo.build_model(tokenizer, sizes).eval()
+    model.set_attn_implementation("eager")
+    return processor, model
+
+
+def _examples(train_demo, kind: str):
+    if kind == "image":
+        return [train_demo.Example.conversation(index, 6) for index in range(3)]
+    return [train_demo.Example.from_sample(scenes.sample("train", kind, index)) for index in range(4)]
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, parts, kind):
+    processor, model = parts
+    examples = _examples(train_demo, kind)
+    batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
+    batch.pop("families")
+    targets = batch.pop("targets")
+    pointing = train_demo.AnswerAttention(model, LAYER)
+    with torch.no_grad():
+        output = model(**batch, output_attentions=True)
+        loss = pointing.loss(batch, targets)
+    weights = output.attentions[LAYER][:, 0]
+    labels, ids = batch["labels"], batch["input_ids"]
+    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+    expected = []
+    for row in range(len(examples)):
+        visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
+        for position, tokens in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+            if tokens is not None:
+                assert tokens.max() < len(visual)
+                expected.append(-weights[row, position, visual[torch.from_numpy(tokens)]].sum().log())
+    assert expected, "no answer referred to an object"
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_referred_tokens_cover_the_object_asked_about(train_demo):
+    star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
+    circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
+    # A 224x224 image seen as 8x8 tokens of 28 pixels: the star's centre is in row 1, column 5.
+    groups = [(224, 224, 8, 8, [star, circle])]
+    tokens = train_demo.referred_tokens(groups, {"red star"})
+    assert 1 * 8 + 5 in tokens and all(abs(t // 8 - 1) <= 1 and abs(t % 8 - 5) <= 1 for t in tokens)
+    both = train_demo.referred_tokens(groups + groups, {"blue circle"})
+    assert len(both) == 2 * len(train_demo.referred_tokens(groups, {"blue circle"})) and both.max() >= 64
+    assert train_demo.referred_tokens(groups, set()) is None
