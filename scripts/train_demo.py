@@ -399,8 +399,11 @@ class AnswerAttention:
     """
 
     def __init__(self, model, layer: int) -> None:
+        layers = model.model.language_model.layers
+        if not 0 <= layer < len(layers):
+            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
         self.model = model
-        self.attention = model.model.language_model.layers[layer].self_attn
+        self.attention = layers[layer].self_attn
         self.inputs: dict = {}
         self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
 

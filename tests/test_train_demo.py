@@ -79,3 +79,9 @@ def test_referred_tokens_cover_the_object_asked_about(train_demo):
     both = train_demo.referred_tokens(groups + groups, {"blue circle"})
     assert len(both) == 2 * len(train_demo.referred_tokens(groups, {"blue circle"})) and both.max() >= 64
     assert train_demo.referred_tokens(groups, set()) is None
+
+
+def test_a_layer_the_model_lacks_is_named(train_demo, parts):
+    _, model = parts
+    with pytest.raises(ValueError, match="--attention-layer must be an LLM layer from 0 to 1, got 2"):
+        train_demo.AnswerAttention(model, 2)
