@@ -200,6 +200,16 @@ def cell_centres(width: int, height: int, rows: int, cols: int) -> tuple[np.ndar
     return (xs + 0.5) * cell_w, (ys + 0.5) * cell_h, cell_w, cell_h
 
 
+def centre_cell(shape: scenes.Shape, cell_w: float, cell_h: float, rows: int, cols: int) -> tuple[int, int]:
+    """(row, col) of the cell that holds ``shape``'s centre."""
+    return min(int(shape.y / cell_h), rows - 1), min(int(shape.x / cell_w), cols - 1)
+
+
+def answer_starts(labels: torch.Tensor) -> torch.Tensor:
+    """Where each answer begins: True at the positions whose next label is an answer's first token."""
+    return (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+
+
 def referred_tokens(groups, names: set[str]) -> np.ndarray | None:
     """Indices of the visual tokens whose cell centre lies inside a named object (and of each one's centre cell)."""
     found, offset = [], 0
@@ -209,7 +219,7 @@ def referred_tokens(groups, names: set[str]) -> np.ndarray | None:
         for shape in shapes:
             if shape.name in names:
                 inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
-                inside[min(int(shape.y / cell_h), rows - 1), min(int(shape.x / cell_w), cols - 1)] = True
+                inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
         found.append(offset + np.flatnonzero(inside))
         offset += rows * cols
     tokens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
@@ -337,7 +347,7 @@ class VisionTargets:
         kinds = np.where(clear, len(scenes.SHAPES), -100)
         colours = np.where(clear, len(scenes.COLOURS), -100)
         for shape in shapes:
-            row, col = min(int(shape.y / cell_h), rows - 1), min(int(shape.x / cell_w), cols - 1)
+            row, col = centre_cell(shape, cell_w, cell_h, rows, cols)
             kinds[row, col] = scenes.SHAPES.index(shape.kind)
             colours[row, col] = list(scenes.COLOURS).index(shape.colour)
         return torch.from_numpy(kinds.reshape(-1)), torch.from_numpy(colours.reshape(-1))
@@ -423,7 +433,7 @@ class AnswerAttention:
         key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
         query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
         labels, ids, config = batch["labels"], batch["input_ids"], self.model.config
-        first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+        first = answer_starts(labels)
         terms = []
         for row in range(rows):
             visual = ((ids[row] == config.image_token_id) | (ids[row] == config.video_token_id)).nonzero().flatten()
@@ -494,7 +504,7 @@ def train(args: argparse.Namespace) -> None:
         losses.append(output.loss.item())
         # Each answer's first token is scored, by family: the end-of-turn token after it is trivially right.
         labels = batch["labels"]
-        first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+        first = answer_starts(labels)
         right = (output.logits[:, :-1].argmax(-1) == labels[:, 1:])[first].tolist()
         for family, hit in zip(families, right):
             tally[family][0] += hit
