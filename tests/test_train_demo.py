@@ -1,4 +1,4 @@
-"""The demo model's training script: its attention-pointing loss scores the attention the model really pays."""
+"""The demo model's training script: its pointing loss, and a short run end to end."""
 
 from __future__ import annotations
 
@@ -85,3 +85,20 @@ def test_a_layer_the_model_lacks_is_named(train_demo, parts):
     _, model = parts
     with pytest.raises(ValueError, match="--attention-layer must be an LLM layer from 0 to 1, got 2"):
         train_demo.AnswerAttention(model, 2)
+
+
+@pytest.mark.parametrize("precision", ["--bf16", "--no-bf16"])
+def test_a_short_run_saves_a_model_the_library_loads(train_demo, tmp_path, precision, monkeypatch):
+    import illava
+    from illava.evaluate import answer
+
+    out = tmp_path / "model"
+    tiny = "--hidden 64 --heads 2 --llm-depth 2 --vit-depth 2 --vit-width 64 --batch 2 --attention-layer 1"
+    command = f"train_demo.py --out {out} --steps 2 --vision-steps 2 --log-every 1 {tiny} {precision}"
+    monkeypatch.setattr(sys, "argv", command.split())
+    # The suite runs every test in inference mode; training needs gradients.
+    with torch.inference_mode(False):
+        train_demo.main()
+    lvlm = illava.load(out, dtype="float32")
+    text, stats = answer(lvlm, scenes.sample("test", "image", 0), illava.MergeConfig())
+    assert isinstance(text, str) and stats["visual_tokens"]["llm_input_full"] > 0
