@@ -412,7 +412,6 @@ class AnswerAttention:
         layers = model.model.language_model.layers
         if not 0 <= layer < len(layers):
             raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
-        self.model = model
         self.attention = layers[layer].self_attn
         self.inputs: dict = {}
         self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
@@ -432,11 +431,10 @@ class AnswerAttention:
         query = attention.q_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
         key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
         query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
-        labels, ids, config = batch["labels"], batch["input_ids"], self.model.config
-        first = answer_starts(labels)
+        first = answer_starts(batch["labels"])
         terms = []
         for row in range(rows):
-            visual = ((ids[row] == config.image_token_id) | (ids[row] == config.video_token_id)).nonzero().flatten()
+            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
             for position, tokens in zip(first[row].nonzero().flatten().tolist(), targets[row]):
                 if tokens is None:
                     continue
