@@ -32,7 +32,7 @@ def parts(train_demo):
     torch.manual_seed(0)
     tokenizer = train_demo.build_tokenizer()
     processor = train_demo.build_processor(tokenizer)
-    sizes = argparse.Namespace(hidden=64, heads=2, llm_depth=2, vit_depth=2, vit_width=64)
+    sizes = argparse.Namespace(hidden=64, heads=2, llm_depth=2, vit_depth=2, vit_width=64, rope_theta=1e4)
     model = train_demo.build_model(tokenizer, sizes).eval()
     model.set_attn_implementation("eager")
     return processor, model
