@@ -6,8 +6,8 @@ The model is transformers' own Qwen2_5_VLForConditionalGeneration built from a c
 word-level tokenizer over the question vocabulary plus Qwen's special tokens, saved (bfloat16
 safetensors) with its processor and chat template so that ``illava.load`` reads it like any real
 checkpoint. Training has two phases: the vision tower alone learns to name the shape and colour at
-each object's token (``--vision-steps``), then the whole model learns the answers, with one
-attention head told where each question's objects are (``--attention-weight``). Inputs are
+each object's token (``--vision-steps``), then the whole model learns the answers, with two
+attention heads told where each question's objects are (``--attention-weight``). Inputs are
 prepared with the library's own image and video preprocessing, so training sees exactly what
 ``illava.encode`` feeds the model. A checkpoint is written every ``--save-every``
 steps and at the end; the log goes to stdout.
@@ -98,7 +98,7 @@ def build_model(tokenizer, args: argparse.Namespace):
         rope_parameters={
             "rope_type": "default",
             "rope_theta": args.rope_theta,
-            "mrope_section": [temporal, (rotary - temporal) // 2, rotary - temporal - (rotary - temporal) // 2],
+            "mrope_section": [1] * rotary if args.interleave_rope else [temporal, (rotary - temporal) // 2, rotary - temporal - (rotary - temporal) // 2],
         },
         max_position_embeddings=4096,
         bos_token_id=0,
@@ -158,8 +158,9 @@ def encode_example(processor, example: Example) -> dict:
     """Token ids, loss labels, pixel inputs and attention targets of one example.
 
     Pixels are prepared as ``illava.encode`` prepares them; every answer (and its end-of-turn
-    token) is a target, everything else is context. ``targets`` holds, per answer, the indices
-    (among the example's visual tokens) of the tokens over the objects its question is about.
+    token) is a target, everything else is context. ``targets`` holds, per answer and pointed
+    head, the indices (among the example's visual tokens) of the tokens over the objects that head
+    should look at (``pointed_names``).
     """
     merge = processor.image_processor.merge_size
     visual, expanded, out = [], [], {"images": None, "video": None}
@@ -187,10 +188,28 @@ def encode_example(processor, example: Example) -> dict:
             groups.append((width, height, grid_h // merge, grid_w // merge, shapes))
     out["input_ids"], out["labels"], out["families"] = chat_ids(processor, visual, expanded, example.turns)
     out["targets"] = [
-        referred_tokens(groups, scenes.referred_names(family, question, answer, example.pictures))
+        tuple(referred_tokens(groups, names) for names in pointed_names(family, question, answer, example.pictures))
         for family, question, answer in example.turns
     ]
     return out
+
+
+def pointed_names(family: str, question: str, answer: str, pictures) -> tuple[set[str], set[str]]:
+    """Names of the objects each of the two pointed heads should look at when answering a question.
+
+    The first looks at what the question is about and the second is left free, except in a
+    position question ("is the red star left of the blue circle?"): there the first head looks at
+    whichever of the two lies first in that direction and the second at the one named first, so
+    the answer is "yes" exactly when both heads, which share their values, read the same object.
+    """
+    names = scenes.referred_names(family, question, answer, pictures)
+    if family != "position":
+        return names, set()
+    drawn = {shape.name: shape for picture in pictures for shape in picture}
+    named_first = min(names, key=question.index)
+    horizontal = " left of " in question
+    first_in_place = min(names, key=lambda name: drawn[name].x if horizontal else drawn[name].y)
+    return {first_in_place}, {named_first}
 
 
 def cell_centres(width: int, height: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -399,47 +418,54 @@ def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
 
 
 class AnswerAttention:
-    """A loss that points one LLM attention head, at each answer's prompt position, at the objects asked about.
+    """A loss that points two LLM attention heads, at each answer's prompt position, at the objects asked about.
 
     Learned only through the answers, the language model reads what each visual token shows (a
     linear probe of the tokens finds shape and colour) but did not learn, in 45 minutes, to find
-    the token a question is about. This names it: the first head of ``layer``, attending from the
-    position that predicts an answer's first token, is scored by the negative log of the attention
-    it pays the tokens over the referred objects. Only training uses it; the model is unchanged.
+    the token a question is about. This names it: the first two heads of ``layer`` (which share
+    one key/value head), attending from the position that predicts an answer's first token, are
+    each scored by the negative log of the attention they pay the tokens ``pointed_names`` gives
+    them. Only training uses it; the model is unchanged.
     """
+
+    heads = 2
 
     def __init__(self, model, layer: int) -> None:
         layers = model.model.language_model.layers
         if not 0 <= layer < len(layers):
             raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
         self.attention = layers[layer].self_attn
+        if self.attention.num_key_value_groups < self.heads:
+            raise ValueError(f"the pointed heads must share a key/value head: use --heads at least {2 * self.heads}")
         self.inputs: dict = {}
         self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
 
     def _keep_inputs(self, module, args, kwargs) -> None:
         self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
 
-    def loss(self, batch: dict, targets: list[list[np.ndarray | None]]) -> torch.Tensor | None:
-        """Mean negative log attention on the referred tokens over the answers that refer to any, from the last forward."""
+    def loss(self, batch: dict, targets: list[list[tuple[np.ndarray | None, ...]]]) -> torch.Tensor | None:
+        """Mean negative log attention on the pointed tokens over every head and answer given any, from the last forward."""
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
         # Dropped at once: the saved checkpoint deep-copies the model, this hook's owner with it.
         inputs, self.inputs = self.inputs, {}
         attention, hidden = self.attention, inputs["hidden_states"]
         rows, length, _ = hidden.shape
-        # The first head and the key/value head it reads; recomputed here so training can keep SDPA.
-        query = attention.q_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
+        # The pointed heads and the key/value head they read; recomputed here so training can keep SDPA.
+        width = self.heads * attention.head_dim
+        query = attention.q_proj(hidden)[..., :width].view(rows, length, self.heads, -1).transpose(1, 2)
         key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
         query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
         first = answer_starts(batch["labels"])
         terms = []
         for row in range(rows):
             visual = batch["mm_token_type_ids"][row].nonzero().flatten()
-            for position, tokens in zip(first[row].nonzero().flatten().tolist(), targets[row]):
-                if tokens is None:
-                    continue
-                scores = key[row, 0, : position + 1] @ query[row, 0, position] * attention.scaling
-                terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[torch.from_numpy(tokens)]], 0))
+            for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+                for head, tokens in enumerate(pointed):
+                    if tokens is None:
+                        continue
+                    scores = key[row, 0, : position + 1] @ query[row, head, position] * attention.scaling
+                    terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[torch.from_numpy(tokens)]], 0))
         return torch.stack(terms).mean() if terms else None
 
 
@@ -548,10 +574,15 @@ def main() -> None:
         "--attention-weight", type=float, default=1.0,
         help="weight of the loss that points an LLM attention head at the objects each question is about (0: none)",
     )
-    parser.add_argument("--attention-layer", type=int, default=2, help="the LLM layer whose first head is pointed")
+    parser.add_argument("--attention-layer", type=int, default=2, help="the LLM layer whose first two heads are pointed")
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,
         help="the LLM's rotary base; 100 lets a head find objects by place but slowed learning shape (README, Accuracy)",
+    )
+    parser.add_argument(
+        "--interleave-rope", action=argparse.BooleanOptionalAction, default=True,
+        help="give time, height and width every third rotary frequency (as Qwen3-VL does) instead of Qwen2.5-VL's "
+        "three bands, in which width gets only the slowest frequencies",
     )
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of training spent warming up")
     parser.add_argument("--seed", type=int, default=0)

@@ -32,7 +32,7 @@ def parts(train_demo):
     torch.manual_seed(0)
     tokenizer = train_demo.build_tokenizer()
     processor = train_demo.build_processor(tokenizer)
-    sizes = argparse.Namespace(hidden=64, heads=2, llm_depth=2, vit_depth=2, vit_width=64, rope_theta=1e4)
+    sizes = argparse.Namespace(hidden=64, heads=2, llm_depth=2, vit_depth=2, vit_width=64, rope_theta=1e4, interleave_rope=True)
     model = train_demo.build_model(tokenizer, sizes).eval()
     model.set_attn_implementation("eager")
     return processor, model
@@ -55,16 +55,17 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
     with torch.no_grad():
         output = model(**batch, output_attentions=True)
         loss = pointing.loss(batch, targets)
-    weights = output.attentions[LAYER][:, 0]
+    weights = output.attentions[LAYER]
     labels, ids = batch["labels"], batch["input_ids"]
     first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
     expected = []
     for row in range(len(examples)):
         visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
-        for position, tokens in zip(first[row].nonzero().flatten().tolist(), targets[row]):
-            if tokens is not None:
-                assert tokens.max() < len(visual)
-                expected.append(-weights[row, position, visual[torch.from_numpy(tokens)]].sum().log())
+        for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+            for head, tokens in enumerate(pointed):
+                if tokens is not None:
+                    assert tokens.max() < len(visual)
+                    expected.append(-weights[row, head, position, visual[torch.from_numpy(tokens)]].sum().log())
     assert expected, "no answer referred to an object"
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
 
@@ -79,6 +80,17 @@ def test_referred_tokens_cover_the_object_asked_about(train_demo):
     both = train_demo.referred_tokens(groups + groups, {"blue circle"})
     assert len(both) == 2 * len(train_demo.referred_tokens(groups, {"blue circle"})) and both.max() >= 64
     assert train_demo.referred_tokens(groups, set()) is None
+
+
+def test_position_questions_point_one_head_at_the_first_in_place_and_one_at_the_first_named(train_demo):
+    star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
+    circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
+    pictures = [[star, circle]]
+    pointed = train_demo.pointed_names("position", "is the red star left of the blue circle?", "no", pictures)
+    assert pointed == ({"blue circle"}, {"red star"})
+    pointed = train_demo.pointed_names("position", "is the red star above the blue circle?", "yes", pictures)
+    assert pointed == ({"red star"}, {"red star"})
+    assert train_demo.pointed_names("colour", "what colour is the star?", "red", pictures) == ({"red star"}, set())
 
 
 def test_a_layer_the_model_lacks_is_named(train_demo, parts):
