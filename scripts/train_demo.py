@@ -88,6 +88,7 @@ def build_model(tokenizer, args: argparse.Namespace):
     head_dim = args.hidden // args.heads
     rotary = head_dim // 2
     temporal = rotary // 4
+    spatial = rotary - temporal
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden,
@@ -98,7 +99,7 @@ def build_model(tokenizer, args: argparse.Namespace):
         rope_parameters={
             "rope_type": "default",
             "rope_theta": args.rope_theta,
-            "mrope_section": [1] * rotary if args.interleave_rope else [temporal, (rotary - temporal) // 2, rotary - temporal - (rotary - temporal) // 2],
+            "mrope_section": [1] * rotary if args.interleave_rope else [temporal, spatial // 2, spatial - spatial // 2],
         },
         max_position_embeddings=4096,
         bos_token_id=0,
@@ -436,7 +437,7 @@ class AnswerAttention:
             raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
         self.attention = layers[layer].self_attn
         if self.attention.num_key_value_groups < self.heads:
-            raise ValueError(f"the pointed heads must share a key/value head: use --heads at least {2 * self.heads}")
+            raise ValueError(f"the pointed heads must share a key/value head: use --heads at least {self.heads}")
         self.inputs: dict = {}
         self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
 

@@ -99,6 +99,13 @@ def test_a_layer_the_model_lacks_is_named(train_demo, parts):
         train_demo.AnswerAttention(model, 2)
 
 
+def test_a_model_whose_heads_share_no_key_value_head_is_refused(train_demo):
+    sizes = argparse.Namespace(hidden=64, heads=1, llm_depth=2, vit_depth=2, vit_width=64, rope_theta=1e4, interleave_rope=True)
+    model = train_demo.build_model(train_demo.build_tokenizer(), sizes)
+    with pytest.raises(ValueError, match="use --heads at least 2"):
+        train_demo.AnswerAttention(model, 1)
+
+
 @pytest.mark.parametrize("precision", ["--bf16", "--no-bf16"])
 def test_a_short_run_saves_a_model_the_library_loads(train_demo, tmp_path, precision, monkeypatch):
     import illava
