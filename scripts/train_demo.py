@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,9 @@ def encode_example(processor, example: Example) -> dict:
     return out
 
 
-def pointed_names(family: str, question: str, answer: str, pictures) -> tuple[set[str], set[str]]:
+def pointed_names(
+    family: str, question: str, answer: str, pictures: Sequence[Sequence[scenes.Shape]]
+) -> tuple[set[str], set[str]]:
     """Names of the objects each of the two pointed heads should look at when answering a question.
 
     The first looks at what the question is about and the second is left free, except in a
@@ -573,7 +576,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--attention-weight", type=float, default=1.0,
-        help="weight of the loss that points an LLM attention head at the objects each question is about (0: none)",
+        help="weight of the loss that points two LLM attention heads at the objects each question is about (0: none)",
     )
     parser.add_argument("--attention-layer", type=int, default=2, help="the LLM layer whose first two heads are pointed")
     parser.add_argument(
