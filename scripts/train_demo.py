@@ -168,6 +168,7 @@ def encode_example(processor, example: Example) -> dict:
     visual, expanded, out = [], [], {"images": None, "video": None}
     # Per visual token group (an image, or a video's temporal patch): its size and the objects drawn in it.
     groups: list[tuple[int, int, int, int, list[scenes.Shape]]] = []
+    times: list[float | None] = []
     if example.images:
         processed = processor.image_processor(images=[Image.fromarray(i) for i in example.images], return_tensors="pt")
         out["images"] = (processed["pixel_values"], processed["image_grid_thw"])
@@ -175,6 +176,7 @@ def encode_example(processor, example: Example) -> dict:
             visual.append({"type": "image"})
             expanded.append(grid_h * grid_w // merge**2)
             groups.append((pixels.shape[1], pixels.shape[0], grid_h // merge, grid_w // merge, list(shapes)))
+            times.append(None)
     if example.frames:
         frames = load_video(np.stack(example.frames), VIDEO_FPS, MAX_FRAMES, VIDEO_FPS)
         processed = preprocess_video(processor.video_processor, frames)
@@ -188,32 +190,43 @@ def encode_example(processor, example: Example) -> dict:
             indices = frames.indices[patch * temporal : (patch + 1) * temporal] or frames.indices[-1:]
             shapes = [shape for index in indices for shape in example.pictures[index]]
             groups.append((width, height, grid_h // merge, grid_w // merge, shapes))
+            times.append((patch + 0.5) / grid_t)
     out["input_ids"], out["labels"], out["families"] = chat_ids(processor, visual, expanded, example.turns)
     out["targets"] = [
-        tuple(referred_tokens(groups, names) for names in pointed_names(family, question, answer, example.pictures))
+        tuple(referred_tokens(groups, pointer) for pointer in pointed_names(family, question, answer, example.pictures))
         for family, question, answer in example.turns
     ]
+    out["places"] = token_places(groups, times)
     return out
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What one pointed head should look at: the objects named, in every visual group or only the first or last that shows them."""
+
+    names: frozenset[str]
+    moment: str = "all"
 
 
 def pointed_names(
     family: str, question: str, answer: str, pictures: Sequence[Sequence[scenes.Shape]]
-) -> tuple[set[str], set[str]]:
-    """Names of the objects each of the two pointed heads should look at when answering a question.
+) -> tuple[Pointer, Pointer]:
+    """What each of the two pointed heads should look at when answering a question.
 
-    The first looks at what the question is about and the second is left free, except in a
-    position question ("is the red star left of the blue circle?"): there the first head looks at
-    whichever of the two lies first in that direction and the second at the one named first, so
-    the answer is "yes" exactly when both heads, which share their values, read the same object.
+    The first looks at what the question is about and the second is left free, except where the
+    answer compares two places. In a position question ("is the red star left of the blue
+    circle?") the first looks at the object named first and the second at the other; in a motion
+    question the first looks at the moving object in the first temporal patch and the second in
+    the last. With each visual token's place written into its hidden state (``PlaceProbe``), the
+    answer is then a comparison of what the two heads read.
     """
     names = scenes.referred_names(family, question, answer, pictures)
-    if family != "position":
-        return names, set()
-    drawn = {shape.name: shape for picture in pictures for shape in picture}
-    named_first = min(names, key=question.index)
-    horizontal = " left of " in question
-    first_in_place = min(names, key=lambda name: drawn[name].x if horizontal else drawn[name].y)
-    return {first_in_place}, {named_first}
+    if family == "position":
+        named_first, named_second = sorted(names, key=question.index)
+        return Pointer(frozenset({named_first})), Pointer(frozenset({named_second}))
+    if family == "motion":
+        return Pointer(frozenset(names), "first"), Pointer(frozenset(names), "last")
+    return Pointer(frozenset(names)), Pointer(frozenset())
 
 
 def cell_centres(width: int, height: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -233,20 +246,40 @@ def answer_starts(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
 
 
-def referred_tokens(groups, names: set[str]) -> np.ndarray | None:
-    """Indices of the visual tokens whose cell centre lies inside a named object (and of each one's centre cell)."""
+def referred_tokens(groups, pointer: Pointer) -> np.ndarray | None:
+    """Indices of the visual tokens whose cell centre lies inside a pointed object (and of each one's centre cell).
+
+    ``pointer.moment`` "first" or "last" keeps only the first or last group (a video's temporal
+    patch) in which a pointed object is drawn.
+    """
+    showing = [index for index, group in enumerate(groups) if any(shape.name in pointer.names for shape in group[4])]
+    if pointer.moment != "all":
+        showing = showing[:1] if pointer.moment == "first" else showing[-1:]
     found, offset = [], 0
-    for width, height, rows, cols, shapes in groups:
+    for index, (width, height, rows, cols, shapes) in enumerate(groups):
         centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
         inside = np.zeros((rows, cols), dtype=bool)
-        for shape in shapes:
-            if shape.name in names:
+        for shape in shapes if index in showing else ():
+            if shape.name in pointer.names:
                 inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
                 inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
         found.append(offset + np.flatnonzero(inside))
         offset += rows * cols
     tokens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
     return tokens if len(tokens) else None
+
+
+def token_places(groups, times: Sequence[float | None]) -> torch.Tensor:
+    """Each visual token's place, from -1 to 1: (x, y, time), time NaN in a still image.
+
+    ``times`` holds each group's time as a fraction of the clip (None for an image).
+    """
+    places = []
+    for (_, _, rows, cols, _), fraction in zip(groups, times):
+        ys, xs = np.mgrid[0:rows, 0:cols]
+        when = np.full((rows, cols), np.nan if fraction is None else 2 * fraction - 1)
+        places.append(np.stack([2 * (xs + 0.5) / cols - 1, 2 * (ys + 0.5) / rows - 1, when], -1).reshape(-1, 3))
+    return torch.from_numpy(np.concatenate(places)).float()
 
 
 def chat_ids(processor, visual: list[dict], expanded: list[int], turns) -> tuple[list[int], list[int], list[str]]:
@@ -286,6 +319,7 @@ def collate(encoded: list[dict], model_config) -> dict:
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
     batch["families"] = [family for e in encoded for family in e["families"]]
     batch["targets"] = [e["targets"] for e in encoded]
+    batch["places"] = [e["places"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -473,6 +507,41 @@ class AnswerAttention:
         return torch.stack(terms).mean() if terms else None
 
 
+class PlaceProbe:
+    """A loss that makes the first LLM layers write each visual token's place into its hidden state.
+
+    Nothing in Qwen2.5-VL gives a visual token its absolute place: the ViT's rotary positions are
+    relative, and the LLM's only bias attention. The layers before ``layer`` can work it out (how
+    strongly a token attends to the fixed prompt before the image depends on their rotary offset,
+    and causal attention on how many tokens precede it), but did not learn to from the answers
+    alone. This linear probe reads (x, y, time) from the hidden states ``layer``'s attention sees,
+    and its squared error trains them to hold it, so that a head that finds an object also reads
+    where it is. The probe is discarded; the model is unchanged.
+    """
+
+    def __init__(self, model, layer: int) -> None:
+        layers = model.model.language_model.layers
+        if not 0 <= layer < len(layers):
+            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
+        self.head = torch.nn.Linear(model.config.text_config.hidden_size, 3)
+        self.hidden: torch.Tensor | None = None
+        layers[layer].self_attn.register_forward_pre_hook(self._keep_hidden, with_kwargs=True)
+
+    def _keep_hidden(self, module, args, kwargs) -> None:
+        self.hidden = kwargs["hidden_states"]
+
+    def loss(self, batch: dict, places: list[torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of the probe's places over every known coordinate of every visual token, from the last forward."""
+        # Dropped at once, as AnswerAttention's inputs are.
+        hidden, self.hidden = self.hidden, None
+        errors = []
+        for row, place in enumerate(places):
+            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
+            known = ~place.isnan()
+            errors.append((self.head(hidden[row, visual]).float() - place)[known])
+        return torch.cat(errors).square().mean()
+
+
 def save(model, processor, out: Path) -> None:
     """Write a bfloat16 copy of ``model`` with ``processor`` to ``out``, replacing it only once complete."""
     staging = out.with_name(out.name + ".partial")
@@ -502,30 +571,36 @@ def train(args: argparse.Namespace) -> None:
     warm_up_start = time.perf_counter()
     warm_up_vision(model, processor, args)
     budget = args.max_minutes * 60 - (time.perf_counter() - warm_up_start)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
+    pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
+    placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
+    parameters = [*model.parameters(), *(placing.head.parameters() if placing else ())]
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
     stream = TrainingBatches(processor, model.config, args)
     batches = iter(stream)
-    pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
     start = time.perf_counter()
     step, progress = 0, 0.0
-    losses, pointing_losses, tally = [], [], defaultdict(lambda: [0, 0])
+    losses, pointing_losses, place_losses, tally = [], [], [], defaultdict(lambda: [0, 0])
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * learning_rate_factor(progress, args.warmup, args.lr_floor)
         stream.progress = progress
         batch = next(batches)
-        families, targets = batch.pop("families"), batch.pop("targets")
+        families, targets, places = batch.pop("families"), batch.pop("targets"), batch.pop("places")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
             pointing_loss = pointing.loss(batch, targets) if pointing else None
+            place_loss = placing.loss(batch, places) if placing else None
         loss = output.loss
         if pointing_loss is not None:
             loss = loss + args.attention_weight * pointing_loss
             pointing_losses.append(pointing_loss.item())
+        if place_loss is not None:
+            loss = loss + args.place_weight * place_loss
+            place_losses.append(place_loss.item())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -542,10 +617,11 @@ def train(args: argparse.Namespace) -> None:
             accuracy = " ".join(f"{family}={hits / total:.2f}" for family, (hits, total) in sorted(tally.items()))
             print(
                 f"step {step} loss {np.mean(losses):.4f} attention loss {np.mean(pointing_losses or [0]):.3f} "
+                f"place loss {np.mean(place_losses or [0]):.3f} "
                 f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
                 flush=True,
             )
-            losses, pointing_losses, tally = [], [], defaultdict(lambda: [0, 0])
+            losses, pointing_losses, place_losses, tally = [], [], [], defaultdict(lambda: [0, 0])
         if step % args.save_every == 0:
             save(model, processor, Path(args.out))
             print(f"saved {args.out} at step {step}", flush=True)
@@ -579,6 +655,11 @@ def main() -> None:
         help="weight of the loss that points two LLM attention heads at the objects each question is about (0: none)",
     )
     parser.add_argument("--attention-layer", type=int, default=2, help="the LLM layer whose first two heads are pointed")
+    parser.add_argument(
+        "--place-weight", type=float, default=1.0,
+        help="weight of the loss that makes the LLM layers before --attention-layer write each visual token's place "
+        "into its hidden state (0: none)",
+    )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,
         help="the LLM's rotary base; 100 lets a head find objects by place but slowed learning shape (README, Accuracy)",

@@ -50,6 +50,7 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
     examples = _examples(train_demo, kind)
     batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
     batch.pop("families")
+    batch.pop("places")
     targets = batch.pop("targets")
     pointing = train_demo.AnswerAttention(model, LAYER)
     with torch.no_grad():
@@ -75,22 +76,63 @@ def test_referred_tokens_cover_the_object_asked_about(train_demo):
     circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
     # A 224x224 image seen as 8x8 tokens of 28 pixels: the star's centre is in row 1, column 5.
     groups = [(224, 224, 8, 8, [star, circle])]
-    tokens = train_demo.referred_tokens(groups, {"red star"})
+    pointer = train_demo.Pointer
+    tokens = train_demo.referred_tokens(groups, pointer(frozenset({"red star"})))
     assert 1 * 8 + 5 in tokens and all(abs(t // 8 - 1) <= 1 and abs(t % 8 - 5) <= 1 for t in tokens)
-    both = train_demo.referred_tokens(groups + groups, {"blue circle"})
-    assert len(both) == 2 * len(train_demo.referred_tokens(groups, {"blue circle"})) and both.max() >= 64
-    assert train_demo.referred_tokens(groups, set()) is None
+    circle_tokens = train_demo.referred_tokens(groups, pointer(frozenset({"blue circle"})))
+    both = train_demo.referred_tokens(groups + groups, pointer(frozenset({"blue circle"})))
+    assert len(both) == 2 * len(circle_tokens) and both.max() >= 64
+    first = train_demo.referred_tokens(groups + groups, pointer(frozenset({"blue circle"}), "first"))
+    last = train_demo.referred_tokens(groups + groups, pointer(frozenset({"blue circle"}), "last"))
+    assert first.tolist() == circle_tokens.tolist() and last.tolist() == (circle_tokens + 64).tolist()
+    assert train_demo.referred_tokens(groups, pointer(frozenset())) is None
 
 
-def test_position_questions_point_one_head_at_the_first_in_place_and_one_at_the_first_named(train_demo):
+def test_position_and_motion_questions_point_the_two_heads_at_the_two_places_compared(train_demo):
     star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
     circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
     pictures = [[star, circle]]
-    pointed = train_demo.pointed_names("position", "is the red star left of the blue circle?", "no", pictures)
-    assert pointed == ({"blue circle"}, {"red star"})
+    pointer = train_demo.Pointer
+    pointed = train_demo.pointed_names("position", "is the blue circle left of the red star?", "yes", pictures)
+    assert pointed == (pointer(frozenset({"blue circle"})), pointer(frozenset({"red star"})))
     pointed = train_demo.pointed_names("position", "is the red star above the blue circle?", "yes", pictures)
-    assert pointed == ({"red star"}, {"red star"})
-    assert train_demo.pointed_names("colour", "what colour is the star?", "red", pictures) == ({"red star"}, set())
+    assert pointed == (pointer(frozenset({"red star"})), pointer(frozenset({"blue circle"})))
+    pointed = train_demo.pointed_names("motion", "which way is the red star moving?", "left", [[star], [star]])
+    assert pointed == (pointer(frozenset({"red star"}), "first"), pointer(frozenset({"red star"}), "last"))
+    pointed = train_demo.pointed_names("colour", "what colour is the star?", "red", pictures)
+    assert pointed == (pointer(frozenset({"red star"})), pointer(frozenset()))
+
+
+def test_token_places_run_across_each_image_and_through_the_clip(train_demo):
+    groups = [(224, 112, 2, 4, [])] * 2
+    places = train_demo.token_places(groups, [0.25, 0.75])
+    assert places.shape == (16, 3)
+    assert places[:4, 0].tolist() == [-0.75, -0.25, 0.25, 0.75] and places[:8, 1].unique().tolist() == [-0.5, 0.5]
+    assert places[:8, 2].unique().tolist() == [-0.5] and places[8:, 2].unique().tolist() == [0.5]
+    assert train_demo.token_places(groups[:1], [None])[:, 2].isnan().all()
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, parts, kind):
+    processor, model = parts
+    examples = _examples(train_demo, kind)
+    encoded = [train_demo.encode_example(processor, e) for e in examples]
+    batch = train_demo.collate(encoded, model.config)
+    for key in ("families", "targets", "places"):
+        batch.pop(key)
+    placing = train_demo.PlaceProbe(model, LAYER)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+        loss = placing.loss(batch, [e["places"] for e in encoded])
+        layer = model.model.language_model.layers[LAYER]
+        errors = []
+        for row, e in enumerate(encoded):
+            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
+            assert len(visual) == len(e["places"])
+            predicted = placing.head(layer.input_layernorm(output.hidden_states[LAYER][row, visual]))
+            errors.append((predicted - e["places"])[~e["places"].isnan()])
+    assert torch.cat(errors).numel() > 0
+    torch.testing.assert_close(loss, torch.cat(errors).square().mean(), rtol=1e-4, atol=1e-6)
 
 
 def test_a_layer_the_model_lacks_is_named(train_demo, parts):
