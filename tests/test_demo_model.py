@@ -47,10 +47,10 @@ def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
     args = argparse.Namespace(model=None, out=str(tmp_path), device="cpu", dtype="auto", attention="sdpa", max_new_tokens=12)
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
-    assert "paper-image" in printed and "paper-video" in printed and "vit-output" in printed and "speedup" in printed
+    assert "paper-image" in printed and "paper-video" in printed and "vit-out+llm" in printed and "speedup" in printed
     assert {p.name for p in tmp_path.glob("tokens-*.png")} == {
-        "tokens-image-off.png", "tokens-image-paper-image.png", "tokens-image-fast.png", "tokens-image-vit-output.png",
-        "tokens-video-off.png", "tokens-video-paper-video.png", "tokens-video-vit-output.png",
+        "tokens-image-off.png", "tokens-image-paper-image.png", "tokens-image-fast.png", "tokens-image-vit-out+llm.png",
+        "tokens-video-off.png", "tokens-video-paper-video.png", "tokens-video-vit-out+llm.png",
     }
 
 
