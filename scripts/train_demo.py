@@ -197,6 +197,7 @@ def encode_example(processor, example: Example) -> dict:
         for family, question, answer in example.turns
     ]
     out["places"] = token_places(groups, times)
+    out["contrasts"] = [place_contrast(out["places"], pointed) for pointed in out["targets"]]
     return out
 
 
@@ -269,6 +270,17 @@ def referred_tokens(groups, pointer: Pointer) -> np.ndarray | None:
     return tokens if len(tokens) else None
 
 
+def place_contrast(places: torch.Tensor, pointed: tuple[np.ndarray | None, ...]) -> torch.Tensor | None:
+    """Where the first head's objects lie relative to the second's: (x, y) of one mean place minus the other's.
+
+    None unless both heads are pointed (position and motion questions).
+    """
+    if any(tokens is None for tokens in pointed):
+        return None
+    first, second = (places[torch.from_numpy(tokens), :2].mean(0) for tokens in pointed)
+    return first - second
+
+
 def token_places(groups, times: Sequence[float | None]) -> torch.Tensor:
     """Each visual token's place, from -1 to 1: (x, y, time), time NaN in a still image.
 
@@ -320,6 +332,7 @@ def collate(encoded: list[dict], model_config) -> dict:
     batch["families"] = [family for e in encoded for family in e["families"]]
     batch["targets"] = [e["targets"] for e in encoded]
     batch["places"] = [e["places"] for e in encoded]
+    batch["contrasts"] = [e["contrasts"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -542,6 +555,41 @@ class PlaceProbe:
         return torch.cat(errors).square().mean()
 
 
+class ContrastProbe:
+    """A loss that makes the answer's state, after the pointed layer, hold where one pointed object lies from the other.
+
+    The two pointed heads find the two objects a position or motion question compares, and the
+    states they read hold each object's place (``PlaceProbe``), yet without this the state at the
+    answer position after that layer held almost none of the difference. This linear probe reads
+    the (x, y) difference of the places the two heads should read (``place_contrast``) from the
+    output of ``layer`` at the position that predicts the answer, and its squared error trains the
+    heads, their values and the output projection to deliver it. The probe is discarded.
+    """
+
+    def __init__(self, model, layer: int) -> None:
+        layers = model.model.language_model.layers
+        if not 0 <= layer < len(layers):
+            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
+        self.head = torch.nn.Linear(model.config.text_config.hidden_size, 2)
+        self.output: torch.Tensor | None = None
+        layers[layer].register_forward_hook(self._keep_output)
+
+    def _keep_output(self, module, args, output) -> None:
+        self.output = output[0] if isinstance(output, tuple) else output
+
+    def loss(self, batch: dict, contrasts: list[list[torch.Tensor | None]]) -> torch.Tensor | None:
+        """Mean squared error of the probe over every answer that compares two places, from the last forward."""
+        # Dropped at once, as AnswerAttention's inputs are.
+        output, self.output = self.output, None
+        first = answer_starts(batch["labels"])
+        errors = []
+        for row, answers in enumerate(contrasts):
+            for position, contrast in zip(first[row].nonzero().flatten().tolist(), answers):
+                if contrast is not None:
+                    errors.append(self.head(output[row, position]).float() - contrast)
+        return torch.stack(errors).square().mean() if errors else None
+
+
 def save(model, processor, out: Path) -> None:
     """Write a bfloat16 copy of ``model`` with ``processor`` to ``out``, replacing it only once complete."""
     staging = out.with_name(out.name + ".partial")
@@ -573,13 +621,15 @@ def train(args: argparse.Namespace) -> None:
     budget = args.max_minutes * 60 - (time.perf_counter() - warm_up_start)
     pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
     placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
-    parameters = [*model.parameters(), *(placing.head.parameters() if placing else ())]
+    contrasting = ContrastProbe(model, args.attention_layer) if args.contrast_weight > 0 else None
+    probes = [probe.head for probe in (placing, contrasting) if probe]
+    parameters = [*model.parameters(), *(p for probe in probes for p in probe.parameters())]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
     stream = TrainingBatches(processor, model.config, args)
     batches = iter(stream)
     start = time.perf_counter()
     step, progress = 0, 0.0
-    losses, pointing_losses, place_losses, tally = [], [], [], defaultdict(lambda: [0, 0])
+    losses, pointing_losses, place_losses, contrast_losses, tally = [], [], [], [], defaultdict(lambda: [0, 0])
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
@@ -587,11 +637,13 @@ def train(args: argparse.Namespace) -> None:
         stream.progress = progress
         batch = next(batches)
         families, targets, places = batch.pop("families"), batch.pop("targets"), batch.pop("places")
+        contrasts = batch.pop("contrasts")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
             pointing_loss = pointing.loss(batch, targets) if pointing else None
             place_loss = placing.loss(batch, places) if placing else None
+            contrast_loss = contrasting.loss(batch, contrasts) if contrasting else None
         loss = output.loss
         if pointing_loss is not None:
             loss = loss + args.attention_weight * pointing_loss
@@ -599,6 +651,9 @@ def train(args: argparse.Namespace) -> None:
         if place_loss is not None:
             loss = loss + args.place_weight * place_loss
             place_losses.append(place_loss.item())
+        if contrast_loss is not None:
+            loss = loss + args.contrast_weight * contrast_loss
+            contrast_losses.append(contrast_loss.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -617,11 +672,11 @@ def train(args: argparse.Namespace) -> None:
             accuracy = " ".join(f"{family}={hits / total:.2f}" for family, (hits, total) in sorted(tally.items()))
             print(
                 f"step {step} loss {np.mean(losses):.4f} attention loss {np.mean(pointing_losses or [0]):.3f} "
-                f"place loss {np.mean(place_losses or [0]):.3f} "
+                f"place loss {np.mean(place_losses or [0]):.3f} contrast loss {np.mean(contrast_losses or [0]):.3f} "
                 f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
                 flush=True,
             )
-            losses, pointing_losses, place_losses, tally = [], [], [], defaultdict(lambda: [0, 0])
+            losses, pointing_losses, place_losses, contrast_losses, tally = [], [], [], [], defaultdict(lambda: [0, 0])
         if step % args.save_every == 0:
             save(model, processor, Path(args.out))
             print(f"saved {args.out} at step {step}", flush=True)
@@ -659,6 +714,11 @@ def main() -> None:
         "--place-weight", type=float, default=1.0,
         help="weight of the loss that makes the LLM layers before --attention-layer write each visual token's place "
         "into its hidden state (0: none)",
+    )
+    parser.add_argument(
+        "--contrast-weight", type=float, default=0.0,
+        help="weight of the loss that makes the answer's state after --attention-layer hold where the object one pointed "
+        "head reads lies from the other's, in position and motion questions (0: none)",
     )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,

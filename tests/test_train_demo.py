@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,7 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
     batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
     batch.pop("families")
     batch.pop("places")
+    batch.pop("contrasts")
     targets = batch.pop("targets")
     pointing = train_demo.AnswerAttention(model, LAYER)
     with torch.no_grad():
@@ -118,7 +120,7 @@ def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, par
     examples = _examples(train_demo, kind)
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places"):
+    for key in ("families", "targets", "places", "contrasts"):
         batch.pop(key)
     placing = train_demo.PlaceProbe(model, LAYER)
     with torch.no_grad():
@@ -133,6 +135,42 @@ def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, par
             errors.append((predicted - e["places"])[~e["places"].isnan()])
     assert torch.cat(errors).numel() > 0
     torch.testing.assert_close(loss, torch.cat(errors).square().mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_contrast_is_the_first_heads_mean_place_minus_the_seconds(train_demo):
+    places = torch.tensor([[-0.5, 0.5, float("nan")], [0.5, 0.5, float("nan")], [0.5, -0.5, float("nan")]])
+    contrast = train_demo.place_contrast(places, (np.array([0]), np.array([1, 2])))
+    torch.testing.assert_close(contrast, torch.tensor([-1.0, 0.5]))
+    assert train_demo.place_contrast(places, (np.array([0]), None)) is None
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_contrast_loss_is_the_probe_error_at_answers_that_compare_two_places(train_demo, parts, kind):
+    processor, model = parts
+    examples = [train_demo.Example.from_sample(s) for s in _compared_samples(kind)]
+    encoded = [train_demo.encode_example(processor, e) for e in examples]
+    batch = train_demo.collate(encoded, model.config)
+    for key in ("families", "targets", "places", "contrasts"):
+        batch.pop(key)
+    # Layer 0: the last layer's entry in hidden_states has the final norm applied.
+    contrasting = train_demo.ContrastProbe(model, 0)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+        loss = contrasting.loss(batch, [e["contrasts"] for e in encoded])
+    first = train_demo.answer_starts(batch["labels"])
+    errors = []
+    for row, e in enumerate(encoded):
+        (contrast,) = e["contrasts"]
+        assert contrast is not None
+        position = first[row].nonzero().flatten()[0]
+        errors.append(contrasting.head(output.hidden_states[1][row, position]) - contrast)
+    torch.testing.assert_close(loss, torch.stack(errors).square().mean(), rtol=1e-4, atol=1e-6)
+
+
+def _compared_samples(kind: str, count: int = 3) -> list[scenes.Sample]:
+    family = "position" if kind == "image" else "motion"
+    found = (scenes.sample("train", kind, index) for index in range(400))
+    return [sample for sample, _ in zip((s for s in found if s.family == family), range(count))]
 
 
 def test_a_layer_the_model_lacks_is_named(train_demo, parts):
