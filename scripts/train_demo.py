@@ -468,6 +468,14 @@ def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
             hits = []
 
 
+def llm_layer(model, layer: int):
+    """LLM decoder layer ``layer`` of ``model``; an out-of-range index is an error that names the valid ones."""
+    layers = model.model.language_model.layers
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
+    return layers[layer]
+
+
 class AnswerAttention:
     """A loss that points two LLM attention heads, at each answer's prompt position, at the objects asked about.
 
@@ -482,10 +490,7 @@ class AnswerAttention:
     heads = 2
 
     def __init__(self, model, layer: int) -> None:
-        layers = model.model.language_model.layers
-        if not 0 <= layer < len(layers):
-            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
-        self.attention = layers[layer].self_attn
+        self.attention = llm_layer(model, layer).self_attn
         if self.attention.num_key_value_groups < self.heads:
             raise ValueError(f"the pointed heads must share a key/value head: use --heads at least {self.heads}")
         self.inputs: dict = {}
@@ -533,12 +538,9 @@ class PlaceProbe:
     """
 
     def __init__(self, model, layer: int) -> None:
-        layers = model.model.language_model.layers
-        if not 0 <= layer < len(layers):
-            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
         self.head = torch.nn.Linear(model.config.text_config.hidden_size, 3)
         self.hidden: torch.Tensor | None = None
-        layers[layer].self_attn.register_forward_pre_hook(self._keep_hidden, with_kwargs=True)
+        llm_layer(model, layer).self_attn.register_forward_pre_hook(self._keep_hidden, with_kwargs=True)
 
     def _keep_hidden(self, module, args, kwargs) -> None:
         self.hidden = kwargs["hidden_states"]
@@ -567,12 +569,9 @@ class ContrastProbe:
     """
 
     def __init__(self, model, layer: int) -> None:
-        layers = model.model.language_model.layers
-        if not 0 <= layer < len(layers):
-            raise ValueError(f"--attention-layer must be an LLM layer from 0 to {len(layers) - 1}, got {layer}")
         self.head = torch.nn.Linear(model.config.text_config.hidden_size, 2)
         self.output: torch.Tensor | None = None
-        layers[layer].register_forward_hook(self._keep_output)
+        llm_layer(model, layer).register_forward_hook(self._keep_output)
 
     def _keep_output(self, module, args, output) -> None:
         self.output = output[0] if isinstance(output, tuple) else output
