@@ -7,10 +7,11 @@ word-level tokenizer over the question vocabulary plus Qwen's special tokens, sa
 safetensors) with its processor and chat template so that ``illava.load`` reads it like any real
 checkpoint. Training has two phases: the vision tower alone learns to name the shape and colour at
 each object's token (``--vision-steps``), then the whole model learns the answers, with two
-attention heads told where each question's objects are (``--attention-weight``). Inputs are
+attention heads told where each question's objects are (``--attention-weight``) and the layers
+before them taught to write each visual token's place into it (``--place-weight``). Inputs are
 prepared with the library's own image and video preprocessing, so training sees exactly what
-``illava.encode`` feeds the model. A checkpoint is written every ``--save-every``
-steps and at the end; the log goes to stdout.
+``illava.encode`` feeds the model. A checkpoint is written every ``--save-every`` steps and at the
+end; the log goes to stdout.
 """
 
 from __future__ import annotations
