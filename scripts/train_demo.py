@@ -204,7 +204,7 @@ def encode_example(processor, example: Example) -> dict:
 
 @dataclass(frozen=True)
 class Pointer:
-    """What one pointed head should look at: the objects named, in every visual group or only the first or last that shows them."""
+    """What one pointed head reads: the objects named, in every visual group or in the first or last showing them."""
 
     names: frozenset[str]
     moment: str = "all"
@@ -547,7 +547,7 @@ class PlaceProbe:
         self.hidden = kwargs["hidden_states"]
 
     def loss(self, batch: dict, places: list[torch.Tensor]) -> torch.Tensor:
-        """Mean squared error of the probe's places over every known coordinate of every visual token, from the last forward."""
+        """Mean squared error of the probe's places over every known coordinate of every visual token, last forward."""
         # Dropped at once, as AnswerAttention's inputs are.
         hidden, self.hidden = self.hidden, None
         errors = []
@@ -717,8 +717,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--contrast-weight", type=float, default=0.0,
-        help="weight of the loss that makes the answer's state after --attention-layer hold where the object one pointed "
-        "head reads lies from the other's, in position and motion questions (0: none)",
+        help="weight of the loss that makes the answer's state after --attention-layer hold where the object one "
+        "pointed head reads lies from the other's, in position and motion questions (0: none)",
     )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,
