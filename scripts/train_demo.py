@@ -198,7 +198,6 @@ def encode_example(processor, example: Example) -> dict:
         for family, question, answer in example.turns
     ]
     out["places"] = token_places(groups, times)
-    out["contrasts"] = [place_contrast(out["places"], pointed) for pointed in out["targets"]]
     return out
 
 
@@ -333,7 +332,6 @@ def collate(encoded: list[dict], model_config) -> dict:
     batch["families"] = [family for e in encoded for family in e["families"]]
     batch["targets"] = [e["targets"] for e in encoded]
     batch["places"] = [e["places"] for e in encoded]
-    batch["contrasts"] = [e["contrasts"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -577,14 +575,15 @@ class ContrastProbe:
     def _keep_output(self, module, args, output) -> None:
         self.output = output[0] if isinstance(output, tuple) else output
 
-    def loss(self, batch: dict, contrasts: list[list[torch.Tensor | None]]) -> torch.Tensor | None:
+    def loss(self, batch: dict, targets: list[list[tuple]], places: list[torch.Tensor]) -> torch.Tensor | None:
         """Mean squared error of the probe over every answer that compares two places, from the last forward."""
         # Dropped at once, as AnswerAttention's inputs are.
         output, self.output = self.output, None
         first = answer_starts(batch["labels"])
         errors = []
-        for row, answers in enumerate(contrasts):
-            for position, contrast in zip(first[row].nonzero().flatten().tolist(), answers):
+        for row, (answers, place) in enumerate(zip(targets, places)):
+            for position, pointed in zip(first[row].nonzero().flatten().tolist(), answers):
+                contrast = place_contrast(place, pointed)
                 if contrast is not None:
                     errors.append(self.head(output[row, position]).float() - contrast)
         return torch.stack(errors).square().mean() if errors else None
@@ -629,7 +628,7 @@ def train(args: argparse.Namespace) -> None:
     batches = iter(stream)
     start = time.perf_counter()
     step, progress = 0, 0.0
-    losses, pointing_losses, place_losses, contrast_losses, tally = [], [], [], [], defaultdict(lambda: [0, 0])
+    losses, extra_losses, tally = [], defaultdict(list), defaultdict(lambda: [0, 0])
     while progress < 1.0:
         progress = max(step / args.steps, (time.perf_counter() - start) / budget)
         for group in optimizer.param_groups:
@@ -637,23 +636,19 @@ def train(args: argparse.Namespace) -> None:
         stream.progress = progress
         batch = next(batches)
         families, targets, places = batch.pop("families"), batch.pop("targets"), batch.pop("places")
-        contrasts = batch.pop("contrasts")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
-            pointing_loss = pointing.loss(batch, targets) if pointing else None
-            place_loss = placing.loss(batch, places) if placing else None
-            contrast_loss = contrasting.loss(batch, contrasts) if contrasting else None
+            extras = {
+                "attention": (args.attention_weight, pointing.loss(batch, targets) if pointing else None),
+                "place": (args.place_weight, placing.loss(batch, places) if placing else None),
+                "contrast": (args.contrast_weight, contrasting.loss(batch, targets, places) if contrasting else None),
+            }
         loss = output.loss
-        if pointing_loss is not None:
-            loss = loss + args.attention_weight * pointing_loss
-            pointing_losses.append(pointing_loss.item())
-        if place_loss is not None:
-            loss = loss + args.place_weight * place_loss
-            place_losses.append(place_loss.item())
-        if contrast_loss is not None:
-            loss = loss + args.contrast_weight * contrast_loss
-            contrast_losses.append(contrast_loss.item())
+        for name, (weight, extra) in extras.items():
+            if extra is not None:
+                loss = loss + weight * extra
+                extra_losses[name].append(extra.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -671,12 +666,12 @@ def train(args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - start
             accuracy = " ".join(f"{family}={hits / total:.2f}" for family, (hits, total) in sorted(tally.items()))
             print(
-                f"step {step} loss {np.mean(losses):.4f} attention loss {np.mean(pointing_losses or [0]):.3f} "
-                f"place loss {np.mean(place_losses or [0]):.3f} contrast loss {np.mean(contrast_losses or [0]):.3f} "
-                f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
+                f"step {step} loss {np.mean(losses):.4f} "
+                + "".join(f"{name} loss {np.mean(extra_losses[name] or [0]):.3f} " for name in extras)
+                + f"lr {optimizer.param_groups[0]['lr']:.2e} {elapsed / step:.2f} s/step {elapsed / 60:.1f} min | {accuracy}",
                 flush=True,
             )
-            losses, pointing_losses, place_losses, contrast_losses, tally = [], [], [], [], defaultdict(lambda: [0, 0])
+            losses, extra_losses, tally = [], defaultdict(list), defaultdict(lambda: [0, 0])
         if step % args.save_every == 0:
             save(model, processor, Path(args.out))
             print(f"saved {args.out} at step {step}", flush=True)

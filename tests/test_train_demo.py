@@ -52,7 +52,6 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
     batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
     batch.pop("families")
     batch.pop("places")
-    batch.pop("contrasts")
     targets = batch.pop("targets")
     pointing = train_demo.AnswerAttention(model, LAYER)
     with torch.no_grad():
@@ -120,7 +119,7 @@ def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, par
     examples = _examples(train_demo, kind)
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places", "contrasts"):
+    for key in ("families", "targets", "places"):
         batch.pop(key)
     placing = train_demo.PlaceProbe(model, LAYER)
     with torch.no_grad():
@@ -150,17 +149,18 @@ def test_contrast_loss_is_the_probe_error_at_answers_that_compare_two_places(tra
     examples = [train_demo.Example.from_sample(s) for s in _compared_samples(kind)]
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places", "contrasts"):
+    for key in ("families", "targets", "places"):
         batch.pop(key)
     # Layer 0: the last layer's entry in hidden_states has the final norm applied.
     contrasting = train_demo.ContrastProbe(model, 0)
     with torch.no_grad():
         output = model(**batch, output_hidden_states=True)
-        loss = contrasting.loss(batch, [e["contrasts"] for e in encoded])
+        loss = contrasting.loss(batch, [e["targets"] for e in encoded], [e["places"] for e in encoded])
     first = train_demo.answer_starts(batch["labels"])
     errors = []
     for row, e in enumerate(encoded):
-        (contrast,) = e["contrasts"]
+        (pointed,) = e["targets"]
+        contrast = train_demo.place_contrast(e["places"], pointed)
         assert contrast is not None
         position = first[row].nonzero().flatten()[0]
         errors.append(contrasting.head(output.hidden_states[1][row, position]) - contrast)
