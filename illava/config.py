@@ -166,6 +166,13 @@ def preset_for(name: str, backbone) -> MergeConfig:
     return preset(name, backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices)
 
 
+def nearest_stage2_layer(layer: int, stage2_choices: tuple[int, ...] | None) -> int:
+    """``layer``, or the nearest (the earlier on a tie) of ``stage2_choices`` when the model allows only some."""
+    if not stage2_choices:
+        return layer
+    return min(stage2_choices, key=lambda choice: (abs(choice - layer), choice))
+
+
 REFERENCE_VIT_DEPTH = 32
 REFERENCE_LLM_DEPTH = 28
 
@@ -185,7 +192,6 @@ def scale_layers(
         scaled = sorted({min(depth - 1, max(1, round(layer * depth / reference))) for layer in layers})
         return tuple(scaled)
 
-    stage2 = scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH)
-    if stage2_choices:
-        stage2 = tuple(sorted({min(stage2_choices, key=lambda c: (abs(c - layer), c)) for layer in stage2}))
+    scaled = scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH)
+    stage2 = tuple(sorted({nearest_stage2_layer(layer, stage2_choices) for layer in scaled}))
     return replace(config, stage1_layers=scale(config.stage1_layers, vit_depth, REFERENCE_VIT_DEPTH), stage2_layers=stage2)

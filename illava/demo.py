@@ -9,8 +9,6 @@ retained-token maps as PNG files. ``--model DIR`` runs the same on any supported
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from PIL import Image
 from . import scenes
 from .config import MergeConfig, preset_for
 from .evaluate import MAX_FRAMES, VIDEO_FPS
+from .harness import method_config
 from .viz import save_png, trace_figure
 
 IMAGE_PRESETS = ("off", "paper-image", "fast")
@@ -36,10 +35,8 @@ ENCODER_OUTPUT_BUDGET = 0.22
 
 
 def encoder_output_config(kind: str, backbone) -> MergeConfig:
-    """Both stages at ``ENCODER_OUTPUT_BUDGET`` of the visual tokens, stage 1 at the encoder output."""
-    paper = preset_for("paper-video" if kind == "video" else "paper-image", backbone)
-    keep = math.sqrt(ENCODER_OUTPUT_BUDGET)
-    return dataclasses.replace(paper, stage1_layers=(backbone.vit_depth,), stage1_keep=keep, stage2_keep=keep)
+    """The harness's iLLaVA config at ``ENCODER_OUTPUT_BUDGET``, with stage 1 moved to the encoder output."""
+    return method_config("illava", ENCODER_OUTPUT_BUDGET, backbone, kind).with_(stage1_layers=(backbone.vit_depth,))
 
 
 def run_demo(args: argparse.Namespace) -> int:

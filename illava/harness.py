@@ -15,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-from .config import MergeConfig, preset
+from .config import MergeConfig, nearest_stage2_layer, preset_for
 from .evaluate import KindResult, evaluate, prior_accuracy
 from .loading import LVLM
 
@@ -27,15 +27,17 @@ FASTV_LAYER, FASTV_REFERENCE_DEPTH = 2, 32
 SEED_STRIDE = 100_000
 
 
-def method_config(method: str, budget: float, vit_depth: int, llm_depth: int, kind: str) -> MergeConfig:
-    """The config that runs ``method`` at ``budget`` in a model of these depths.
+def method_config(method: str, budget: float, backbone, kind: str) -> MergeConfig:
+    """The config that runs ``method`` at ``budget`` in a model with this backbone adapter.
 
-    iLLaVA's stages sit where its paper preset for ``kind`` puts them (scaled to the depths); with
-    both stages the budget is split evenly (each keeps its square root). FastV prunes once at its
-    paper's relative depth, VisionZip at the encoder output, ToMe in every block, and random drop
-    where iLLaVA's stage 1 works, so that it is the same placement with the scores thrown away.
+    iLLaVA's stages sit where its paper preset for ``kind`` puts them (fitted to the backbone's
+    depths and usable stage-2 layers); with both stages the budget is split evenly (each keeps its
+    square root). FastV prunes once at its paper's relative depth, VisionZip at the encoder output,
+    ToMe in every block, and random drop where iLLaVA's stage 1 works, so that it is the same
+    placement with the scores thrown away.
     """
-    reference = preset("paper-video" if kind == "video" else "paper-image", vit_depth, llm_depth)
+    vit_depth, llm_depth = backbone.vit_depth, backbone.llm_depth
+    reference = preset_for("paper-video" if kind == "video" else "paper-image", backbone)
     if method == "illava":
         half = math.sqrt(budget)
         return MergeConfig(
@@ -47,6 +49,7 @@ def method_config(method: str, budget: float, vit_depth: int, llm_depth: int, ki
         return MergeConfig(stage2_layers=reference.stage2_layers, stage2_keep=budget)
     if method == "fastv":
         layer = min(llm_depth - 1, max(1, round(FASTV_LAYER * llm_depth / FASTV_REFERENCE_DEPTH)))
+        layer = nearest_stage2_layer(layer, backbone.stage2_choices)
         return MergeConfig(method="fastv", stage2_layers=(layer,), stage2_keep=budget)
     if method == "visionzip":
         return MergeConfig(method="visionzip", stage1_layers=(vit_depth,), stage1_keep=budget)
@@ -75,7 +78,6 @@ def run_harness(
     overrides = overrides or {}
     suffix = "[" + ",".join(f"{key}={value}" for key, value in overrides.items()) + "]" if overrides else ""
     first = seed * SEED_STRIDE
-    depths = (lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
     started = time.perf_counter()
     full = evaluate(lvlm, MergeConfig(), kind, n, first=first)
     prior = prior_accuracy(kind, n, first)
@@ -83,7 +85,7 @@ def run_harness(
     results = []
     for method in methods:
         for budget in budgets:
-            config = method_config(method, budget, *depths, kind)
+            config = method_config(method, budget, lvlm.backbone, kind)
             name = method
             if method.startswith("illava") and overrides:
                 config, name = config.with_(**overrides), method + suffix
@@ -105,8 +107,8 @@ def run_harness(
         "n": n,
         "seed": seed,
         "questions": [first, first + n - 1],
-        "vit_depth": depths[0],
-        "llm_depth": depths[1],
+        "vit_depth": lvlm.backbone.vit_depth,
+        "llm_depth": lvlm.backbone.llm_depth,
         "full_accuracy": full.overall.accuracy,
         "full_per_family": _families(full),
         "prior_accuracy": prior,

@@ -1,6 +1,7 @@
 """The accuracy harness: every method runs at the budget it is given, and the report has the documented shape."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,14 +27,30 @@ def test_every_method_reaches_its_budget_and_the_report_has_the_documented_field
     assert table.count("\n| ") == len(METHODS) + 1 and "50% of tokens" in table
 
 
+def backbone(vit_depth: int, llm_depth: int, stage2_choices: tuple[int, ...] | None = None) -> SimpleNamespace:
+    """The three facts about a backbone adapter that placing a method reads."""
+    return SimpleNamespace(vit_depth=vit_depth, llm_depth=llm_depth, stage2_choices=stage2_choices)
+
+
 def test_methods_are_placed_as_documented():
-    assert method_config("fastv", 0.3, 4, 4, "image") == MergeConfig(method="fastv", stage2_layers=(1,), stage2_keep=0.3)
-    assert method_config("visionzip", 0.3, 4, 4, "image").stage1_layers == (4,)
-    assert method_config("tome", 0.3, 4, 4, "image").stage1_layers == (1, 2, 3, 4)
-    both = method_config("illava", 0.25, 32, 28, "image")
+    small = backbone(4, 4)
+    fastv = MergeConfig(method="fastv", stage2_layers=(1,), stage2_keep=0.3)
+    assert method_config("fastv", 0.3, small, "image") == fastv
+    assert method_config("visionzip", 0.3, small, "image").stage1_layers == (4,)
+    assert method_config("tome", 0.3, small, "image").stage1_layers == (1, 2, 3, 4)
+    both = method_config("illava", 0.25, backbone(32, 28), "image")
     assert (both.stage1_keep, both.stage2_keep) == (0.5, 0.5) and both.stage1_layers == (13, 14, 15, 16)
     with pytest.raises(ValueError, match="unknown method"):
-        method_config("sparsevlm", 0.3, 4, 4, "image")
+        method_config("sparsevlm", 0.3, small, "image")
+
+
+def test_llm_side_methods_move_to_a_layer_the_backbone_can_score():
+    # As in a hybrid LLM where only layers after a full-attention one have an attention map.
+    hybrid = backbone(32, 28, stage2_choices=(4, 8, 12, 16, 20, 24))
+    assert method_config("fastv", 0.3, hybrid, "image").stage2_layers == (4,)
+    # The paper preset's layers 6, 7 and 8: 6 is as near 4 as 8 and goes to the earlier.
+    assert method_config("illava", 0.25, hybrid, "image").stage2_layers == (4, 8)
+    assert method_config("illava-stage2", 0.25, hybrid, "video").stage2_layers == (4,)
 
 
 def test_eval_command_writes_json_and_markdown(model_dirs, tmp_path, capsys):
