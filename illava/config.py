@@ -173,6 +173,11 @@ def nearest_stage2_layer(layer: int, stage2_choices: tuple[int, ...] | None) -> 
     return min(stage2_choices, key=lambda choice: (abs(choice - layer), choice))
 
 
+def scale_layer(layer: int, depth: int, reference: int) -> int:
+    """``layer`` of a ``reference``-deep stack at the same relative depth of a ``depth``-deep one (1 to depth - 1)."""
+    return min(depth - 1, max(1, round(layer * depth / reference)))
+
+
 REFERENCE_VIT_DEPTH = 32
 REFERENCE_LLM_DEPTH = 28
 
@@ -189,8 +194,7 @@ def scale_layers(
     def scale(layers: tuple[int, ...], depth: int, reference: int) -> tuple[int, ...]:
         if depth == reference:
             return layers
-        scaled = sorted({min(depth - 1, max(1, round(layer * depth / reference))) for layer in layers})
-        return tuple(scaled)
+        return tuple(sorted({scale_layer(layer, depth, reference) for layer in layers}))
 
     scaled = scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH)
     stage2 = tuple(sorted({nearest_stage2_layer(layer, stage2_choices) for layer in scaled}))

@@ -15,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-from .config import MergeConfig, nearest_stage2_layer, preset_for
+from .config import MergeConfig, nearest_stage2_layer, preset_for, scale_layer
 from .evaluate import KindResult, evaluate, prior_accuracy
 from .loading import LVLM
 
@@ -48,7 +48,7 @@ def method_config(method: str, budget: float, backbone, kind: str) -> MergeConfi
     if method == "illava-stage2":
         return MergeConfig(stage2_layers=reference.stage2_layers, stage2_keep=budget)
     if method == "fastv":
-        layer = min(llm_depth - 1, max(1, round(FASTV_LAYER * llm_depth / FASTV_REFERENCE_DEPTH)))
+        layer = scale_layer(FASTV_LAYER, llm_depth, FASTV_REFERENCE_DEPTH)
         layer = nearest_stage2_layer(layer, backbone.stage2_choices)
         return MergeConfig(method="fastv", stage2_layers=(layer,), stage2_keep=budget)
     if method == "visionzip":
