@@ -247,6 +247,14 @@ def answer_starts(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
 
 
+def pointed_answers(labels: torch.Tensor, targets: list[list[tuple]]):
+    """(row, position, pointed) for every answer: the position that predicts it and the tokens each head should read."""
+    first = answer_starts(labels)
+    for row, answers in enumerate(targets):
+        for position, pointed in zip(first[row].nonzero().flatten().tolist(), answers):
+            yield row, position, pointed
+
+
 def referred_tokens(groups, pointer: Pointer) -> np.ndarray | None:
     """Indices of the visual tokens whose cell centre lies inside a pointed object (and of each one's centre cell).
 
@@ -511,16 +519,14 @@ class AnswerAttention:
         query = attention.q_proj(hidden)[..., :width].view(rows, length, self.heads, -1).transpose(1, 2)
         key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
         query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
-        first = answer_starts(batch["labels"])
+        visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
         terms = []
-        for row in range(rows):
-            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
-            for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
-                for head, tokens in enumerate(pointed):
-                    if tokens is None:
-                        continue
-                    scores = key[row, 0, : position + 1] @ query[row, head, position] * attention.scaling
-                    terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[torch.from_numpy(tokens)]], 0))
+        for row, position, pointed in pointed_answers(batch["labels"], targets):
+            for head, tokens in enumerate(pointed):
+                if tokens is None:
+                    continue
+                scores = key[row, 0, : position + 1] @ query[row, head, position] * attention.scaling
+                terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[row][torch.from_numpy(tokens)]], 0))
         return torch.stack(terms).mean() if terms else None
 
 
@@ -579,13 +585,11 @@ class ContrastProbe:
         """Mean squared error of the probe over every answer that compares two places, from the last forward."""
         # Dropped at once, as AnswerAttention's inputs are.
         output, self.output = self.output, None
-        first = answer_starts(batch["labels"])
         errors = []
-        for row, (answers, place) in enumerate(zip(targets, places)):
-            for position, pointed in zip(first[row].nonzero().flatten().tolist(), answers):
-                contrast = place_contrast(place, pointed)
-                if contrast is not None:
-                    errors.append(self.head(output[row, position]).float() - contrast)
+        for row, position, pointed in pointed_answers(batch["labels"], targets):
+            contrast = place_contrast(places[row], pointed)
+            if contrast is not None:
+                errors.append(self.head(output[row, position]).float() - contrast)
         return torch.stack(errors).square().mean() if errors else None
 
 
