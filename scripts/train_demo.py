@@ -483,6 +483,22 @@ def llm_layer(model, layer: int):
     return layers[layer]
 
 
+def rotated_heads(attention, inputs: dict, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotated queries of the first ``heads`` heads and keys of the key/value heads they read, (rows, heads, length, dim).
+
+    Recomputed from an attention module's kept inputs so that training can keep SDPA, which
+    returns no attention weights.
+    """
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+    hidden = inputs["hidden_states"]
+    rows, length, _ = hidden.shape
+    kv_heads = -(-heads // attention.num_key_value_groups)
+    query = attention.q_proj(hidden)[..., : heads * attention.head_dim].view(rows, length, heads, -1).transpose(1, 2)
+    key = attention.k_proj(hidden)[..., : kv_heads * attention.head_dim].view(rows, length, kv_heads, -1).transpose(1, 2)
+    return apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
+
+
 class AnswerAttention:
     """A loss that points two LLM attention heads, at each answer's prompt position, at the objects asked about.
 
@@ -508,17 +524,11 @@ class AnswerAttention:
 
     def loss(self, batch: dict, targets: list[list[tuple[np.ndarray | None, ...]]]) -> torch.Tensor | None:
         """Mean negative log attention on the pointed tokens over every head and answer given any, from the last forward."""
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
-
         # Dropped at once: the saved checkpoint deep-copies the model, this hook's owner with it.
         inputs, self.inputs = self.inputs, {}
-        attention, hidden = self.attention, inputs["hidden_states"]
-        rows, length, _ = hidden.shape
-        # The pointed heads and the key/value head they read; recomputed here so training can keep SDPA.
-        width = self.heads * attention.head_dim
-        query = attention.q_proj(hidden)[..., :width].view(rows, length, self.heads, -1).transpose(1, 2)
-        key = attention.k_proj(hidden)[..., : attention.head_dim].view(rows, length, 1, -1).transpose(1, 2)
-        query, key = apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
+        attention = self.attention
+        # The pointed heads and the key/value head they read.
+        query, key = rotated_heads(attention, inputs, self.heads)
         visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
         terms = []
         for row, position, pointed in pointed_answers(batch["labels"], targets):
@@ -527,6 +537,47 @@ class AnswerAttention:
                     continue
                 scores = key[row, 0, : position + 1] @ query[row, head, position] * attention.scaling
                 terms.append(-torch.logsumexp(scores.log_softmax(-1)[visual[row][torch.from_numpy(tokens)]], 0))
+        return torch.stack(terms).mean() if terms else None
+
+
+class ScoringAttention:
+    """A loss that keeps the attention stage 2 and FastV rank visual tokens with on the objects asked about.
+
+    Both score each visual token by the head-averaged attention the last prompt token (the
+    position that predicts the answer) pays it in the layer before they prune. A run with
+    ``ContrastProbe`` answered where things are, but that attention had moved off the objects, and
+    merging kept fewer of their tokens than random drop. This scores it: at each answer position in
+    ``layer``, the negative log of the share of the head-averaged attention on visual tokens that
+    falls on the tokens any pointed head should read. Attention to the text is left free; only
+    training uses it.
+    """
+
+    def __init__(self, model, layer: int) -> None:
+        self.attention = llm_layer(model, layer).self_attn
+        self.inputs: dict = {}
+        self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+
+    def _keep_inputs(self, module, args, kwargs) -> None:
+        self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
+
+    def loss(self, batch: dict, targets: list[list[tuple[np.ndarray | None, ...]]]) -> torch.Tensor | None:
+        """Mean over answers of -log(share of the visual attention on the pointed tokens), from the last forward."""
+        # Dropped at once, as AnswerAttention's inputs are.
+        inputs, self.inputs = self.inputs, {}
+        attention = self.attention
+        heads = attention.config.num_attention_heads
+        query, key = rotated_heads(attention, inputs, heads)
+        key = key.repeat_interleave(attention.num_key_value_groups, dim=1)
+        visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
+        terms = []
+        for row, position, pointed in pointed_answers(batch["labels"], targets):
+            tokens = [torch.from_numpy(found) for found in pointed if found is not None]
+            if not tokens:
+                continue
+            scores = key[row, :, : position + 1] @ query[row, :, position, :, None] * attention.scaling
+            on_visual = scores.squeeze(-1).softmax(-1)[:, visual[row]].mean(0)
+            asked = torch.cat(tokens).unique()
+            terms.append(on_visual.sum().log() - on_visual[asked].sum().log())
         return torch.stack(terms).mean() if terms else None
 
 
@@ -625,6 +676,7 @@ def train(args: argparse.Namespace) -> None:
     pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
     placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
     contrasting = ContrastProbe(model, args.attention_layer) if args.contrast_weight > 0 else None
+    scoring = ScoringAttention(model, args.scoring_layer) if args.scoring_weight > 0 else None
     probes = [probe.head for probe in (placing, contrasting) if probe]
     parameters = [*model.parameters(), *(p for probe in probes for p in probe.parameters())]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
@@ -647,6 +699,7 @@ def train(args: argparse.Namespace) -> None:
                 "attention": (args.attention_weight, pointing.loss(batch, targets) if pointing else None),
                 "place": (args.place_weight, placing.loss(batch, places) if placing else None),
                 "contrast": (args.contrast_weight, contrasting.loss(batch, targets, places) if contrasting else None),
+                "scoring": (args.scoring_weight, scoring.loss(batch, targets) if scoring else None),
             }
         loss = output.loss
         for name, (weight, extra) in extras.items():
@@ -718,6 +771,15 @@ def main() -> None:
         "--contrast-weight", type=float, default=0.0,
         help="weight of the loss that makes the answer's state after --attention-layer hold where the object one "
         "pointed head reads lies from the other's, in position and motion questions (0: none)",
+    )
+    parser.add_argument(
+        "--scoring-weight", type=float, default=0.0,
+        help="weight of the loss that keeps --scoring-layer's head-averaged attention from the answer position, which "
+        "stage 2 and FastV rank visual tokens with, on the objects asked about (0: none)",
+    )
+    parser.add_argument(
+        "--scoring-layer", type=int, default=0,
+        help="the LLM layer before the one the harness prunes at (stage 2 and FastV prune before layer 1 of 4)",
     )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,

@@ -72,6 +72,33 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_scoring_loss_is_the_log_share_of_head_averaged_visual_attention_on_the_asked_objects(train_demo, parts, kind):
+    processor, model = parts
+    examples = _examples(train_demo, kind)
+    batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
+    batch.pop("families")
+    batch.pop("places")
+    targets = batch.pop("targets")
+    scoring = train_demo.ScoringAttention(model, 0)
+    with torch.no_grad():
+        output = model(**batch, output_attentions=True)
+        loss = scoring.loss(batch, targets)
+    weights = output.attentions[0].mean(1)
+    labels, ids = batch["labels"], batch["input_ids"]
+    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+    expected = []
+    for row in range(len(examples)):
+        visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
+        for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+            asked = sorted({int(token) for tokens in pointed if tokens is not None for token in tokens})
+            if asked:
+                on_visual = weights[row, position, visual]
+                expected.append(-(on_visual[asked].sum() / on_visual.sum()).log())
+    assert expected, "no answer referred to an object"
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
+
+
 def test_referred_tokens_cover_the_object_asked_about(train_demo):
     star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
     circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
