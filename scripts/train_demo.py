@@ -7,9 +7,11 @@ word-level tokenizer over the question vocabulary plus Qwen's special tokens, sa
 safetensors) with its processor and chat template so that ``illava.load`` reads it like any real
 checkpoint. Training has two phases: the vision tower alone learns to name the shape and colour at
 each object's token (``--vision-steps``), then the whole model learns the answers, with two
-attention heads told where each question's objects are (``--attention-weight``) and the layers
-before them taught to write each visual token's place into it (``--place-weight``). Inputs are
-prepared with the library's own image and video preprocessing, so training sees exactly what
+attention heads told where each question's objects are (``--attention-weight``), the layers before
+them taught to write each visual token's place into it (``--place-weight``), the state after them
+to hold where one pointed object lies from the other (``--contrast-weight``), and the attention
+that stage 2 and FastV rank visual tokens with kept on the objects (``--scoring-weight``). Inputs
+are prepared with the library's own image and video preprocessing, so training sees exactly what
 ``illava.encode`` feeds the model. A checkpoint is written every ``--save-every`` steps and at the
 end; the log goes to stdout.
 """
@@ -768,12 +770,12 @@ def main() -> None:
         "into its hidden state (0: none)",
     )
     parser.add_argument(
-        "--contrast-weight", type=float, default=0.0,
+        "--contrast-weight", type=float, default=0.3,
         help="weight of the loss that makes the answer's state after --attention-layer hold where the object one "
         "pointed head reads lies from the other's, in position and motion questions (0: none)",
     )
     parser.add_argument(
-        "--scoring-weight", type=float, default=0.0,
+        "--scoring-weight", type=float, default=1.0,
         help="weight of the loss that keeps --scoring-layer's head-averaged attention from the answer position, which "
         "stage 2 and FastV rank visual tokens with, on the objects asked about (0: none)",
     )
