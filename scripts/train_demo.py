@@ -485,23 +485,38 @@ def llm_layer(model, layer: int):
     return layers[layer]
 
 
-def rotated_heads(attention, inputs: dict, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotated queries of the first ``heads`` heads and keys of the key/value heads they read, (rows, heads, length, dim).
+class KeptAttentionInputs:
+    """Keeps the inputs of one LLM layer's attention from each forward, to recompute some of its heads' attention.
 
-    Recomputed from an attention module's kept inputs so that training can keep SDPA, which
-    returns no attention weights.
+    Recomputed rather than read back so that training can keep SDPA, which returns no attention weights.
     """
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
-    hidden = inputs["hidden_states"]
-    rows, length, _ = hidden.shape
-    kv_heads = -(-heads // attention.num_key_value_groups)
-    query = attention.q_proj(hidden)[..., : heads * attention.head_dim].view(rows, length, heads, -1).transpose(1, 2)
-    key = attention.k_proj(hidden)[..., : kv_heads * attention.head_dim].view(rows, length, kv_heads, -1).transpose(1, 2)
-    return apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
+    def __init__(self, model, layer: int) -> None:
+        self.attention = llm_layer(model, layer).self_attn
+        self.inputs: dict = {}
+        self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+
+    def _keep_inputs(self, module, args, kwargs) -> None:
+        self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
+
+    def rotated_heads(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated queries of the first ``heads`` heads and keys of the key/value heads they read, from the last forward.
+
+        Both are (rows, heads, length, dim). The kept inputs are dropped at once: the saved
+        checkpoint deep-copies the model, this hook's owner with it.
+        """
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+        inputs, self.inputs = self.inputs, {}
+        attention, hidden = self.attention, inputs["hidden_states"]
+        rows, length, _ = hidden.shape
+        kv_heads = -(-heads // attention.num_key_value_groups)
+        query = attention.q_proj(hidden)[..., : heads * attention.head_dim].view(rows, length, heads, -1).transpose(1, 2)
+        key = attention.k_proj(hidden)[..., : kv_heads * attention.head_dim].view(rows, length, kv_heads, -1).transpose(1, 2)
+        return apply_rotary_pos_emb(query, key, *inputs["position_embeddings"])
 
 
-class AnswerAttention:
+class AnswerAttention(KeptAttentionInputs):
     """A loss that points two LLM attention heads, at each answer's prompt position, at the objects asked about.
 
     Learned only through the answers, the language model reads what each visual token shows (a
@@ -515,22 +530,15 @@ class AnswerAttention:
     heads = 2
 
     def __init__(self, model, layer: int) -> None:
-        self.attention = llm_layer(model, layer).self_attn
+        super().__init__(model, layer)
         if self.attention.num_key_value_groups < self.heads:
             raise ValueError(f"the pointed heads must share a key/value head: use --heads at least {self.heads}")
-        self.inputs: dict = {}
-        self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
-
-    def _keep_inputs(self, module, args, kwargs) -> None:
-        self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
 
     def loss(self, batch: dict, targets: list[list[tuple[np.ndarray | None, ...]]]) -> torch.Tensor | None:
         """Mean negative log attention on the pointed tokens over every head and answer given any, from the last forward."""
-        # Dropped at once: the saved checkpoint deep-copies the model, this hook's owner with it.
-        inputs, self.inputs = self.inputs, {}
         attention = self.attention
         # The pointed heads and the key/value head they read.
-        query, key = rotated_heads(attention, inputs, self.heads)
+        query, key = self.rotated_heads(self.heads)
         visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
         terms = []
         for row, position, pointed in pointed_answers(batch["labels"], targets):
@@ -542,7 +550,7 @@ class AnswerAttention:
         return torch.stack(terms).mean() if terms else None
 
 
-class ScoringAttention:
+class ScoringAttention(KeptAttentionInputs):
     """A loss that keeps the attention stage 2 and FastV rank visual tokens with on the objects asked about.
 
     Both score each visual token by the head-averaged attention the last prompt token (the
@@ -554,21 +562,10 @@ class ScoringAttention:
     training uses it.
     """
 
-    def __init__(self, model, layer: int) -> None:
-        self.attention = llm_layer(model, layer).self_attn
-        self.inputs: dict = {}
-        self.attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
-
-    def _keep_inputs(self, module, args, kwargs) -> None:
-        self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
-
     def loss(self, batch: dict, targets: list[list[tuple[np.ndarray | None, ...]]]) -> torch.Tensor | None:
         """Mean over answers of -log(share of the visual attention on the pointed tokens), from the last forward."""
-        # Dropped at once, as AnswerAttention's inputs are.
-        inputs, self.inputs = self.inputs, {}
         attention = self.attention
-        heads = attention.config.num_attention_heads
-        query, key = rotated_heads(attention, inputs, heads)
+        query, key = self.rotated_heads(attention.config.num_attention_heads)
         key = key.repeat_interleave(attention.num_key_value_groups, dim=1)
         visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
         terms = []
@@ -605,7 +602,7 @@ class PlaceProbe:
 
     def loss(self, batch: dict, places: list[torch.Tensor]) -> torch.Tensor:
         """Mean squared error of the probe's places over every known coordinate of every visual token, last forward."""
-        # Dropped at once, as AnswerAttention's inputs are.
+        # Dropped at once, as KeptAttentionInputs' inputs are.
         hidden, self.hidden = self.hidden, None
         errors = []
         for row, place in enumerate(places):
@@ -636,7 +633,7 @@ class ContrastProbe:
 
     def loss(self, batch: dict, targets: list[list[tuple]], places: list[torch.Tensor]) -> torch.Tensor | None:
         """Mean squared error of the probe over every answer that compares two places, from the last forward."""
-        # Dropped at once, as AnswerAttention's inputs are.
+        # Dropped at once, as KeptAttentionInputs' inputs are.
         output, self.output = self.output, None
         errors = []
         for row, position, pointed in pointed_answers(batch["labels"], targets):

@@ -45,29 +45,41 @@ def _examples(train_demo, kind: str):
     return [train_demo.Example.from_sample(scenes.sample("train", kind, index)) for index in range(4)]
 
 
+def _batch(train_demo, processor, model, examples) -> tuple[dict, list[dict]]:
+    """The collated model inputs of ``examples`` (training-only entries removed) and each one's encoding."""
+    encoded = [train_demo.encode_example(processor, e) for e in examples]
+    batch = train_demo.collate(encoded, model.config)
+    for key in ("families", "targets", "places"):
+        batch.pop(key)
+    return batch, encoded
+
+
+def _answers(batch: dict, model, targets):
+    """(row, position, visual, pointed) per answer: the position predicting it, read off the ids and labels themselves."""
+    labels, ids = batch["labels"], batch["input_ids"]
+    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+    for row in range(len(ids)):
+        visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
+        for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
+            yield row, position, visual, pointed
+
+
 @pytest.mark.parametrize("kind", scenes.KINDS)
 def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, parts, kind):
     processor, model = parts
-    examples = _examples(train_demo, kind)
-    batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
-    batch.pop("families")
-    batch.pop("places")
-    targets = batch.pop("targets")
+    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
+    targets = [e["targets"] for e in encoded]
     pointing = train_demo.AnswerAttention(model, LAYER)
     with torch.no_grad():
         output = model(**batch, output_attentions=True)
         loss = pointing.loss(batch, targets)
     weights = output.attentions[LAYER]
-    labels, ids = batch["labels"], batch["input_ids"]
-    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
     expected = []
-    for row in range(len(examples)):
-        visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
-        for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
-            for head, tokens in enumerate(pointed):
-                if tokens is not None:
-                    assert tokens.max() < len(visual)
-                    expected.append(-weights[row, head, position, visual[torch.from_numpy(tokens)]].sum().log())
+    for row, position, visual, pointed in _answers(batch, model, targets):
+        for head, tokens in enumerate(pointed):
+            if tokens is not None:
+                assert tokens.max() < len(visual)
+                expected.append(-weights[row, head, position, visual[torch.from_numpy(tokens)]].sum().log())
     assert expected, "no answer referred to an object"
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
 
@@ -75,26 +87,19 @@ def test_pointing_loss_is_the_log_attention_on_the_referred_objects(train_demo, 
 @pytest.mark.parametrize("kind", scenes.KINDS)
 def test_scoring_loss_is_the_log_share_of_head_averaged_visual_attention_on_the_asked_objects(train_demo, parts, kind):
     processor, model = parts
-    examples = _examples(train_demo, kind)
-    batch = train_demo.collate([train_demo.encode_example(processor, e) for e in examples], model.config)
-    batch.pop("families")
-    batch.pop("places")
-    targets = batch.pop("targets")
+    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
+    targets = [e["targets"] for e in encoded]
     scoring = train_demo.ScoringAttention(model, 0)
     with torch.no_grad():
         output = model(**batch, output_attentions=True)
         loss = scoring.loss(batch, targets)
     weights = output.attentions[0].mean(1)
-    labels, ids = batch["labels"], batch["input_ids"]
-    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
     expected = []
-    for row in range(len(examples)):
-        visual = ((ids[row] == model.config.image_token_id) | (ids[row] == model.config.video_token_id)).nonzero().flatten()
-        for position, pointed in zip(first[row].nonzero().flatten().tolist(), targets[row]):
-            asked = sorted({int(token) for tokens in pointed if tokens is not None for token in tokens})
-            if asked:
-                on_visual = weights[row, position, visual]
-                expected.append(-(on_visual[asked].sum() / on_visual.sum()).log())
+    for row, position, visual, pointed in _answers(batch, model, targets):
+        asked = sorted({int(token) for tokens in pointed if tokens is not None for token in tokens})
+        if asked:
+            on_visual = weights[row, position, visual]
+            expected.append(-(on_visual[asked].sum() / on_visual.sum()).log())
     assert expected, "no answer referred to an object"
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
 
@@ -143,11 +148,7 @@ def test_token_places_run_across_each_image_and_through_the_clip(train_demo):
 @pytest.mark.parametrize("kind", scenes.KINDS)
 def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, parts, kind):
     processor, model = parts
-    examples = _examples(train_demo, kind)
-    encoded = [train_demo.encode_example(processor, e) for e in examples]
-    batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places"):
-        batch.pop(key)
+    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
     placing = train_demo.PlaceProbe(model, LAYER)
     with torch.no_grad():
         output = model(**batch, output_hidden_states=True)
@@ -174,10 +175,7 @@ def test_contrast_is_the_first_heads_mean_place_minus_the_seconds(train_demo):
 def test_contrast_loss_is_the_probe_error_at_answers_that_compare_two_places(train_demo, parts, kind):
     processor, model = parts
     examples = [train_demo.Example.from_sample(s) for s in _compared_samples(kind)]
-    encoded = [train_demo.encode_example(processor, e) for e in examples]
-    batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places"):
-        batch.pop(key)
+    batch, encoded = _batch(train_demo, processor, model, examples)
     # Layer 0: the last layer's entry in hidden_states has the final norm applied.
     contrasting = train_demo.ContrastProbe(model, 0)
     with torch.no_grad():
