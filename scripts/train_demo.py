@@ -485,6 +485,11 @@ def llm_layer(model, layer: int):
     return layers[layer]
 
 
+def visual_positions(batch: dict) -> list[torch.Tensor]:
+    """Per row of a collated batch, the sequence positions of its visual tokens, in order."""
+    return [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
+
+
 class KeptAttentionInputs:
     """Keeps the inputs of one LLM layer's attention from each forward, to recompute some of its heads' attention.
 
@@ -539,7 +544,7 @@ class AnswerAttention(KeptAttentionInputs):
         attention = self.attention
         # The pointed heads and the key/value head they read.
         query, key = self.rotated_heads(self.heads)
-        visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
+        visual = visual_positions(batch)
         terms = []
         for row, position, pointed in pointed_answers(batch["labels"], targets):
             for head, tokens in enumerate(pointed):
@@ -567,7 +572,7 @@ class ScoringAttention(KeptAttentionInputs):
         attention = self.attention
         query, key = self.rotated_heads(attention.config.num_attention_heads)
         key = key.repeat_interleave(attention.num_key_value_groups, dim=1)
-        visual = [types.nonzero().flatten() for types in batch["mm_token_type_ids"]]
+        visual = visual_positions(batch)
         terms = []
         for row, position, pointed in pointed_answers(batch["labels"], targets):
             tokens = [torch.from_numpy(found) for found in pointed if found is not None]
@@ -605,8 +610,7 @@ class PlaceProbe:
         # Dropped at once, as KeptAttentionInputs' inputs are.
         hidden, self.hidden = self.hidden, None
         errors = []
-        for row, place in enumerate(places):
-            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
+        for row, (visual, place) in enumerate(zip(visual_positions(batch), places)):
             known = ~place.isnan()
             errors.append((self.head(hidden[row, visual]).float() - place)[known])
         return torch.cat(errors).square().mean()
