@@ -205,8 +205,7 @@ def encode_example(processor, example: Example) -> dict:
 
 @dataclass(frozen=True)
 class Pointer:
-    """What one pointed head reads: the objects named, in every visual group or in the first or last showing them,
-    or the places they left ("vacated": their cells, as last drawn, in every later group)."""
+    """What one pointed head reads: the objects named, in every visual group or in the first or last showing them."""
 
     names: frozenset[str]
     moment: str = "all"
@@ -222,10 +221,7 @@ def pointed_names(
     circle?") the first looks at the object named first and the second at the other; in a motion
     question the first looks at the moving object in the first temporal patch and the second in
     the last. With each visual token's place written into its hidden state (``PlaceProbe``), the
-    answer is then a comparison of what the two heads read. In a disappearance question the second
-    looks at the place the object left, in the frames after it went: causal attention lets the
-    tokens there see what stood there before, while the object's own tokens, earlier in the
-    sequence, can never see that it goes (an appearing object's tokens can see it was not there).
+    answer is then a comparison of what the two heads read.
     """
     names = scenes.referred_names(family, question, answer, pictures)
     if family == "position":
@@ -233,8 +229,6 @@ def pointed_names(
         return Pointer(frozenset({named_first})), Pointer(frozenset({named_second}))
     if family == "motion":
         return Pointer(frozenset(names), "first"), Pointer(frozenset(names), "last")
-    if family == "disappear":
-        return Pointer(frozenset(names)), Pointer(frozenset(names), "vacated")
     return Pointer(frozenset(names)), Pointer(frozenset())
 
 
@@ -267,24 +261,19 @@ def referred_tokens(groups, pointer: Pointer) -> np.ndarray | None:
     """Indices of the visual tokens whose cell centre lies inside a pointed object (and of each one's centre cell).
 
     ``pointer.moment`` "first" or "last" keeps only the first or last group (a video's temporal
-    patch) in which a pointed object is drawn; "vacated" marks the cells of the pointed objects,
-    as drawn in the last group showing them, in every group after it.
+    patch) in which a pointed object is drawn.
     """
-    pointed = [[shape for shape in group[4] if shape.name in pointer.names] for group in groups]
-    showing = [index for index, shapes in enumerate(pointed) if shapes]
-    if pointer.moment == "vacated":
-        marked = {index: pointed[showing[-1]] for index in range(showing[-1] + 1, len(groups))} if showing else {}
-    else:
-        if pointer.moment != "all":
-            showing = showing[:1] if pointer.moment == "first" else showing[-1:]
-        marked = {index: pointed[index] for index in showing}
+    showing = [index for index, group in enumerate(groups) if any(shape.name in pointer.names for shape in group[4])]
+    if pointer.moment != "all":
+        showing = showing[:1] if pointer.moment == "first" else showing[-1:]
     found, offset = [], 0
-    for index, (width, height, rows, cols, _) in enumerate(groups):
+    for index, (width, height, rows, cols, shapes) in enumerate(groups):
         centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
         inside = np.zeros((rows, cols), dtype=bool)
-        for shape in marked.get(index, ()):
-            inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
-            inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
+        for shape in shapes if index in showing else ():
+            if shape.name in pointer.names:
+                inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
+                inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
         found.append(offset + np.flatnonzero(inside))
         offset += rows * cols
     tokens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
