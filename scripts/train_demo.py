@@ -491,7 +491,7 @@ def visual_positions(batch: dict) -> list[torch.Tensor]:
 
 
 class KeptAttentionInputs:
-    """Keeps the inputs of one LLM layer's attention from each forward, to recompute some of its heads' attention.
+    """Keeps the inputs of one LLM layer's attention from each forward, for a loss to read or to recompute heads from.
 
     Recomputed rather than read back so that training can keep SDPA, which returns no attention weights.
     """
@@ -504,15 +504,20 @@ class KeptAttentionInputs:
     def _keep_inputs(self, module, args, kwargs) -> None:
         self.inputs = {"hidden_states": kwargs["hidden_states"], "position_embeddings": kwargs["position_embeddings"]}
 
+    def take_inputs(self) -> dict:
+        """The inputs kept from the last forward, dropped here at once: the saved checkpoint deep-copies the model, this
+        hook's owner with it."""
+        inputs, self.inputs = self.inputs, {}
+        return inputs
+
     def rotated_heads(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotated queries of the first ``heads`` heads and keys of the key/value heads they read, from the last forward.
 
-        Both are (rows, heads, length, dim). The kept inputs are dropped at once: the saved
-        checkpoint deep-copies the model, this hook's owner with it.
+        Both are (rows, heads, length, dim).
         """
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
-        inputs, self.inputs = self.inputs, {}
+        inputs = self.take_inputs()
         attention, hidden = self.attention, inputs["hidden_states"]
         rows, length, _ = hidden.shape
         kv_heads = -(-heads // attention.num_key_value_groups)
@@ -585,7 +590,7 @@ class ScoringAttention(KeptAttentionInputs):
         return torch.stack(terms).mean() if terms else None
 
 
-class PlaceProbe:
+class PlaceProbe(KeptAttentionInputs):
     """A loss that makes the first LLM layers write each visual token's place into its hidden state.
 
     Nothing in Qwen2.5-VL gives a visual token its absolute place: the ViT's rotary positions are
@@ -598,17 +603,12 @@ class PlaceProbe:
     """
 
     def __init__(self, model, layer: int) -> None:
+        super().__init__(model, layer)
         self.head = torch.nn.Linear(model.config.text_config.hidden_size, 3)
-        self.hidden: torch.Tensor | None = None
-        llm_layer(model, layer).self_attn.register_forward_pre_hook(self._keep_hidden, with_kwargs=True)
-
-    def _keep_hidden(self, module, args, kwargs) -> None:
-        self.hidden = kwargs["hidden_states"]
 
     def loss(self, batch: dict, places: list[torch.Tensor]) -> torch.Tensor:
         """Mean squared error of the probe's places over every known coordinate of every visual token, last forward."""
-        # Dropped at once, as KeptAttentionInputs' inputs are.
-        hidden, self.hidden = self.hidden, None
+        hidden = self.take_inputs()["hidden_states"]
         errors = []
         for row, (visual, place) in enumerate(zip(visual_positions(batch), places)):
             known = ~place.isnan()
