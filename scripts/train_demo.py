@@ -477,19 +477,6 @@ def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
             hits = []
 
 
-def freeze_vision_blocks(model, blocks: int) -> None:
-    """Leave the patch embedding and the first ``blocks`` ViT blocks as the warm-up trained them.
-
-    The vision tower costs more than half of an answer step's forward and backward; with no
-    gradient to carry below the frozen blocks, the same minutes buy more answer steps.
-    """
-    if blocks <= 0:
-        return
-    vision = model.model.visual
-    for module in (vision.patch_embed, *vision.blocks[:blocks]):
-        module.requires_grad_(False)
-
-
 def llm_layer(model, layer: int):
     """LLM decoder layer ``layer`` of ``model``; an out-of-range index is an error that names the valid ones."""
     layers = model.model.language_model.layers
@@ -688,14 +675,13 @@ def train(args: argparse.Namespace) -> None:
     print(f"parameters: {parameters / 1e6:.2f} M (bfloat16 file about {parameters * 2 / 1e6:.1f} MB)", flush=True)
     warm_up_start = time.perf_counter()
     warm_up_vision(model, processor, args)
-    freeze_vision_blocks(model, args.frozen_vision_blocks)
     budget = args.max_minutes * 60 - (time.perf_counter() - warm_up_start)
     pointing = AnswerAttention(model, args.attention_layer) if args.attention_weight > 0 else None
     placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
     contrasting = ContrastProbe(model, args.attention_layer) if args.contrast_weight > 0 else None
     scoring = ScoringAttention(model, args.scoring_layer) if args.scoring_weight > 0 else None
     probes = [probe.head for probe in (placing, contrasting) if probe]
-    parameters = [p for p in (*model.parameters(), *(p for probe in probes for p in probe.parameters())) if p.requires_grad]
+    parameters = [*model.parameters(), *(p for probe in probes for p in probe.parameters())]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
     stream = TrainingBatches(processor, model.config, args)
     batches = iter(stream)
@@ -769,11 +755,6 @@ def main() -> None:
     parser.add_argument(
         "--vision-steps", type=int, default=1500,
         help="steps that train the vision tower alone on per-token shape and colour labels before the answers (0: none)",
-    )
-    parser.add_argument(
-        "--frozen-vision-blocks", type=int, default=0,
-        help="ViT blocks (from the first, with the patch embedding) not trained after the warm-up: "
-        "4 of 4 makes an answer step about 1.5x faster",
     )
     parser.add_argument(
         "--lr-floor", type=float, default=0.3,
