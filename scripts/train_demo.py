@@ -200,14 +200,12 @@ def encode_example(processor, example: Example) -> dict:
         for family, question, answer in example.turns
     ]
     out["places"] = token_places(groups, times)
-    out["vacated"] = vacated_labels(groups, times)
     return out
 
 
 @dataclass(frozen=True)
 class Pointer:
-    """What one pointed head reads: the objects named, in every visual group or in the first or last showing them,
-    or the places they left ("vacated": their cells, as last drawn, in every later group)."""
+    """What one pointed head reads: the objects named, in every visual group or in the first or last showing them."""
 
     names: frozenset[str]
     moment: str = "all"
@@ -223,10 +221,7 @@ def pointed_names(
     circle?") the first looks at the object named first and the second at the other; in a motion
     question the first looks at the moving object in the first temporal patch and the second in
     the last. With each visual token's place written into its hidden state (``PlaceProbe``), the
-    answer is then a comparison of what the two heads read. In a disappearance question the second
-    looks at the place the object left, in the frames after it went: causal attention lets the
-    tokens there see what stood there before, while the object's own tokens, earlier in the
-    sequence, can never see that it goes (an appearing object's tokens can see it was not there).
+    answer is then a comparison of what the two heads read.
     """
     names = scenes.referred_names(family, question, answer, pictures)
     if family == "position":
@@ -234,8 +229,6 @@ def pointed_names(
         return Pointer(frozenset({named_first})), Pointer(frozenset({named_second}))
     if family == "motion":
         return Pointer(frozenset(names), "first"), Pointer(frozenset(names), "last")
-    if family == "disappear":
-        return Pointer(frozenset(names)), Pointer(frozenset(names), "vacated")
     return Pointer(frozenset(names)), Pointer(frozenset())
 
 
@@ -268,24 +261,19 @@ def referred_tokens(groups, pointer: Pointer) -> np.ndarray | None:
     """Indices of the visual tokens whose cell centre lies inside a pointed object (and of each one's centre cell).
 
     ``pointer.moment`` "first" or "last" keeps only the first or last group (a video's temporal
-    patch) in which a pointed object is drawn; "vacated" marks the cells of the pointed objects,
-    as drawn in the last group showing them, in every group after it.
+    patch) in which a pointed object is drawn.
     """
-    pointed = [[shape for shape in group[4] if shape.name in pointer.names] for group in groups]
-    showing = [index for index, shapes in enumerate(pointed) if shapes]
-    if pointer.moment == "vacated":
-        marked = {index: pointed[showing[-1]] for index in range(showing[-1] + 1, len(groups))} if showing else {}
-    else:
-        if pointer.moment != "all":
-            showing = showing[:1] if pointer.moment == "first" else showing[-1:]
-        marked = {index: pointed[index] for index in showing}
+    showing = [index for index, group in enumerate(groups) if any(shape.name in pointer.names for shape in group[4])]
+    if pointer.moment != "all":
+        showing = showing[:1] if pointer.moment == "first" else showing[-1:]
     found, offset = [], 0
-    for index, (width, height, rows, cols, _) in enumerate(groups):
+    for index, (width, height, rows, cols, shapes) in enumerate(groups):
         centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
         inside = np.zeros((rows, cols), dtype=bool)
-        for shape in marked.get(index, ()):
-            inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
-            inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
+        for shape in shapes if index in showing else ():
+            if shape.name in pointer.names:
+                inside |= np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
+                inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
         found.append(offset + np.flatnonzero(inside))
         offset += rows * cols
     tokens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
@@ -301,35 +289,6 @@ def place_contrast(places: torch.Tensor, pointed: tuple[np.ndarray | None, ...])
         return None
     first, second = (places[torch.from_numpy(tokens), :2].mean(0) for tokens in pointed)
     return first - second
-
-
-def vacated_labels(groups, times: Sequence[float | None]) -> torch.Tensor:
-    """Per visual token, the (shape, colour) index of the object that stood on its cell and has left the clip.
-
-    A cell is vacated in every temporal patch after the last one that draws an object (its cells as
-    drawn there, as ``referred_tokens`` finds them); other video tokens are labelled "none" (one
-    past the last shape or colour) and image tokens are not scored (-100).
-    """
-    labels = []
-    last_shown: dict[str, scenes.Shape] = {}
-    for (width, height, rows, cols, shapes), fraction in zip(groups, times):
-        if fraction is None:
-            labels.append(np.full((rows * cols, 2), -100))
-            continue
-        drawn = {shape.name for shape in shapes}
-        kinds = np.full((rows, cols), len(scenes.SHAPES))
-        colours = np.full((rows, cols), len(scenes.COLOURS))
-        centre_x, centre_y, cell_w, cell_h = cell_centres(width, height, rows, cols)
-        for name, shape in last_shown.items():
-            if name in drawn:
-                continue
-            inside = np.hypot(centre_x - shape.x, centre_y - shape.y) < shape.radius
-            inside[centre_cell(shape, cell_w, cell_h, rows, cols)] = True
-            kinds[inside] = scenes.SHAPES.index(shape.kind)
-            colours[inside] = list(scenes.COLOURS).index(shape.colour)
-        labels.append(np.stack([kinds, colours], -1).reshape(-1, 2))
-        last_shown.update({shape.name: shape for shape in shapes})
-    return torch.from_numpy(np.concatenate(labels)).long()
 
 
 def token_places(groups, times: Sequence[float | None]) -> torch.Tensor:
@@ -383,7 +342,6 @@ def collate(encoded: list[dict], model_config) -> dict:
     batch["families"] = [family for e in encoded for family in e["families"]]
     batch["targets"] = [e["targets"] for e in encoded]
     batch["places"] = [e["places"] for e in encoded]
-    batch["vacated"] = [e["vacated"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
         batch["pixel_values"] = torch.cat([pixels for pixels, _ in images])
@@ -658,42 +616,6 @@ class PlaceProbe(KeptAttentionInputs):
         return torch.cat(errors).square().mean()
 
 
-class VacatedProbe(KeptAttentionInputs):
-    """A loss that makes the first LLM layers mark each video token whose object has left, with what it was.
-
-    A disappearing object's own tokens come first in the sequence and, with causal attention, can
-    never see that it goes; only the later tokens on the cells it left can, by looking back at the
-    same place. Pointing a head at those cells (``Pointer`` "vacated") did not help while nothing
-    wrote there what had gone. These two linear probes read, from the hidden states ``layer``'s
-    attention sees, the shape and the colour that left each token's cell ("none" where nothing
-    did, ``vacated_labels``); their cross-entropy, vacated and other tokens scored apart since the
-    others outnumber them, trains the layers before to write it. The probes are discarded.
-    """
-
-    def __init__(self, model, layer: int) -> None:
-        super().__init__(model, layer)
-        width = model.config.text_config.hidden_size
-        self.head = torch.nn.Linear(width, len(scenes.SHAPES) + 1 + len(scenes.COLOURS) + 1)
-
-    def loss(self, batch: dict, vacated: list[torch.Tensor]) -> torch.Tensor | None:
-        """Mean cross-entropy of shape and colour over vacated tokens plus over the other video tokens, last forward."""
-        hidden = self.take_inputs()["hidden_states"]
-        logits = torch.cat([self.head(hidden[row, visual]) for row, visual in enumerate(visual_positions(batch))])
-        labels = torch.cat(vacated)
-        shapes = len(scenes.SHAPES) + 1
-        kinds, colours = labels.unbind(-1)
-        scored = kinds.ge(0)
-        if not scored.any():
-            return None
-        terms = [
-            torch.nn.functional.cross_entropy(part[where], target[where])
-            for part, target in ((logits[:, :shapes], kinds), (logits[:, shapes:], colours))
-            for where in (scored & kinds.lt(shapes - 1), kinds.eq(shapes - 1))
-            if where.any()
-        ]
-        return torch.stack(terms).mean()
-
-
 class ContrastProbe:
     """A loss that makes the answer's state, after the pointed layer, hold where one pointed object lies from the other.
 
@@ -758,8 +680,7 @@ def train(args: argparse.Namespace) -> None:
     placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
     contrasting = ContrastProbe(model, args.attention_layer) if args.contrast_weight > 0 else None
     scoring = ScoringAttention(model, args.scoring_layer) if args.scoring_weight > 0 else None
-    vacating = VacatedProbe(model, args.attention_layer) if args.vacated_weight > 0 else None
-    probes = [probe.head for probe in (placing, contrasting, vacating) if probe]
+    probes = [probe.head for probe in (placing, contrasting) if probe]
     parameters = [*model.parameters(), *(p for probe in probes for p in probe.parameters())]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
     stream = TrainingBatches(processor, model.config, args)
@@ -774,7 +695,6 @@ def train(args: argparse.Namespace) -> None:
         stream.progress = progress
         batch = next(batches)
         families, targets, places = batch.pop("families"), batch.pop("targets"), batch.pop("places")
-        vacated = batch.pop("vacated")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
@@ -783,7 +703,6 @@ def train(args: argparse.Namespace) -> None:
                 "place": (args.place_weight, placing.loss(batch, places) if placing else None),
                 "contrast": (args.contrast_weight, contrasting.loss(batch, targets, places) if contrasting else None),
                 "scoring": (args.scoring_weight, scoring.loss(batch, targets) if scoring else None),
-                "vacated": (args.vacated_weight, vacating.loss(batch, vacated) if vacating else None),
             }
         loss = output.loss
         for name, (weight, extra) in extras.items():
@@ -860,11 +779,6 @@ def main() -> None:
         "--scoring-weight", type=float, default=1.0,
         help="weight of the loss that keeps --scoring-layer's head-averaged attention from the answer position, which "
         "stage 2 and FastV rank visual tokens with, on the objects asked about (0: none)",
-    )
-    parser.add_argument(
-        "--vacated-weight", type=float, default=1.0,
-        help="weight of the loss that makes the LLM layers before --attention-layer mark each video token whose "
-        "object has left the clip with that object's shape and colour (0: none)",
     )
     parser.add_argument(
         "--scoring-layer", type=int, default=0,

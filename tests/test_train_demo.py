@@ -49,7 +49,7 @@ def _batch(train_demo, processor, model, examples) -> tuple[dict, list[dict]]:
     """The collated model inputs of ``examples`` (training-only entries removed) and each one's encoding."""
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places", "vacated"):
+    for key in ("families", "targets", "places"):
         batch.pop(key)
     return batch, encoded
 
@@ -119,14 +119,9 @@ def test_referred_tokens_cover_the_object_asked_about(train_demo):
     last = train_demo.referred_tokens(groups + groups, pointer(frozenset({"blue circle"}), "last"))
     assert first.tolist() == circle_tokens.tolist() and last.tolist() == (circle_tokens + 64).tolist()
     assert train_demo.referred_tokens(groups, pointer(frozenset())) is None
-    # The circle drawn in the first two groups and gone from the last two: its cells there.
-    gone = [(224, 224, 8, 8, [star])]
-    vacated = train_demo.referred_tokens(groups * 2 + gone * 2, pointer(frozenset({"blue circle"}), "vacated"))
-    assert vacated.tolist() == [*(circle_tokens + 128).tolist(), *(circle_tokens + 192).tolist()]
-    assert train_demo.referred_tokens(groups * 2, pointer(frozenset({"blue circle"}), "vacated")) is None
 
 
-def test_position_motion_and_disappearance_questions_point_the_heads_where_the_answer_is_read(train_demo):
+def test_position_and_motion_questions_point_the_two_heads_at_the_two_places_compared(train_demo):
     star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
     circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
     pictures = [[star, circle]]
@@ -137,8 +132,6 @@ def test_position_motion_and_disappearance_questions_point_the_heads_where_the_a
     assert pointed == (pointer(frozenset({"red star"})), pointer(frozenset({"blue circle"})))
     pointed = train_demo.pointed_names("motion", "which way is the red star moving?", "left", [[star], [star]])
     assert pointed == (pointer(frozenset({"red star"}), "first"), pointer(frozenset({"red star"}), "last"))
-    pointed = train_demo.pointed_names("disappear", "which shape disappears?", "circle", [[star, circle], [star]])
-    assert pointed == (pointer(frozenset({"blue circle"})), pointer(frozenset({"blue circle"}), "vacated"))
     pointed = train_demo.pointed_names("colour", "what colour is the star?", "red", pictures)
     assert pointed == (pointer(frozenset({"red star"})), pointer(frozenset()))
 
@@ -150,50 +143,6 @@ def test_token_places_run_across_each_image_and_through_the_clip(train_demo):
     assert places[:4, 0].tolist() == [-0.75, -0.25, 0.25, 0.75] and places[:8, 1].unique().tolist() == [-0.5, 0.5]
     assert places[:8, 2].unique().tolist() == [-0.5] and places[8:, 2].unique().tolist() == [0.5]
     assert train_demo.token_places(groups[:1], [None])[:, 2].isnan().all()
-
-
-def test_vacated_labels_name_what_left_each_cell_in_the_patches_after_it_went(train_demo):
-    star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
-    circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
-    shown, gone = (224, 224, 8, 8, [star, circle]), (224, 224, 8, 8, [star])
-    circle_tokens = train_demo.referred_tokens([shown], train_demo.Pointer(frozenset({"blue circle"})))
-    labels = train_demo.vacated_labels([shown, shown, gone, gone], [0.125, 0.375, 0.625, 0.875])
-    none = (len(scenes.SHAPES), len(scenes.COLOURS))
-    circle_label = (scenes.SHAPES.index("circle"), list(scenes.COLOURS).index("blue"))
-    vacated = [64 * group + token for group in (2, 3) for token in circle_tokens.tolist()]
-    assert all(tuple(labels[token].tolist()) == circle_label for token in vacated)
-    assert all(tuple(labels[token].tolist()) == none for token in range(256) if token not in vacated)
-    # An object that moves is never gone, and image tokens are not scored.
-    moved = (224, 224, 8, 8, [star, scenes.Shape("circle", "blue", x=100.0, y=170.0, radius=25.0)])
-    assert all(tuple(label) == none for label in train_demo.vacated_labels([shown, moved], [0.25, 0.75]).tolist())
-    assert train_demo.vacated_labels([shown], [None]).eq(-100).all()
-
-
-def test_vacated_loss_scores_the_cells_a_disappearing_object_left(train_demo, parts):
-    processor, model = parts
-    examples = [train_demo.Example.from_sample(scenes.sample("train", "video", index)) for index in range(12)]
-    examples = [e for e in examples if e.turns[0][0] == "disappear"]
-    assert examples, "no disappearance clip among the first training videos"
-    batch, encoded = _batch(train_demo, processor, model, examples)
-    assert all(e["vacated"][:, 0].lt(len(scenes.SHAPES)).any() for e in encoded)
-    vacating = train_demo.VacatedProbe(model, LAYER)
-    with torch.no_grad():
-        output = model(**batch, output_hidden_states=True)
-        loss = vacating.loss(batch, [e["vacated"] for e in encoded])
-        layer = model.model.language_model.layers[LAYER]
-        logits = torch.cat([
-            vacating.head(layer.input_layernorm(output.hidden_states[LAYER][row, types.nonzero().flatten()]))
-            for row, types in enumerate(batch["mm_token_type_ids"])
-        ])
-    kinds, colours = torch.cat([e["vacated"] for e in encoded]).unbind(-1)
-    shapes = len(scenes.SHAPES) + 1
-    left, other = kinds.lt(len(scenes.SHAPES)), kinds.eq(len(scenes.SHAPES))
-    expected = torch.stack([
-        torch.nn.functional.cross_entropy(part[where], target[where])
-        for part, target in ((logits[:, :shapes], kinds), (logits[:, shapes:], colours))
-        for where in (left, other)
-    ]).mean()
-    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", scenes.KINDS)
