@@ -199,9 +199,6 @@ def encode_example(processor, example: Example) -> dict:
         tuple(referred_tokens(groups, pointer) for pointer in pointed_names(family, question, answer, example.pictures))
         for family, question, answer in example.turns
     ]
-    out["counted"] = [
-        counted_objects(groups, family, question, answer, example.pictures) for family, question, answer in example.turns
-    ]
     out["places"] = token_places(groups, times)
     return out
 
@@ -233,16 +230,6 @@ def pointed_names(
     if family == "motion":
         return Pointer(frozenset(names), "first"), Pointer(frozenset(names), "last")
     return Pointer(frozenset(names)), Pointer(frozenset())
-
-
-def counted_objects(
-    groups, family: str, question: str, answer: str, pictures: Sequence[Sequence[scenes.Shape]]
-) -> tuple[np.ndarray, ...] | None:
-    """In a count question, the visual tokens over each counted object, one array per object; None in other questions."""
-    if family != "count":
-        return None
-    names = sorted(scenes.referred_names(family, question, answer, pictures))
-    return tuple(referred_tokens(groups, Pointer(frozenset({name}))) for name in names)
 
 
 def cell_centres(width: int, height: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -354,7 +341,6 @@ def collate(encoded: list[dict], model_config) -> dict:
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "mm_token_type_ids": token_types}
     batch["families"] = [family for e in encoded for family in e["families"]]
     batch["targets"] = [e["targets"] for e in encoded]
-    batch["counted"] = [e["counted"] for e in encoded]
     batch["places"] = [e["places"] for e in encoded]
     images = [e["images"] for e in encoded if e["images"] is not None]
     if images:
@@ -574,40 +560,6 @@ class AnswerAttention(KeptAttentionInputs):
         return torch.stack(terms).mean() if terms else None
 
 
-class CountingAttention(KeptAttentionInputs):
-    """A loss that makes the second pointed head's attention, in count questions, say how many objects it counts.
-
-    Pointed at the objects, a head reads their mean, which is the same for one red object as for
-    three; the shipped model's wrong counts were 11 of 13 one too few. Softmax attention can
-    count against a fixed token: split evenly between the token that opens the image
-    (``<|vision_start|>``, whose state is the same in every prompt) and each counted object, the
-    share on that token is 1 / (count + 1). This scores that split: at each count answer's
-    position, the KL divergence from the even split to the attention the head pays the opening
-    token and each counted object (and nothing else), whatever the objects' sizes. The second
-    head is free in count questions (``pointed_names``); only training uses this.
-    """
-
-    head = 1
-
-    def loss(self, batch: dict, counted: list[list[tuple[np.ndarray, ...] | None]]) -> torch.Tensor | None:
-        """Mean over count answers of KL(even split || attention on the opening token and each object), from the last forward."""
-        attention = self.attention
-        query, key = self.rotated_heads(self.head + 1)
-        key_head = self.head // attention.num_key_value_groups
-        visual = visual_positions(batch)
-        terms = []
-        for row, position, objects in pointed_answers(batch["labels"], counted):
-            if objects is None:
-                continue
-            scores = key[row, key_head, : position + 1] @ query[row, self.head, position] * attention.scaling
-            log_attention = scores.log_softmax(-1)
-            opening = visual[row][0] - 1
-            shares = [log_attention[opening]]
-            shares += [torch.logsumexp(log_attention[visual[row][torch.from_numpy(tokens)]], 0) for tokens in objects]
-            terms.append(-torch.stack(shares).mean() - math.log(len(shares)))
-        return torch.stack(terms).mean() if terms else None
-
-
 class ScoringAttention(KeptAttentionInputs):
     """A loss that keeps the attention stage 2 and FastV rank visual tokens with on the objects asked about.
 
@@ -728,7 +680,6 @@ def train(args: argparse.Namespace) -> None:
     placing = PlaceProbe(model, args.attention_layer) if args.place_weight > 0 else None
     contrasting = ContrastProbe(model, args.attention_layer) if args.contrast_weight > 0 else None
     scoring = ScoringAttention(model, args.scoring_layer) if args.scoring_weight > 0 else None
-    counting = CountingAttention(model, args.attention_layer) if args.count_weight > 0 else None
     probes = [probe.head for probe in (placing, contrasting) if probe]
     parameters = [*model.parameters(), *(p for probe in probes for p in probe.parameters())]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
@@ -744,7 +695,6 @@ def train(args: argparse.Namespace) -> None:
         stream.progress = progress
         batch = next(batches)
         families, targets, places = batch.pop("families"), batch.pop("targets"), batch.pop("places")
-        counted = batch.pop("counted")
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             output = model(**batch)
@@ -753,7 +703,6 @@ def train(args: argparse.Namespace) -> None:
                 "place": (args.place_weight, placing.loss(batch, places) if placing else None),
                 "contrast": (args.contrast_weight, contrasting.loss(batch, targets, places) if contrasting else None),
                 "scoring": (args.scoring_weight, scoring.loss(batch, targets) if scoring else None),
-                "count": (args.count_weight, counting.loss(batch, counted) if counting else None),
             }
         loss = output.loss
         for name, (weight, extra) in extras.items():
@@ -834,11 +783,6 @@ def main() -> None:
     parser.add_argument(
         "--scoring-layer", type=int, default=0,
         help="the LLM layer before the one the harness prunes at (stage 2 and FastV prune before layer 1 of 4)",
-    )
-    parser.add_argument(
-        "--count-weight", type=float, default=1.0,
-        help="weight of the loss that splits the second pointed head's attention, in count questions, evenly between "
-        "the token opening the image and each counted object, so that its share on that token says the count (0: none)",
     )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,

@@ -49,7 +49,7 @@ def _batch(train_demo, processor, model, examples) -> tuple[dict, list[dict]]:
     """The collated model inputs of ``examples`` (training-only entries removed) and each one's encoding."""
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places", "counted"):
+    for key in ("families", "targets", "places"):
         batch.pop(key)
     return batch, encoded
 
@@ -102,42 +102,6 @@ def test_scoring_loss_is_the_log_share_of_head_averaged_visual_attention_on_the_
             expected.append(-(on_visual[asked].sum() / on_visual.sum()).log())
     assert expected, "no answer referred to an object"
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
-
-
-def test_counting_loss_is_the_divergence_from_an_even_split_over_the_opening_token_and_each_object(train_demo, parts):
-    processor, model = parts
-    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, "image"))
-    counted = [e["counted"] for e in encoded]
-    counting = train_demo.CountingAttention(model, LAYER)
-    with torch.no_grad():
-        output = model(**batch, output_attentions=True)
-        loss = counting.loss(batch, counted)
-    weights = output.attentions[LAYER]
-    expected = []
-    for row, position, visual, objects in _answers(batch, model, counted):
-        if objects is None:
-            continue
-        assert batch["input_ids"][row, visual[0] - 1] == model.config.vision_start_token_id
-        shares = [weights[row, 1, position, visual[0] - 1]]
-        shares += [weights[row, 1, position, visual[torch.from_numpy(tokens)]].sum() for tokens in objects]
-        even = 1 / len(shares)
-        expected.append(sum(even * (even / share).log() for share in shares))
-    assert expected, "no count question in the conversations"
-    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
-
-
-def test_a_count_question_counts_each_object_it_is_about_apart(train_demo):
-    star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
-    circle = scenes.Shape("circle", "red", x=30.0, y=170.0, radius=25.0)
-    square = scenes.Shape("square", "blue", x=170.0, y=170.0, radius=25.0)
-    groups = [(224, 224, 8, 8, [star, circle, square])]
-    pictures = [[star, circle, square]]
-    counted = train_demo.counted_objects(groups, "count", "how many red objects are there?", "two", pictures)
-    pointer = train_demo.Pointer
-    each = [train_demo.referred_tokens(groups, pointer(frozenset({name}))) for name in ("red circle", "red star")]
-    assert [tokens.tolist() for tokens in counted] == [tokens.tolist() for tokens in each]
-    assert train_demo.counted_objects(groups, "count", "how many green objects are there?", "zero", pictures) == ()
-    assert train_demo.counted_objects(groups, "colour", "what colour is the star?", "red", pictures) is None
 
 
 def test_referred_tokens_cover_the_object_asked_about(train_demo):
