@@ -382,28 +382,31 @@ def chat_text(lvlm: LVLM, items: Sequence[VisualItem], prompt: str, system_promp
 
 
 def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
-    """Replace each image/video placeholder with the processor's own expansion for the full grid."""
+    """Replace each image/video placeholder with the processor's own expansion for the full grid.
+
+    The processor does the substitution, so any rewriting it does around a placeholder (Qwen3-VL
+    drops the template's outer vision_start/vision_end around a video from transformers 5.25 on)
+    matches what vanilla ``transformers`` feeds the model.
+    """
     processor = lvlm.processor
-    tokens = {"image": processor.image_token, "video": processor.video_token}
-    pattern = re.compile("|".join(re.escape(t) for t in tokens.values()))
-    queues = {kind: [item for item in items if item.kind == kind] for kind in tokens}
-    seen = {kind: 0 for kind in tokens}
+    pattern = re.compile(f"{re.escape(processor.image_token)}|{re.escape(processor.video_token)}")
     found = pattern.findall(text)
     if len(found) != len(items):
         raise ValueError(
             f"the chat template produced {len(found)} image/video placeholders for {len(items)} inputs; "
             "check the model's chat_template"
         )
-
-    def expansion(match: re.Match) -> str:
-        kind = "image" if match.group(0) == tokens["image"] else "video"
-        item = queues[kind].pop(0)
-        seen[kind] += 1
+    replacements: dict[str, list[str]] = {"image": [], "video": []}
+    for item in items:
+        index = len(replacements[item.kind])
         if item.layout is not None:
-            return lvlm.backbone.item_placeholders(processor, item, seen[kind] - 1)
-        return placeholder_text(processor, item)
-
-    return pattern.sub(expansion, text)
+            replacements[item.kind].append(lvlm.backbone.item_placeholders(processor, item, index))
+        else:
+            replacements[item.kind].append(placeholder_text(processor, item))
+    expanded, _ = processor.get_text_with_replacements(
+        [text], images_replacements=replacements["image"], videos_replacements=replacements["video"]
+    )
+    return expanded[0]
 
 
 def placeholder_text(processor, item: VisualItem) -> str:
