@@ -389,12 +389,14 @@ def _expand(lvlm: LVLM, text: str, items: Sequence[VisualItem]) -> str:
     matches what vanilla ``transformers`` feeds the model.
     """
     processor = lvlm.processor
-    pattern = re.compile(f"{re.escape(processor.image_token)}|{re.escape(processor.video_token)}")
-    found = pattern.findall(text)
-    if len(found) != len(items):
+    tokens = {"image": processor.image_token, "video": processor.video_token}
+    found = re.findall("|".join(re.escape(token) for token in tokens.values()), text)
+    produced = {kind: found.count(token) for kind, token in tokens.items()}
+    wanted = {kind: sum(item.kind == kind for item in items) for kind in tokens}
+    if produced != wanted:
         raise ValueError(
-            f"the chat template produced {len(found)} image/video placeholders for {len(items)} inputs; "
-            "check the model's chat_template"
+            f"the chat template produced {produced['image']} image and {produced['video']} video placeholders "
+            f"for {wanted['image']} images and {wanted['video']} videos; check the model's chat_template"
         )
     replacements: dict[str, list[str]] = {"image": [], "video": []}
     for item in items:

@@ -208,6 +208,16 @@ def test_visuals_from_another_model_are_refused(lvlms, images, still_works):
         illava.generate(lvlms["qwen2_5_vl"], visuals, PROMPT)
 
 
+def test_a_chat_template_that_mislabels_an_input_is_named(qwen25, images, still_works, monkeypatch):
+    template = qwen25.processor.chat_template
+    assert "<|image_pad|>" in template
+    monkeypatch.setattr(qwen25.processor, "chat_template", template.replace("<|image_pad|>", "<|video_pad|>"))
+    visuals = illava.encode(qwen25, images[0])
+    message = "produced 0 image and 1 video placeholders for 1 images and 0 videos; check the model's chat_template"
+    with pytest.raises(ValueError, match=message):
+        illava.generate(qwen25, visuals, PROMPT)
+
+
 def test_interrupting_mid_decode_leaves_the_model_usable(qwen25, images, reference, still_works):
     class Interrupted(Exception):
         pass
