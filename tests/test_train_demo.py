@@ -49,7 +49,7 @@ def _batch(train_demo, processor, model, examples) -> tuple[dict, list[dict]]:
     """The collated model inputs of ``examples`` (training-only entries removed) and each one's encoding."""
     encoded = [train_demo.encode_example(processor, e) for e in examples]
     batch = train_demo.collate(encoded, model.config)
-    for key in ("families", "targets", "places"):
+    for key in ("families", "targets", "places", "named", "identities"):
         batch.pop(key)
     return batch, encoded
 
@@ -196,6 +196,74 @@ def _compared_samples(kind: str, count: int = 3) -> list[scenes.Sample]:
     family = "position" if kind == "image" else "motion"
     found = (scenes.sample("train", kind, index) for index in range(400))
     return [sample for sample, _ in zip((s for s in found if s.family == family), range(count))]
+
+
+def test_question_objects_are_the_first_two_noun_phrases_in_order(train_demo):
+    colour, shape = list(scenes.COLOURS).index, scenes.SHAPES.index
+    no_colour, no_shape = len(scenes.COLOURS), len(scenes.SHAPES)
+    objects = train_demo.question_objects
+    assert objects("is the red star left of the blue circle?") == (colour("red"), shape("star"), colour("blue"), shape("circle"))
+    assert objects("what colour is the star?") == (no_colour, shape("star"), no_colour, no_shape)
+    assert objects("what shape is the green object?") == (colour("green"), no_shape, no_colour, no_shape)
+    assert objects("how many triangles are there?") == (no_colour, shape("triangle"), no_colour, no_shape)
+    assert objects("how many objects are there?") == (no_colour, no_shape, no_colour, no_shape)
+
+
+def test_token_identities_label_each_object_centre_and_nothing_else(train_demo):
+    star = scenes.Shape("star", "red", x=150.0, y=50.0, radius=30.0)
+    circle = scenes.Shape("circle", "blue", x=30.0, y=170.0, radius=25.0)
+    identities = train_demo.token_identities([(224, 224, 8, 8, [star, circle]), (224, 224, 8, 8, [])])
+    assert identities.shape == (128, 2)
+    labelled = (identities[:, 0] >= 0).nonzero().flatten().tolist()
+    assert labelled == [1 * 8 + 5, 6 * 8 + 1]
+    assert identities[13].tolist() == [scenes.SHAPES.index("star"), list(scenes.COLOURS).index("red")]
+    assert identities[49].tolist() == [scenes.SHAPES.index("circle"), list(scenes.COLOURS).index("blue")]
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_query_loss_is_the_probe_cross_entropy_of_each_questions_objects_at_its_answer(train_demo, parts, kind):
+    processor, model = parts
+    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
+    querying = train_demo.QueryProbe(model, LAYER)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+        loss = querying.loss(batch, [e["named"] for e in encoded])
+    layer = model.model.language_model.layers[LAYER]
+    labels = batch["labels"]
+    first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
+    per_part = [[] for _ in querying.sizes]
+    for row, e in enumerate(encoded):
+        positions = first[row].nonzero().flatten()
+        assert len(positions) == len(e["named"])
+        logits = querying.head(layer.input_layernorm(output.hidden_states[LAYER][row, positions]))
+        for part, (logit, named) in enumerate(zip(logits.split(querying.sizes, dim=-1), torch.tensor(e["named"]).T)):
+            per_part[part].append(torch.nn.functional.cross_entropy(logit, named, reduction="none"))
+    expected = torch.stack([torch.cat(part).mean() for part in per_part]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_name_loss_is_the_probe_cross_entropy_of_shape_and_colour_at_object_centres(train_demo, parts, kind):
+    processor, model = parts
+    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
+    naming = train_demo.NameProbe(model, LAYER)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+        loss = naming.loss(batch, [e["identities"] for e in encoded])
+    layer = model.model.language_model.layers[LAYER]
+    states, labels = [], []
+    for row, e in enumerate(encoded):
+        visual = batch["mm_token_type_ids"][row].nonzero().flatten()
+        centred = e["identities"][:, 0] >= 0
+        states.append(layer.input_layernorm(output.hidden_states[LAYER][row, visual[centred]]))
+        labels.append(e["identities"][centred])
+    logits, labels = naming.head(torch.cat(states)), torch.cat(labels)
+    assert len(labels) > 0
+    shape_logits, colour_logits = logits.split(naming.sizes, dim=-1)
+    expected = (
+        torch.nn.functional.cross_entropy(shape_logits, labels[:, 0]) + torch.nn.functional.cross_entropy(colour_logits, labels[:, 1])
+    ) / 2
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_a_layer_the_model_lacks_is_named(train_demo, parts):
