@@ -23,7 +23,7 @@ from .viz import save_png, trace_figure
 IMAGE_PRESETS = ("off", "paper-image", "fast")
 VIDEO_PRESETS = ("off", "paper-video")
 DEMO_CONVERSATION = 7
-# A question type the demo model answers well (README: appears 98%), so that the presets' answers
+# A question type the demo model answers well (README: appears 59 of 60), so that the presets' answers
 # can be told apart from the unmerged one.
 DEMO_VIDEO_FAMILY = "appear"
 TIMED_RUNS = 3

@@ -9,8 +9,10 @@ checkpoint. Training has two phases: the vision tower alone learns to name the s
 each object's token (``--vision-steps``), then the whole model learns the answers, with two
 attention heads told where each question's objects are (``--attention-weight``), the layers before
 them taught to write each visual token's place into it (``--place-weight``), the state after them
-to hold where one pointed object lies from the other (``--contrast-weight``), and the attention
-that stage 2 and FastV rank visual tokens with kept on the objects (``--scoring-weight``). Inputs
+to hold where one pointed object lies from the other (``--contrast-weight``), the attention
+that stage 2 and FastV rank visual tokens with kept on the objects (``--scoring-weight``), and the
+input of the pointed layer made to hold the objects each question names at its answer
+(``--query-weight``) and each object's shape and colour at its centre token (``--name-weight``). Inputs
 are prepared with the library's own image and video preprocessing, so training sees exactly what
 ``illava.encode`` feeds the model. A checkpoint is written every ``--save-every`` steps and at the
 end; the log goes to stdout.
