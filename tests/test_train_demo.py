@@ -145,21 +145,30 @@ def test_token_places_run_across_each_image_and_through_the_clip(train_demo):
     assert train_demo.token_places(groups[:1], [None])[:, 2].isnan().all()
 
 
-@pytest.mark.parametrize("kind", scenes.KINDS)
-def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, parts, kind):
+def _probed(train_demo, parts, kind: str, probe_class, key: str):
+    """A probe of layer ``LAYER``'s input, its loss on a batch of ``kind`` examples, and what to recompute that from.
+
+    Returns the probe, its loss, the batch, each example's encoding and the states the layer's attention reads.
+    """
     processor, model = parts
     batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
-    placing = train_demo.PlaceProbe(model, LAYER)
+    probe = probe_class(model, LAYER)
     with torch.no_grad():
         output = model(**batch, output_hidden_states=True)
-        loss = placing.loss(batch, [e["places"] for e in encoded])
-        layer = model.model.language_model.layers[LAYER]
-        errors = []
-        for row, e in enumerate(encoded):
-            visual = batch["mm_token_type_ids"][row].nonzero().flatten()
-            assert len(visual) == len(e["places"])
-            predicted = placing.head(layer.input_layernorm(output.hidden_states[LAYER][row, visual]))
-            errors.append((predicted - e["places"])[~e["places"].isnan()])
+        loss = probe.loss(batch, [e[key] for e in encoded])
+        states = model.model.language_model.layers[LAYER].input_layernorm(output.hidden_states[LAYER])
+    return probe, loss, batch, encoded, states
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_place_loss_is_the_probe_error_on_every_known_coordinate(train_demo, parts, kind):
+    placing, loss, batch, encoded, states = _probed(train_demo, parts, kind, train_demo.PlaceProbe, "places")
+    errors = []
+    for row, e in enumerate(encoded):
+        visual = batch["mm_token_type_ids"][row].nonzero().flatten()
+        assert len(visual) == len(e["places"])
+        predicted = placing.head(states[row, visual])
+        errors.append((predicted - e["places"])[~e["places"].isnan()])
     assert torch.cat(errors).numel() > 0
     torch.testing.assert_close(loss, torch.cat(errors).square().mean(), rtol=1e-4, atol=1e-6)
 
@@ -222,20 +231,14 @@ def test_token_identities_label_each_object_centre_and_nothing_else(train_demo):
 
 @pytest.mark.parametrize("kind", scenes.KINDS)
 def test_query_loss_is_the_probe_cross_entropy_of_each_questions_objects_at_its_answer(train_demo, parts, kind):
-    processor, model = parts
-    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
-    querying = train_demo.QueryProbe(model, LAYER)
-    with torch.no_grad():
-        output = model(**batch, output_hidden_states=True)
-        loss = querying.loss(batch, [e["named"] for e in encoded])
-    layer = model.model.language_model.layers[LAYER]
+    querying, loss, batch, encoded, states = _probed(train_demo, parts, kind, train_demo.QueryProbe, "named")
     labels = batch["labels"]
     first = (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
     per_part = [[] for _ in querying.sizes]
     for row, e in enumerate(encoded):
         positions = first[row].nonzero().flatten()
         assert len(positions) == len(e["named"])
-        logits = querying.head(layer.input_layernorm(output.hidden_states[LAYER][row, positions]))
+        logits = querying.head(states[row, positions])
         for part, (logit, named) in enumerate(zip(logits.split(querying.sizes, dim=-1), torch.tensor(e["named"]).T)):
             per_part[part].append(torch.nn.functional.cross_entropy(logit, named, reduction="none"))
     expected = torch.stack([torch.cat(part).mean() for part in per_part]).mean()
@@ -244,20 +247,14 @@ def test_query_loss_is_the_probe_cross_entropy_of_each_questions_objects_at_its_
 
 @pytest.mark.parametrize("kind", scenes.KINDS)
 def test_name_loss_is_the_probe_cross_entropy_of_shape_and_colour_at_object_centres(train_demo, parts, kind):
-    processor, model = parts
-    batch, encoded = _batch(train_demo, processor, model, _examples(train_demo, kind))
-    naming = train_demo.NameProbe(model, LAYER)
-    with torch.no_grad():
-        output = model(**batch, output_hidden_states=True)
-        loss = naming.loss(batch, [e["identities"] for e in encoded])
-    layer = model.model.language_model.layers[LAYER]
-    states, labels = [], []
+    naming, loss, batch, encoded, states = _probed(train_demo, parts, kind, train_demo.NameProbe, "identities")
+    centre_states, labels = [], []
     for row, e in enumerate(encoded):
         visual = batch["mm_token_type_ids"][row].nonzero().flatten()
         centred = e["identities"][:, 0] >= 0
-        states.append(layer.input_layernorm(output.hidden_states[LAYER][row, visual[centred]]))
+        centre_states.append(states[row, visual[centred]])
         labels.append(e["identities"][centred])
-    logits, labels = naming.head(torch.cat(states)), torch.cat(labels)
+    logits, labels = naming.head(torch.cat(centre_states)), torch.cat(labels)
     assert len(labels) > 0
     shape_logits, colour_logits = logits.split(naming.sizes, dim=-1)
     expected = (
