@@ -253,8 +253,11 @@ def answer_starts(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100) & (labels[:, :-1] == -100)
 
 
-def pointed_answers(labels: torch.Tensor, targets: list[list[tuple]]):
-    """(row, position, pointed) for every answer: the position that predicts it and the tokens each head should read."""
+def pointed_answers(labels: torch.Tensor, targets: list[list]):
+    """(row, position, pointed) for every answer: the position that predicts it and its entry in ``targets``.
+
+    ``targets`` holds one entry per answer of each row: the tokens each head should read, or any other per-answer label.
+    """
     first = answer_starts(labels)
     for row, answers in enumerate(targets):
         for position, pointed in zip(first[row].nonzero().flatten().tolist(), answers):
@@ -469,13 +472,12 @@ class VisionTargets:
         for shape in shapes:
             reach = shape.radius + math.hypot(cell_w, cell_h) / 2
             clear &= np.hypot(centre_x - shape.x, centre_y - shape.y) > reach
-        kinds = np.where(clear, len(scenes.SHAPES), -100)
-        colours = np.where(clear, len(scenes.COLOURS), -100)
-        for shape in shapes:
-            row, col = centre_cell(shape, cell_w, cell_h, rows, cols)
-            kinds[row, col] = scenes.SHAPES.index(shape.kind)
-            colours[row, col] = list(scenes.COLOURS).index(shape.colour)
-        return torch.from_numpy(kinds.reshape(-1)), torch.from_numpy(colours.reshape(-1))
+        clear = torch.from_numpy(clear.reshape(-1))
+        identities = token_identities([(width, height, rows, cols, shapes)])
+        centred = identities[:, 0] >= 0
+        kinds = torch.where(centred, identities[:, 0], torch.where(clear, len(scenes.SHAPES), -100))
+        colours = torch.where(centred, identities[:, 1], torch.where(clear, len(scenes.COLOURS), -100))
+        return kinds, colours
 
 
 def warm_up_vision(model, processor, args: argparse.Namespace) -> None:
@@ -662,7 +664,21 @@ class PlaceProbe(KeptAttentionInputs):
         return torch.cat(errors).square().mean()
 
 
-class QueryProbe(KeptAttentionInputs):
+class ClassProbe(KeptAttentionInputs):
+    """A linear probe of ``layer``'s attention input that reads several class labels, one block of logits each."""
+
+    def __init__(self, model, layer: int, sizes: list[int]) -> None:
+        super().__init__(model, layer)
+        self.sizes = sizes
+        self.head = torch.nn.Linear(model.config.text_config.hidden_size, sum(sizes))
+
+    def cross_entropy(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over the label blocks of the probe's cross-entropy on ``states`` (N, hidden) against ``labels`` (N, blocks)."""
+        logits = self.head(states).float().split(self.sizes, dim=-1)
+        return sum(torch.nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(logits)) / len(logits)
+
+
+class QueryProbe(ClassProbe):
     """A loss that makes the first LLM layers carry the objects a question names to the position that answers it.
 
     The pointed heads of ``layer`` find an object by matching their query, at the answer
@@ -675,25 +691,17 @@ class QueryProbe(KeptAttentionInputs):
     """
 
     def __init__(self, model, layer: int) -> None:
-        super().__init__(model, layer)
-        self.sizes = [len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1] * 2
-        self.head = torch.nn.Linear(model.config.text_config.hidden_size, sum(self.sizes))
+        super().__init__(model, layer, [len(scenes.COLOURS) + 1, len(scenes.SHAPES) + 1] * 2)
 
     def loss(self, batch: dict, named: list[list[tuple[int, int, int, int]]]) -> torch.Tensor:
         """Mean cross-entropy of the probe over the four named parts of every answer's question, last forward."""
         hidden = self.take_inputs()["hidden_states"]
-        first = answer_starts(batch["labels"])
-        states, labels = [], []
-        for row, questions in enumerate(named):
-            for position, parts in zip(first[row].nonzero().flatten().tolist(), questions):
-                states.append(hidden[row, position])
-                labels.append(parts)
-        logits = self.head(torch.stack(states)).float().split(self.sizes, dim=-1)
-        labels = torch.tensor(labels)
-        return sum(torch.nn.functional.cross_entropy(part, labels[:, i]) for i, part in enumerate(logits)) / len(logits)
+        answers = list(pointed_answers(batch["labels"], named))
+        states = torch.stack([hidden[row, position] for row, position, _ in answers])
+        return self.cross_entropy(states, torch.tensor([parts for _, _, parts in answers]))
 
 
-class NameProbe(KeptAttentionInputs):
+class NameProbe(ClassProbe):
     """A loss that keeps each object's shape and colour in the state of its centre token up to ``layer``.
 
     The vision warm-up teaches the tower to name the object at each centre token, but with the
@@ -705,9 +713,7 @@ class NameProbe(KeptAttentionInputs):
     """
 
     def __init__(self, model, layer: int) -> None:
-        super().__init__(model, layer)
-        self.sizes = [len(scenes.SHAPES), len(scenes.COLOURS)]
-        self.head = torch.nn.Linear(model.config.text_config.hidden_size, sum(self.sizes))
+        super().__init__(model, layer, [len(scenes.SHAPES), len(scenes.COLOURS)])
 
     def loss(self, batch: dict, identities: list[torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy of the probe's shape and colour over every object centre token, last forward."""
@@ -715,8 +721,7 @@ class NameProbe(KeptAttentionInputs):
         states = torch.cat([hidden[row, visual] for row, visual in enumerate(visual_positions(batch))])
         labels = torch.cat(identities)
         centred = labels[:, 0] >= 0
-        logits = self.head(states[centred]).float().split(self.sizes, dim=-1)
-        return sum(torch.nn.functional.cross_entropy(part, labels[centred, i]) for i, part in enumerate(logits)) / 2
+        return self.cross_entropy(states[centred], labels[centred])
 
 
 class ContrastProbe:
