@@ -1,14 +1,14 @@
-"""iLLaVA: two-stage visual token merging for vision-language models in transformers."""
+"""iLLaVA: two-stage visual token merging for vision-language models in transformers.
 
-import os
-
-# Models come from local folders only: transformers and huggingface_hub must never reach a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+``load`` a model folder, ``encode`` images or a video (stage 1 runs in the vision encoder), then
+``generate`` (stage 2 runs inside the language model's prefill). Importing the package changes
+nothing process-wide; models are read from local folders only.
+"""
 
 from .config import PRESETS, MergeConfig, preset
+from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
-from .pipeline import Generation, GenerationOptions, VisualTokens, encode, generate, generate_batch
+from .visuals import VisualItem, VisualTokens, encode
 
 __all__ = [
     "LVLM",
@@ -17,6 +17,8 @@ __all__ = [
     "MergeConfig",
     "ModelFolderError",
     "PRESETS",
+    "Stats",
+    "VisualItem",
     "VisualTokens",
     "encode",
     "generate",

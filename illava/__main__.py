@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
-from .bench import ARCHES, run_bench
-from .config import METHODS, PRESETS, MergeConfig, preset_for
-from .harness import add_arguments as add_eval_arguments
-from .harness import run as run_eval
+from .lab.bench import ARCHES, run_bench
+from .config import PRESETS, MergeConfig, preset_for
+from .methods import METHODS
+from .lab.harness import add_arguments as add_eval_arguments
+from .lab.harness import run as run_eval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.llm_layers = args.llm_layers or args.layers
                 args.vit_layers = args.vit_layers or args.layers
             return run_bench(args)
-        from .demo import run_demo
+        from .lab.demo import run_demo
 
         return run_demo(args)
     except (ValueError, OSError) as error:
@@ -80,7 +81,7 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
     parser.add_argument("--stage2-keep", type=float, default=None, help="fraction of visual tokens kept in the LLM")
     parser.add_argument("--recycled", type=int, default=None, help="recycled tokens per image (stage 1) and sample (stage 2)")
-    parser.add_argument("--method", choices=METHODS, default=None, help="iLLaVA (default) or a baseline method")
+    parser.add_argument("--method", choices=list(METHODS), default=None, help="iLLaVA (default) or a baseline method")
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,12 +6,9 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .methods import METHODS, method
+
 RECYCLE_WEIGHTINGS = ("score", "mean", "paper")
-# iLLaVA and the peer methods it is compared with; see MergeConfig.method.
-METHODS = ("illava", "fastv", "visionzip", "tome", "random")
-STAGE1_ONLY_METHODS = ("visionzip", "tome")
-STAGE2_ONLY_METHODS = ("fastv",)
-SCORED_METHODS = ("illava", "fastv", "visionzip")
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,10 @@ class MergeConfig:
                 raise ValueError(f"{name} must be an integer in [0, 64] (recycled tokens per image or sample), got {value!r}")
         if self.recycle_weighting not in RECYCLE_WEIGHTINGS:
             raise ValueError(f"recycle_weighting must be one of {RECYCLE_WEIGHTINGS}, got {self.recycle_weighting!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.method in STAGE1_ONLY_METHODS and self.stage2_layers:
+        record = method(self.method)
+        if 2 not in record.stages and self.stage2_layers:
             raise ValueError(f"method {self.method!r} merges in the vision encoder only: clear stage2_layers")
-        if self.method in STAGE2_ONLY_METHODS and self.stage1_layers:
+        if 1 not in record.stages and self.stage1_layers:
             raise ValueError(f"method {self.method!r} prunes in the language model only: clear stage1_layers")
         if isinstance(self.score_chunk, bool) or not isinstance(self.score_chunk, int) or not 16 <= self.score_chunk <= 65536:
             raise ValueError(f"score_chunk must be an integer in [16, 65536], got {self.score_chunk!r}")
@@ -75,6 +71,11 @@ class MergeConfig:
     def stage2_active(self) -> bool:
         """Stage 2 runs (through iLLaVA's decoder loop) whenever it has layers, even at keep 1.0."""
         return bool(self.stage2_layers)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the method ranks tokens by attention, so a stage must compute attention scores."""
+        return METHODS[self.method].scored
 
     @property
     def is_off(self) -> bool:

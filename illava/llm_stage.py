@@ -7,8 +7,10 @@ prompt token paid them in layer ``k - 1``, keeps the best, folds the rest into r
 gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE (or 1D) positions.
 Layers before ``k`` cache the full sequence and later ones the reduced one; every decoding step
 rebuilds the later layers' padding mask from the stored selection, and positions continue from the
-unreduced length, as the original model would. Hybrid text models (Qwen3.5's linear-attention layers
-between full-attention ones) get the 2D padding mask in their linear layers, as their own loop gives them.
+unreduced length, as the original model would. Hybrid text models (linear-attention layers between
+full-attention ones, as the backbone reports them) get the 2D padding mask in their linear layers, as
+their own loop gives them; models with per-layer visual features (DeepStack) get them through the
+backbone's hooks, reduced as the tokens were.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from typing import Iterator
 import torch
 
 from .backbones import Backbone
-from .backbones.base import stage_targets
-from .config import SCORED_METHODS, MergeConfig
-from .merge import KEPT, apply_reduction, recycled_values
-from .merge import select as select_reduction
+from .config import MergeConfig
+from .merge import KEPT, apply_reduction, recycled_values, stage_targets
+from .methods import select as select_reduction
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Stage2:
             raise ValueError("stage 2 does not support sliding-window attention layers; set stage2_keep to 1.0")
         self.backbone = backbone
         self.text_model = text_model
+        self.linear_layers = backbone.linear_attention_layers
         self.config = config
         self.visual_mask = visual_mask.bool()
         # The prompt position whose attention ranks the visual tokens: the last one, unless a test
@@ -78,9 +80,10 @@ class Stage2:
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
         model = self.text_model
-        # Qwen3-VL's DeepStack: features added to the visual tokens after each of the first layers.
-        visual_positions = kwargs.pop("visual_pos_masks", None)
-        deepstack = kwargs.pop("deepstack_visual_embeds", None)
+        # Features some models add to the visual tokens after each of the first layers (DeepStack).
+        layer_features = self.backbone.pop_layer_features(kwargs)
+        visual_positions = layer_features.visual_mask if layer_features is not None else None
+        deepstack = layer_features.features if layer_features is not None else None
         if inputs_embeds is None:
             inputs_embeds = model.embed_tokens(input_ids)
         if use_cache is None:
@@ -138,7 +141,7 @@ class Stage2:
             layer_input = hidden
             hidden = layer(
                 hidden,
-                attention_mask=padding if self._linear(index) else mask,
+                attention_mask=padding if index in self.linear_layers else mask,
                 position_embeddings=rotary,
                 position_ids=text_position_ids,
                 cache=cache,
@@ -146,7 +149,7 @@ class Stage2:
                 **kwargs,
             )
             if deepstack is not None and index < len(deepstack):
-                hidden = model._deepstack_process(hidden, visual_positions, deepstack[index])
+                hidden = self.backbone.add_layer_features(hidden, visual_positions, deepstack[index])
         if prefill:
             self.record = state.record(self.visual_mask)
         return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), cache=cache)
@@ -156,7 +159,7 @@ class Stage2:
 
         # A hybrid cache knows sequence lengths only in full-attention layers; every layer from
         # ``layer_index`` on holds the same (reduced) length, so the first such layer sizes the mask.
-        full = [i for i in range(layer_index, len(self.text_model.layers)) if not self._linear(i)]
+        full = [i for i in range(layer_index, len(self.text_model.layers)) if i not in self.linear_layers]
         if not full:
             return None
         return create_causal_mask(
@@ -168,14 +171,9 @@ class Stage2:
             layer_idx=full[0],
         )
 
-    def _linear(self, layer_index: int) -> bool:
-        """Whether the layer is a linear-attention (recurrent) one, which takes a 2D padding mask."""
-        types = getattr(self.text_model.config, "layer_types", None) or ()
-        return layer_index < len(types) and types[layer_index] == "linear_attention"
-
     def _padding(self, hidden, attention_mask, cache):
         """The 2D padding mask the model's own loop gives its linear-attention layers (None without them)."""
-        if not any(self._linear(i) for i in range(len(self.text_model.layers))):
+        if not self.linear_layers:
             return None
         from transformers.masking_utils import create_recurrent_attention_mask
 
@@ -184,7 +182,7 @@ class Stage2:
     def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, deepstack, state: "_PrefillState"):
         config = self.config
         slot, key_mask = state.query_slot(self.score_position)
-        if config.method in SCORED_METHODS:
+        if config.scored:
             scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
         else:
             scores = torch.zeros(hidden.shape[:2], device=hidden.device)

@@ -111,34 +111,6 @@ def _fold_into_anchors(top: torch.Tensor, discarded: torch.Tensor, spots: torch.
 CONTEXTUAL_SHARE = 10 / 64
 
 
-def select(
-    method: str,
-    scores: torch.Tensor,
-    similarity: torch.Tensor,
-    n_out: int,
-    recycled: int,
-    weighting: str,
-    sizes: torch.Tensor | None = None,
-) -> tuple[Reduction, torch.Tensor, str]:
-    """The reduction ``method`` makes of one group of ``n`` tokens down to ``n_out``.
-
-    Returns the reduction plus the weights and weighting that ``apply_reduction`` must combine its
-    groups with. ``recycled`` is the requested number of recycled tokens (iLLaVA only); ``sizes``
-    are ToMe's token sizes (ones when None).
-    """
-    n = scores.shape[0]
-    if method == "tome":
-        sizes = torch.ones(n, device=scores.device) if sizes is None else sizes
-        return bipartite_reduction(similarity, n_out), sizes, "score"
-    if method == "visionzip":
-        contextual = min(max(1, round(n_out * CONTEXTUAL_SHARE)), max(n_out - 1, 0), n - n_out)
-        return contextual_reduction(scores, similarity, n_out, contextual), scores, "mean"
-    if method == "random":
-        scores = random_scores(n, scores.device)
-    n_recycled = min(recycled, max(n_out - 1, 0), n - n_out) if method == "illava" else 0
-    return reduce_tokens(scores, similarity, n_out, n_recycled), scores, weighting
-
-
 def random_scores(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Scores of the random-drop baseline: uniform noise, seeded so that a run can be repeated."""
     return torch.rand(n, generator=torch.Generator().manual_seed(n)).to(device)
@@ -237,3 +209,12 @@ def apply_reduction(
     out = values.clone()
     out[reduction.anchor] = recycled_values(values, scores, reduction, weighting)
     return out[reduction.kept]
+
+
+def stage_targets(counts: list[int], keep: float, n_layers: int, step: int) -> list[int]:
+    """Tokens left after ``step`` of ``n_layers`` reductions that together keep ``keep`` of ``counts``.
+
+    The schedule of a stage spread over several layers: each reduction keeps the same fraction.
+    """
+    fraction = keep ** (step / n_layers)
+    return [min(n, max(1, round(n * fraction))) for n in counts]

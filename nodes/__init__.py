@@ -1,6 +1,6 @@
 """The ComfyUI nodes of iLLaVA: thin wrappers that turn node inputs into library calls."""
 
-from ..illava.demo_model import shipped_models_root
+from ..illava.lab.demo_model import shipped_models_root
 from . import comfy_compat
 from .config import MergeConfigNode
 from .encode import EncodeImage

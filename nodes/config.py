@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..illava import PRESETS, LVLM, MergeConfig
-from ..illava.config import METHODS, RECYCLE_WEIGHTINGS, preset_for
+from ..illava.config import RECYCLE_WEIGHTINGS, preset_for
+from ..illava.methods import METHODS
 
 # Menu label -> library preset name; "custom" uses the knobs as written.
 PRESET_CHOICES = {"off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None}

@@ -29,7 +29,7 @@ def _inputs(visuals: VisualTokens) -> str:
         parts.append(f"{images} image{'s' if images != 1 else ''}")
     for item in visuals.items:
         if item.kind == "video":
-            groups = item.grid_thw[0]
+            groups = item.token_grid[0]
             parts.append(f"1 video ({groups} frame group{'s' if groups != 1 else ''})")
     return " + ".join(parts)
 

@@ -1,4 +1,4 @@
-"""Train the offline demo model: a small Qwen2.5-VL from scratch on illava.scenes questions.
+"""Train the offline demo model: a small Qwen2.5-VL from scratch on illava.lab.scenes questions.
 
     python scripts/train_demo.py --out demo_model --max-minutes 45
 
@@ -38,11 +38,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from illava import scenes  # noqa: E402
-from illava.evaluate import MAX_FRAMES, VIDEO_FPS  # noqa: E402
-from illava.synthetic import CHAT_TEMPLATE, SPECIAL_TOKENS  # noqa: E402
+from illava.lab import scenes  # noqa: E402
+from illava.lab.evaluate import MAX_FRAMES, VIDEO_FPS  # noqa: E402
+from illava.testing.models import CHAT_TEMPLATE, SPECIAL_TOKENS  # noqa: E402
 from illava.video import load_video  # noqa: E402
-from illava.video import preprocess as preprocess_video  # noqa: E402
+from illava.backbones.qwen.video import preprocess as preprocess_video  # noqa: E402
 
 IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS = 56 * 56, 224 * 224
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 56 * 56, 160 * 160

@@ -13,7 +13,7 @@ from PIL import Image
 
 import illava
 from helpers import random_image, write_video
-from illava.synthetic import build_model_folder
+from illava.testing.models import build_model_folder
 
 ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import illava
 from illava.llm_stage import Stage2, installed
-from illava.pipeline import build_inputs
+from illava.prompt import build_inputs
 
 # One config per baseline method, each reducing where that method can.
 BASELINE_CONFIGS = (

@@ -96,13 +96,13 @@ def test_bad_load_options(model_dirs, kwargs, message, still_works):
 
 def test_a_one_pixel_image_is_upscaled_by_the_processor(qwen25, still_works):
     visuals = illava.encode(qwen25, Image.new("RGB", (1, 1), (200, 10, 10)))
-    assert visuals.items[0].grid_thw == (1, 4, 4)
+    assert visuals.items[0].layout.grid_thw == (1, 4, 4)
 
 
 def test_a_huge_image_is_downscaled_not_loaded_into_the_model(qwen25, still_works):
     huge = Image.new("RGB", (20000, 20000), (10, 120, 200))
     visuals = illava.encode(qwen25, huge, CONFIG)
-    t, h, w = visuals.items[0].grid_thw
+    t, h, w = visuals.items[0].layout.grid_thw
     assert h * w * 14 * 14 <= 448 * 448
 
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from illava.bench import ARCHES, build_lvlm
+from illava.lab.bench import ARCHES, build_lvlm
 from illava.config import MergeConfig
-from illava.flops import Dims, llm_prefill_flops, vit_flops
+from illava.lab.flops import Dims, llm_prefill_flops, vit_flops
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import argparse
 import pytest
 
 import illava
-from illava import demo_model
-from illava.demo import run_demo
-from illava.demo_model import demo_model_folder
-from illava.evaluate import evaluate, prior_accuracy
+from illava.lab import demo_model
+from illava.lab.demo import run_demo
+from illava.lab.demo_model import demo_model_folder
+from illava.lab.evaluate import evaluate, prior_accuracy
 
 MAX_BYTES = 25 * 1024 * 1024
 QUESTIONS = 200

@@ -7,7 +7,7 @@ import pytest
 
 from illava import MergeConfig
 from illava.__main__ import main
-from illava.harness import METHODS, markdown_table, method_config, run_harness
+from illava.lab.harness import METHODS, markdown_table, method_config, run_harness
 
 
 def test_every_method_reaches_its_budget_and_the_report_has_the_documented_fields(qwen25):

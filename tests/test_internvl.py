@@ -18,9 +18,9 @@ from helpers import illava_media_generate as ours
 from helpers import vanilla_media_generate as vanilla
 import illava
 from illava import GenerationOptions, MergeConfig
-from illava.backbones.internvit_stage1 import GroupReducer
+from illava.backbones.internvl.internvit_stage1 import GroupReducer
 from illava.merge import KEPT, MERGED, RECYCLED
-from illava.pipeline import build_inputs
+from illava.prompt import build_inputs
 from illava.video import load_video
 from illava.viz import trace_figure
 
@@ -102,7 +102,7 @@ def test_placeholders_match_kept_tokens_tile_by_tile(internvl, pictures, clip, v
     kept = [item.tokens_kept for item in visuals.items]
     assert text.count(processor.image_token) == sum(kept) == sum(item.features.shape[0] for item in visuals.items)
     for item in visuals.items:
-        views = item.grid_thw[0]
+        views = item.token_grid[0]
         per_view = torch.bincount(item.kept_groups.cpu() // TILE_TOKENS, minlength=views)
         # keep 0.4 over two layers of 16 groups a tile: round(16 * 0.4) groups in every tile.
         assert per_view.tolist() == [round(TILE_TOKENS * 0.4)] * views
@@ -129,7 +129,7 @@ def test_stage1_keeps_whole_groups_and_the_cls_token(internvl, pictures):
         for hook in hooks:
             hook.remove()
     assert lengths == [65, 65, 8 * 4 + 1, 8 * 4 + 1]
-    assert item.tokens_kept == 8 and item.grid_thw == (1, 4, 4)
+    assert item.tokens_kept == 8 and item.token_grid == (1, 4, 4)
 
 
 def test_a_stage1_layer_at_the_depth_gathers_groups_as_the_pixel_shuffle_does(internvl, pictures):
@@ -179,7 +179,7 @@ def test_token_maps_render_both_stages(internvl, pictures):
     visuals = encode(internvl, [pictures["wide"]], BOTH)
     result = illava.generate(internvl, visuals, "Describe.", BOTH, GenerationOptions(max_new_tokens=1))
     item, trace = visuals.items[0], result.traces[0][0]
-    assert trace.grid == item.grid_thw == (4, 4, 4) and item.preview.shape == (4, 64, 64, 3)
+    assert trace.grid == item.token_grid == (4, 4, 4) and item.preview.shape == (4, 64, 64, 3)
     stage1 = int(np.isin(trace.stage1, [KEPT, RECYCLED]).sum())
     stage2 = int(np.isin(trace.stage2, [KEPT, RECYCLED]).sum())
     assert stage1 == item.tokens_kept and stage2 < stage1

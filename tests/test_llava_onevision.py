@@ -19,9 +19,9 @@ from helpers import (
 from helpers import illava_media_generate as ours
 import illava
 from illava import GenerationOptions, MergeConfig
-from illava.backbones.llava_onevision_layout import image_layout, packing
+from illava.backbones.llava_onevision.layout import image_layout, packing
 from illava.merge import DROPPED, KEPT, RECYCLED
-from illava.pipeline import build_inputs
+from illava.prompt import build_inputs
 from illava.video import load_video
 from illava.viz import trace_figure
 
@@ -173,7 +173,7 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(llava_
 def test_video_stage1_keeps_whole_pooled_cells(llava_onevision, clip, layers, keep):
     config = MergeConfig(stage1_layers=layers, stage1_keep=keep)
     item = illava.encode(llava_onevision, None, config, video=clip.pixels, video_fps=2, fps=2).items[0]
-    assert item.grid_thw == (4, 3, 3) and item.tokens_full == 4 * 9 + 1 and item.patches == 4 * 25
+    assert item.token_grid == (4, 3, 3) and item.tokens_full == 4 * 9 + 1 and item.patches == 4 * 25
     assert item.tokens_kept == 4 * round(9 * keep) + 1, (
         "per frame, its share of pooled cells; one newline for the video"
     )
@@ -188,7 +188,7 @@ def test_token_maps_render_both_stages(llava_onevision, pictures):
     visuals = illava.encode(llava_onevision, [pictures["wide"]], BOTH)
     result = illava.generate(llava_onevision, visuals, "Describe.", BOTH, GenerationOptions(max_new_tokens=1))
     item, trace = visuals.items[0], result.traces[0][0]
-    assert trace.grid == item.grid_thw == (3, 5, 5) and item.preview.shape == (3, 70, 70, 3)
+    assert trace.grid == item.token_grid == (3, 5, 5) and item.preview.shape == (3, 70, 70, 3)
     stage1 = int(np.isin(trace.stage1, [KEPT, RECYCLED]).sum())
     stage2 = int(np.isin(trace.stage2, [KEPT, RECYCLED]).sum())
     assert stage1 == int((item.kept_groups >= 0).sum()) and stage2 < stage1

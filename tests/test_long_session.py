@@ -10,7 +10,7 @@ import pytest
 @pytest.mark.slow
 def test_two_hundred_runs_grow_resident_memory_by_under_five_percent(model_dirs):
     done = subprocess.run(
-        [sys.executable, "-m", "illava.soak", model_dirs["qwen2_5_vl"], "200"], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "illava.lab.soak", model_dirs["qwen2_5_vl"], "200"], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

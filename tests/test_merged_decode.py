@@ -7,7 +7,7 @@ import illava
 from helpers import illava_generate
 from illava import MergeConfig
 from illava.llm_stage import Stage2, installed
-from illava.pipeline import build_inputs
+from illava.prompt import build_inputs
 
 STAGE1 = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=2)
 BOTH = MergeConfig(stage1_layers=(1, 3), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5, stage2_recycled=1)

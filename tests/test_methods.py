@@ -13,8 +13,8 @@ from illava.merge import (
     contextual_reduction,
     merged_sizes,
     random_scores,
-    select,
 )
+from illava.methods import select
 
 
 def _one_hot_features(groups: list[int], width: int = 4) -> torch.Tensor:

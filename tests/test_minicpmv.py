@@ -21,10 +21,10 @@ from helpers import illava_media_encode as encode
 from helpers import illava_media_generate as ours
 import illava
 from illava import GenerationOptions, MergeConfig
-from illava.backbones.minicpmv_stage1 import Slice
+from illava.backbones.minicpmv.stage1 import Slice
 from illava.merge import DROPPED, KEPT, MERGED, RECYCLED
-from illava.pipeline import build_inputs
-from illava.synthetic import build_model_folder
+from illava.prompt import build_inputs
+from illava.testing.models import build_model_folder
 from illava.video import load_video
 from illava.viz import trace_figure
 
@@ -124,7 +124,7 @@ def test_placeholders_match_kept_tokens_slice_by_slice(minicpmv, pictures):
     assert text.count(processor.image_token) == sum(kept) == int((inputs["input_ids"] == processor.image_token_id).sum())
     assert "<image_id>0</image_id><image>" in text and "<image_id>1</image_id><image>" in text
     wide = visuals.items[0]
-    assert wide.grid_thw == (4, 3, 5) and wide.layout.columns == 3
+    assert wide.token_grid == (4, 3, 5) and wide.layout.columns == 3
     per_view = torch.bincount(wide.kept_groups.cpu() // 15, minlength=4).tolist()
     # keep 0.4 over two layers: round(10 * 0.4) source blocks, round(9 * 0.4) in each slice.
     assert per_view == [4, 4, 4, 4]
@@ -140,7 +140,7 @@ def test_video_placeholders_follow_the_frames(minicpmv, clip):
     processor = minicpmv.processor
     item = encode(minicpmv, [], BOTH, clip).items[0]
     text = processor.tokenizer.decode(build_inputs(minicpmv, [((item,), "What?")])["input_ids"][0])
-    assert item.grid_thw == (16, 3, 5) and item.layout.frames == 4
+    assert item.token_grid == (16, 3, 5) and item.layout.frames == 4
     counts = torch.bincount(item.kept_groups.cpu() // 15, minlength=16).tolist()
     token = processor.video_token
     frames = "".join(
@@ -163,7 +163,7 @@ def test_stage1_keeps_whole_blocks_before_and_after_the_window_merger(minicpmv, 
             hook.remove()
     # 12x12 patches = 9 blocks; keep 0.25 over two layers: 4 blocks after layer 1's step, 2 after layer 3's.
     assert lengths == [144, 4 * 16, 4 * 4, 2 * 4]
-    assert item.tokens_kept == 2 and item.grid_thw == (1, 3, 3)
+    assert item.tokens_kept == 2 and item.token_grid == (1, 3, 3)
 
 
 def test_blocks_hold_their_units_in_the_merger_order():
@@ -190,7 +190,7 @@ def test_token_maps_render_both_stages(minicpmv, pictures):
     visuals = illava.encode(minicpmv, [pictures["wide"]], BOTH)
     result = illava.generate(minicpmv, visuals, "Describe.", BOTH, GenerationOptions(max_new_tokens=1))
     item, trace = visuals.items[0], result.traces[0][0]
-    assert trace.grid == item.grid_thw == (4, 3, 5) and item.preview.shape[0] == 4
+    assert trace.grid == item.token_grid == (4, 3, 5) and item.preview.shape[0] == 4
     stage1 = int(np.isin(trace.stage1, [KEPT, RECYCLED]).sum())
     stage2 = int(np.isin(trace.stage2, [KEPT, RECYCLED]).sum())
     assert stage1 == item.tokens_kept and stage2 < stage1

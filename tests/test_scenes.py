@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from illava import scenes
+from illava.lab import scenes
 
 SAMPLES_PER_KIND = 40
 ANSWERS = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from illava import scenes
+from illava.lab import scenes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo.py"
 LAYER = 1
@@ -279,7 +279,7 @@ def test_a_model_whose_heads_share_no_key_value_head_is_refused(train_demo):
 @pytest.mark.parametrize("precision", ["--bf16", "--no-bf16"])
 def test_a_short_run_saves_a_model_the_library_loads(train_demo, tmp_path, precision, monkeypatch):
     import illava
-    from illava.evaluate import answer
+    from illava.lab.evaluate import answer
 
     out = tmp_path / "model"
     tiny = "--hidden 64 --heads 2 --llm-depth 2 --vit-depth 2 --vit-width 64 --batch 2 --attention-layer 1"

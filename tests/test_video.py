@@ -10,7 +10,8 @@ from transformers.video_utils import VideoMetadata
 import illava
 from helpers import write_video
 from illava import GenerationOptions, MergeConfig
-from illava.video import load_video, preprocess, sample_indices
+from illava.backbones.qwen.video import preprocess
+from illava.video import load_video, sample_indices
 from illava.viz import trace_figure
 
 
@@ -118,7 +119,7 @@ def test_video_with_merging_off_equals_vanilla(lvlm, video_file, frame_count):
     visuals = illava.encode(lvlm, video=video_file, fps=4, max_frames=frame_count)
     result = illava.generate(lvlm, visuals, "What moves?", options=GenerationOptions(max_new_tokens=5), return_logits=True)
     assert torch.equal(result.logits[0], expected[: len(result.logits[0])])
-    assert visuals.items[0].grid_thw[0] == 4
+    assert visuals.items[0].token_grid[0] == 4
 
 
 def test_images_and_a_video_in_one_prompt_equal_vanilla(qwen25, video_file, images):
@@ -153,7 +154,8 @@ MEMORY_SCRIPT = """
 import resource, sys
 import numpy as np
 from transformers import AutoProcessor
-from illava.video import load_video, preprocess
+from illava.backbones.qwen.video import preprocess
+from illava.video import load_video
 processor = AutoProcessor.from_pretrained(sys.argv[1]).video_processor
 preprocess(processor, load_video(sys.argv[2], fps=8, max_frames=4))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

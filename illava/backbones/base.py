@@ -1,4 +1,11 @@
-"""What every backbone adapter provides, and the registry that picks one by ``model_type``."""
+"""The backbone contract: every hook the core calls, and the registry that picks an adapter by ``model_type``.
+
+The core (``visuals``, ``prompt``, ``generation``, ``llm_stage``) knows no model: it asks the
+adapter for the processor's inputs, the encoder's (stage-1 reduced) features, each item's token map
+and prompt text, the extra arguments the model's ``generate`` takes, and the attention scores
+stage 2 ranks tokens by. Adding a model family means adding a sub-package here that implements
+these hooks and calls ``register``.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,19 @@ import numpy as np
 import torch
 
 from ..config import MergeConfig
+from .common.decoder_scoring import decoder_query_scores
 
 
 @dataclass(frozen=True)
 class ItemLayout:
-    """One item's token-map grid and token counts, for backbones that pack their own LLM tokens.
+    """One image's or video's token map and token counts, the same for every backbone.
 
-    Such a backbone puts one prompt placeholder per feature it returns (extra tokens such as image
-    newlines included, marked -1 in ``kept_groups``), so the prompt is built for the kept tokens.
-    grid: (views, rows, columns) of the token map; a view is a tile or a frame.
-    tokens_full: LLM tokens of the item without merging; patches: tokens entering the vision encoder.
+    grid: (views, rows, columns) of the item's LLM-token map; a view is a tile, a slice, a frame or
+    a temporal patch group, as the model cuts the item.
+    tokens_full: LLM tokens of the item without merging (extra tokens such as image newlines included).
+    patches: tokens entering the vision encoder.
     preview: (views, h, w, 3) uint8, each view as the encoder saw it.
+    Adapters subclass it to carry what their own prompt text needs.
     """
 
     grid: tuple[int, int, int]
@@ -32,36 +41,74 @@ class ItemLayout:
 class EncodedVision:
     """Vision encoder output for each image or video of one call, in input order.
 
-    features: (n_kept_i, llm_hidden) LLM-ready tokens, in raster (t, h, w) order.
-    kept_groups: (n_kept_i,) raster index of each token in the item's full token grid.
-    stage1_status: (t * h * w,) int8 status code of every token of the full grid after stage 1.
+    features: (n_kept_i, llm_hidden) LLM-ready tokens, in the order the prompt takes them.
+    kept_groups: (n_kept_i,) raster index of each token in the item's token map (-1 for extra
+    tokens such as image newlines).
+    stage1_status: (views * rows * columns,) int8 status code of every cell of the token map after stage 1.
+    layouts: per item, its token map, counts and preview.
     deepstack: per DeepStack layer (Qwen3-VL), that layer's features of each item, aligned with
     ``features``; empty for models without DeepStack.
-    layouts: per item, for backbones whose token grid is not Qwen's (t, h/2, w/2) one; empty otherwise.
     """
 
     features: tuple[torch.Tensor, ...]
     kept_groups: tuple[torch.Tensor, ...]
     stage1_status: tuple[torch.Tensor, ...]
+    layouts: tuple[ItemLayout, ...]
     deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
-    layouts: tuple[ItemLayout, ...] = ()
+
+
+@dataclass
+class LayerFeatures:
+    """Visual features a text model adds to its visual tokens after each of its first layers (DeepStack).
+
+    visual_mask: (batch, n) where the visual tokens are; features: per layer, (visual tokens, hidden).
+    Stage 2 reduces both as it reduces the tokens.
+    """
+
+    visual_mask: torch.Tensor | None
+    features: list[torch.Tensor]
 
 
 class Backbone:
-    """Thin adapter around one transformers model class: where its parts are and how to score."""
+    """Thin adapter around one transformers model class: where its parts are, how to feed and score it.
+
+    Hooks without a default raise NotImplementedError; the defaults fit a model whose processor
+    puts one placeholder per visual feature in the prompt and whose decoder is Llama-style.
+    """
 
     #: The text model takes (t, h, w) M-RoPE positions; False for plain 1D rotary positions.
-    mrope = True
+    mrope = False
+    #: True: the prompt holds a placeholder for every token of the item's full token map, positions are
+    #: computed for that prompt, and the placeholders of tokens stage 1 removed are then taken out with
+    #: their positions, so every kept token keeps its true M-RoPE position. False: the prompt holds one
+    #: placeholder per kept feature.
+    prompt_holds_full_grid = False
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
+        # Pixel normalisation, to show the pixels as the encoder saw them; the processor's, once one is seen.
+        self.pixel_mean, self.pixel_std = self.default_normalisation()
+
+    @staticmethod
+    def default_normalisation() -> tuple[list[float], list[float]]:
+        """Pixel mean and std to assume before a processor has been seen."""
+        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    def seen(self, processor) -> None:
+        """Remember the pixel normalisation of ``processor`` (an image or video processor) for previews."""
+        self.pixel_mean, self.pixel_std = processor.image_mean, processor.image_std
 
     @property
     def config(self):
         return self.model.config
 
+    # --- sizes -------------------------------------------------------------------------------
+
     @property
     def language_model(self) -> torch.nn.Module:
+        """The text model whose ``forward`` stage 2 stands in for (it has ``layers``, ``norm``, ``rotary_emb``)."""
         raise NotImplementedError
 
     @property
@@ -70,57 +117,130 @@ class Backbone:
 
     @property
     def vit_depth(self) -> int:
+        """Vision encoder layers that run (and that stage 1 can reduce before; the depth itself means its output)."""
         raise NotImplementedError
 
     @property
     def stage2_choices(self) -> tuple[int, ...] | None:
-        """The LLM layers stage 2 can prune before, when only some can (None: any layer from 1)."""
-        return None
+        """The LLM layers stage 2 can prune before, when only some can (None: any layer from 1).
+
+        Scores come from the attention map of the layer before, so in a hybrid model only the layers
+        right after a full-attention one qualify.
+        """
+        linear = self.linear_attention_layers
+        if not linear:
+            return None
+        return tuple(i + 1 for i in range(self.llm_depth - 1) if i not in linear)
+
+    @property
+    def context_length(self) -> int:
+        """Prompt plus generated tokens the text model holds."""
+        return self.model.config.text_config.max_position_embeddings
+
+    @property
+    def linear_attention_layers(self) -> frozenset[int]:
+        """Text-model layers with linear (recurrent) attention: they take a 2D padding mask and have no
+        attention map to score with."""
+        types = getattr(self.language_model.config, "layer_types", None) or ()
+        return frozenset(i for i, kind in enumerate(types) if kind == "linear_attention")
+
+    # --- vision: processor inputs and the encoder ---------------------------------------------
+
+    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel values, grid) of the PIL images of one prompt; the grid is the adapter's own, handed back
+        to ``encode_vision`` and ``stock_encode`` as it is."""
+        raise NotImplementedError
+
+    def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel values, grid) of one clip's sampled ``video.Frames``."""
+        raise NotImplementedError
+
+    def stock_encode(self, pixel_values: torch.Tensor, grid: torch.Tensor, kind: str) -> EncodedVision:
+        """The model's own vision encoder, untouched (stage 1 off); ``kind`` is "image" or "video"."""
+        raise NotImplementedError
 
     def encode_vision(
         self,
         pixel_values: torch.Tensor,
-        grid_thw: torch.Tensor,
+        grid: torch.Tensor,
         config: MergeConfig,
         check_interrupt: Callable[[], None] | None = None,
     ) -> EncodedVision:
+        """The vision encoder with stage 1 as ``config`` sets it; ``check_interrupt`` is called between layers."""
         raise NotImplementedError
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixel values, grid) of the images of one prompt; Qwen's processors give (t, h, w) patch grids."""
-        processed = processor.image_processor(images=images, return_tensors="pt")
-        return processed["pixel_values"], processed["image_grid_thw"]
+    # --- the prompt --------------------------------------------------------------------------
 
-    def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixel values, grid) of one clip's sampled ``video.Frames``."""
-        from ..video import preprocess
+    def item_placeholders(self, processor, item, index: int) -> str:
+        """The prompt text that stands for a visual item; ``index`` counts the prompt's earlier items of its
+        kind. By default one image or video placeholder per kept feature."""
+        token = processor.image_token if item.kind == "image" else processor.video_token
+        return token * item.tokens_kept
 
-        processed = preprocess(processor.video_processor, frames)
-        return processed["pixel_values_videos"], processed["video_grid_thw"]
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, n) 0 for text, 1 for image and 2 for video placeholders (a model without a video token
+        reads its frames as images)."""
+        config = self.model.config
+        types = (input_ids == config.image_token_id).long()
+        video_id = getattr(config, "video_token_id", None)
+        if video_id is not None:
+            types += 2 * (input_ids == video_id).long()
+        return types
 
-    def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The subset of ``pipeline.build_inputs``' result that the model's ``generate`` accepts."""
-        return inputs
+    def prompt_kwargs(self, items: Sequence, device: torch.device) -> dict[str, Any]:
+        """Extra model arguments the positions of a prompt holding ``items`` depend on."""
+        return {}
+
+    def position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> torch.Tensor | None:
+        """The positions ``generate`` would build for the prompt; None where it builds 1D positions itself."""
+        return None
 
     def feature_kinds(self, items: Sequence) -> dict[str, list]:
         """The ``mm_encoder_outputs`` entry that takes each visual item's features, items in prompt order."""
         return {kind: [item for item in items if item.kind == kind] for kind in ("image", "video")}
 
-    def layout_placeholders(self, processor, item) -> str:
-        """The prompt text of an item with a layout: one image or video placeholder per kept feature."""
-        token = processor.image_token if item.kind == "image" else processor.video_token
-        return token * item.tokens_kept
+    def encoder_output(self, features: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+        """What ``generate`` takes as ``mm_encoder_outputs[kind]`` for these items' features."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    def item_placeholders(self, processor, item, index: int) -> str:
-        """The prompt text of an item with a layout; ``index`` counts the prompt's earlier items of its kind
-        (MiniCPM-V numbers its images)."""
-        return self.layout_placeholders(processor, item)
+        return BaseModelOutputWithPooling(pooler_output=features)
+
+    def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The subset of ``prompt.build_inputs``' result that the model's ``generate`` accepts."""
+        return inputs
+
+    # --- the language model (stage 2) -------------------------------------------------------
+
+    def query_scores(
+        self,
+        layer: torch.nn.Module,
+        hidden: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        key_mask: torch.Tensor,
+        slot: torch.Tensor,
+        keys: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(batch, n) head-averaged attention the token at ``slot`` (per sample) pays every token in ``layer``.
+
+        hidden: the layer's input; keys: its rotated keys when the KV cache already holds them.
+        """
+        return decoder_query_scores(layer, hidden, rotary, key_mask, slot, keys)
+
+    def pop_layer_features(self, text_kwargs: dict[str, Any]) -> LayerFeatures | None:
+        """Take the per-layer visual features (DeepStack) out of the text model's forward arguments; None
+        for models without them."""
+        return None
+
+    def add_layer_features(self, hidden: torch.Tensor, visual_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``hidden`` after a layer, with one layer's ``LayerFeatures`` added to its visual tokens."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}
 
 
 def register(model_type: str, adapter: type[Backbone]) -> None:
+    """Serve models whose ``config.model_type`` is ``model_type`` with ``adapter``."""
     _REGISTRY[model_type] = adapter
 
 
@@ -129,15 +249,10 @@ def supported_model_types() -> list[str]:
 
 
 def backbone_for(model: torch.nn.Module) -> Backbone:
+    """The adapter for a loaded model; a ValueError naming the supported types for any other."""
     model_type = getattr(model.config, "model_type", None)
     if model_type not in _REGISTRY:
         raise ValueError(
             f"model type {model_type!r} is not supported by iLLaVA; supported: {', '.join(supported_model_types())}"
         )
     return _REGISTRY[model_type](model)
-
-
-def stage_targets(counts: list[int], keep: float, n_layers: int, step: int) -> list[int]:
-    """Tokens left after ``step`` of ``n_layers`` reductions that together keep ``keep`` of ``counts``."""
-    fraction = keep ** (step / n_layers)
-    return [min(n, max(1, round(n * fraction))) for n in counts]

@@ -24,7 +24,7 @@ def mappings(pack):
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory, pack):
     """A models/LLM folder holding one tiny random-weight Qwen2.5-VL, registered like ComfyUI would."""
-    from illava_pack.illava.synthetic import build_model_folder
+    from illava_pack.illava.testing.models import build_model_folder
     from illava_pack.nodes import comfy_compat
 
     root = tmp_path_factory.mktemp("models") / "LLM"

@@ -34,7 +34,7 @@ def test_lists_model_folders(load_node, models_root):
 
 
 def test_lists_the_shipped_demo_model(load_node):
-    from illava_pack.illava.demo_model import DEMO_MODEL_NAME
+    from illava_pack.illava.lab.demo_model import DEMO_MODEL_NAME
 
     assert DEMO_MODEL_NAME in load_node.INPUT_TYPES()["required"]["model"][0]
     assert load_node.VALIDATE_INPUTS(DEMO_MODEL_NAME) is True

@@ -29,7 +29,7 @@ def paper_video(mappings):
 def test_a_file_path_encodes_per_frame_group_and_previews_every_group(mappings, lvlm, video_path):
     (visuals,), ui = encode_video(mappings, lvlm, path=video_path, config=paper_video(mappings))
     item = visuals.items[0]
-    assert item.kind == "video" and item.grid_thw[0] == 4
+    assert item.kind == "video" and item.token_grid[0] == 4
     assert "1 video (4 frame groups)" in ui["text"][0]
     assert item.tokens_kept < item.tokens_full
     generate = mappings["iLLaVA_Generate"]
@@ -49,7 +49,7 @@ def test_frames_and_video_objects_give_the_same_tokens_as_the_file(mappings, lvl
     decoded = load_video(video_path, fps=8, max_frames=64)
     frames = torch.from_numpy(decoded.pixels).float() / 255.0
     (from_frames,), _ = encode_video(mappings, lvlm, frames=frames, frames_fps=8.0)
-    assert from_frames.items[0].grid_thw == from_file.items[0].grid_thw
+    assert from_frames.items[0].token_grid == from_file.items[0].token_grid
 
     class Components:
         images = frames

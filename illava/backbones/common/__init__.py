@@ -1,0 +1,1 @@
+"""Pieces several backbone families share: tower adapters, group reduction, ragged encoder runs, decoder scoring."""

@@ -1,0 +1,60 @@
+"""Stage 2's scores in a Llama-style decoder layer: the attention the last prompt token pays every token.
+
+Qwen2, Qwen2.5, Qwen3 and Qwen3.5 decoders (the LLMs of every supported family) share this layout:
+``input_layernorm``, then ``self_attn`` with ``q_proj``/``k_proj`` (and per-head norms in Qwen3 and
+later), grouped key heads and the model's own ``apply_rotary_pos_emb``. Only the query row needed
+is recomputed, so the model's attention kernel stays untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import torch
+
+from ...merge import query_row_attention
+
+
+def heads(projected: torch.Tensor, head_dim: int, norm) -> torch.Tensor:
+    """(batch, n, heads * head_dim) -> (batch, heads, n, head_dim), with the per-head norm some models have."""
+    batch, n, _ = projected.shape
+    states = projected.view(batch, n, -1, head_dim)
+    if norm is not None:
+        states = norm(states)
+    return states.transpose(1, 2)
+
+
+def plain_queries(attn, x: torch.Tensor) -> torch.Tensor:
+    """The layer's queries for ``x`` (batch, n, hidden), before rotary: (batch, heads, n, head_dim)."""
+    return heads(attn.q_proj(x), attn.head_dim, getattr(attn, "q_norm", None))
+
+
+def decoder_query_scores(
+    layer,
+    hidden: torch.Tensor,
+    rotary,
+    key_mask: torch.Tensor,
+    slot: torch.Tensor,
+    keys: torch.Tensor | None = None,
+    queries: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = plain_queries,
+) -> torch.Tensor:
+    """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``.
+
+    hidden: the layer's input; rotary: its (cos, sin); key_mask: (batch, n) False for padding; keys:
+    its rotated keys (batch, kv_heads, n, head_dim) when the KV cache already holds them, else they
+    are recomputed. ``queries`` turns normed hidden states into that layer's queries.
+    """
+    attn = layer.self_attn
+    b = hidden.shape[0]
+    cos, sin = rotary
+    rows = torch.arange(b, device=hidden.device)
+    apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    q = queries(attn, layer.input_layernorm(hidden[rows, slot][:, None]))
+    q, _ = apply_rope(q, q, cos[rows, slot][:, None], sin[rows, slot][:, None])
+    if keys is None:
+        x = layer.input_layernorm(hidden)
+        keys = heads(attn.k_proj(x), attn.head_dim, getattr(attn, "k_norm", None))
+        keys, _ = apply_rope(keys, keys, cos, sin)
+    probs = query_row_attention(q[:, :, 0], keys, key_mask, attn.scaling)
+    return probs.mean(dim=1)

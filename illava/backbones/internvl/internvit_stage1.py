@@ -1,0 +1,107 @@
+"""Stage 1 inside InternViT: every tile (or video frame) is reduced on its own, in whole 2x2 groups.
+
+InternViT puts a CLS token before the patches, adds its learned position table once (before the
+first layer), has no rotary positions and runs without an attention mask, so removing patches
+mid-encoder is selecting rows. The CLS token always stays: it attends and is attended to in every
+layer, but it is never scored, dropped or recycled (the model discards it after the encoder).
+Patches leave in whole pixel-shuffle groups (the 2x2 patches that become one LLM token), so the
+pixel shuffle after the encoder still fuses true neighbours. Rows stay in raster order, as the
+model holds them; tiles of equal length run as one batch, as in the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ...config import MergeConfig
+from ...merge import KEPT, attention_received, stage_targets
+from ..common.group_reduction import reduce_groups
+from ..common.ragged import run_ragged
+
+
+class GroupReducer:
+    """Reduce each tile's pixel-shuffle groups with ``config.method`` (iLLaVA: keep the best groups,
+    fold the rest into recycled groups).
+
+    side: patches a tile side; groups are 2x2 patches, so a tile has (side / 2)**2 of them. A group's
+    score is the attention its four patches receive; its features, for similarity and recycling, are
+    its four patches' hidden states in pixel-shuffle order.
+    """
+
+    def __init__(self, side: int, tiles: int, config: MergeConfig) -> None:
+        self.side = side
+        self.config = config
+        groups = (side // 2) ** 2
+        self.status = [torch.full((groups,), KEPT, dtype=torch.int8) for _ in range(tiles)]
+        # ToMe's token sizes: how many original groups each current group stands for.
+        self.sizes = [torch.ones(groups) for _ in range(tiles)]
+        layers = len(config.stage1_layers)
+        self.targets = [stage_targets([groups] * tiles, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
+
+    def group_of(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(group, place in the group) of each patch id; places follow pixel shuffle's channel order."""
+        row, column = ids // self.side, ids % self.side
+        return (row // 2) * (self.side // 2) + column // 2, (row % 2) * 2 + column % 2
+
+    def __call__(
+        self, step: int, tile: int, scores: torch.Tensor, hidden: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduce one tile's patches (CLS excluded): positions of the rows that go on, and their new states."""
+        group, place = self.group_of(ids)
+        target = self.targets[step - 1][tile]
+        return reduce_groups(hidden, scores, group, place, 4, target, self.sizes[tile], self.status[tile], self.config)
+
+
+def run_encoder(
+    tower: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    n_layers: int,
+    final_norm: bool,
+    reducer: GroupReducer,
+    config: MergeConfig,
+    scored: bool,
+    check_interrupt: Callable[[], None] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Run the embeddings and the first ``n_layers`` layers, reducing before each stage-1 layer.
+
+    A stage layer equal to ``n_layers`` reduces the output. ``final_norm``: the model takes the
+    tower's last hidden state (after its final norm) rather than a raw layer output. Without
+    ``scored`` (methods that ignore attention) the reducer gets zero scores. Returns, per tile, the
+    ids of the patches that came out (raster order) and their hidden states, CLS left out.
+    """
+    layers = tower.encoder.layer
+    stage_layers = config.stage1_layers
+    tiles = list(tower.embeddings(pixel_values).unbind(0))
+    ids = [torch.arange(t.shape[0] - 1, device=t.device) for t in tiles]
+    inputs = tiles
+    for index in range(n_layers + 1):
+        if check_interrupt is not None:
+            check_interrupt()
+        if index in stage_layers:
+            step = stage_layers.index(index) + 1
+            for t, rows in enumerate(tiles):
+                if scored:
+                    scores = _received(layers[index - 1], inputs[t], config.score_chunk)[1:]
+                else:
+                    scores = torch.zeros(rows.shape[0] - 1, device=rows.device)
+                keep, patches = reducer(step, t, scores, rows[1:], ids[t])
+                tiles[t] = torch.cat([rows[:1], patches])
+                ids[t] = ids[t][keep]
+        if index == n_layers:
+            break
+        inputs = tiles
+        tiles = run_ragged(layers[index], tiles)
+    if final_norm:
+        tiles = [tower.layernorm(t) for t in tiles]
+    return ids, [t[1:] for t in tiles]
+
+
+def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean attention each row of one tile (CLS included) receives in ``layer``, whose input was ``hidden``."""
+    attn = layer.attention
+    x = layer.layernorm_before(hidden)
+    q = attn.q_norm(attn.q_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    k = attn.k_norm(attn.k_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    return attention_received(q, k, attn.scale, chunk)

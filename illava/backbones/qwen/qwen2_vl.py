@@ -1,0 +1,313 @@
+"""Qwen2-VL and Qwen2.5-VL (and, by extension, Qwen3-VL): stage 1 inside the ViT, and the hooks
+stage 2 needs in the LLM.
+
+The ViT loop below calls the model's own patch embedding, rotary embedding, blocks and merger and
+transformers' own grid helpers. Stage 1 removes whole 2x2 merge groups, so the merger still fuses
+true neighbours and every kept patch keeps its real 2D rotary position; the attention segments
+(one per frame) and Qwen2.5-VL's windows are recounted from the groups that remain.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ...config import MergeConfig
+from ...merge import KEPT, apply_reduction, attention_received, merged_sizes, stage_targets
+from ...methods import select
+from ..base import Backbone, EncodedVision, register
+from .layout import QwenLayout, qwen_layouts
+from .video import preprocess
+
+
+@dataclass
+class _Groups:
+    """Per-group bookkeeping in the encoder's current (window) order."""
+
+    raster: torch.Tensor  # global raster id of each group
+    segment: torch.Tensor  # attention segment (frame) of each group
+    window: torch.Tensor | None  # window of each group (Qwen2.5-VL)
+
+    def take(self, index: torch.Tensor) -> "_Groups":
+        return _Groups(self.raster[index], self.segment[index], None if self.window is None else self.window[index])
+
+
+class QwenVLBackbone(Backbone):
+    """Adapter for ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
+
+    The grid it hands the encoder is the processor's (temporal groups, patch rows, patch columns) per item.
+    """
+
+    mrope = True
+    prompt_holds_full_grid = True
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.model.model.visual
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def vit_depth(self) -> int:
+        return len(self.visual.blocks)
+
+    @property
+    def merge_unit(self) -> int:
+        return self.visual.spatial_merge_size**2
+
+    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+        processed = processor.image_processor(images=images, return_tensors="pt")
+        self.seen(processor.image_processor)
+        return processed["pixel_values"], processed["image_grid_thw"]
+
+    def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        processed = preprocess(processor.video_processor, frames)
+        self.seen(processor.video_processor)
+        return processed["pixel_values_videos"], processed["video_grid_thw"]
+
+    def layouts(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[QwenLayout, ...]:
+        """Each item's token map, counts and preview, from the processor's patches."""
+        vision = self.visual.config
+        return qwen_layouts(
+            pixel_values, grid_thw, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size,
+            self.pixel_mean, self.pixel_std,
+        )
+
+    def stock_encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, kind: str) -> EncodedVision:
+        """The model's own vision encoder, untouched (merging off in stage 1)."""
+        getter = self.model.model.get_image_features if kind == "image" else self.model.model.get_video_features
+        output = getter(pixel_values, grid_thw, return_dict=True)
+        features = tuple(output.pooler_output)
+        deepstack = tuple(tuple(layer) for layer in getattr(output, "deepstack_features", None) or ())
+        return EncodedVision(
+            features=features,
+            kept_groups=tuple(torch.arange(f.shape[0], device=f.device) for f in features),
+            stage1_status=tuple(torch.full((f.shape[0],), KEPT, dtype=torch.int8) for f in features),
+            layouts=self.layouts(pixel_values, grid_thw),
+            deepstack=deepstack,
+        )
+
+    def item_placeholders(self, processor, item, index: int) -> str:
+        """The processor's own expansion of the item's full patch grid (Qwen3-VL adds frame times)."""
+        grid = torch.tensor([item.layout.grid_thw])
+        if item.kind == "image":
+            return processor.replace_image_token({"image_grid_thw": grid}, 0)
+        from transformers.video_utils import VideoMetadata
+
+        metadata = VideoMetadata(**item.video_metadata)
+        return processor.replace_video_token({"video_grid_thw": grid, "video_metadata": [metadata]}, 0)
+
+    def prompt_kwargs(self, items, device: torch.device) -> dict:
+        """The patch grids (and seconds per temporal group of a video) M-RoPE positions are built from."""
+        images = [item for item in items if item.kind == "image"]
+        videos = [item for item in items if item.kind == "video"]
+        out = {}
+        if images:
+            out["image_grid_thw"] = torch.tensor([item.layout.grid_thw for item in images], device=device)
+        if videos:
+            temporal = self.visual.config.temporal_patch_size
+            out["video_grid_thw"] = torch.tensor([item.layout.grid_thw for item in videos], device=device)
+            out["second_per_grid_ts"] = torch.tensor([temporal / item.video_fps for item in videos], device=device)
+        return out
+
+    def position_ids(self, input_ids: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
+        """The 4-row (text, t, h, w) positions ``generate`` would build for the unreduced prompt."""
+        return self.model._prepare_position_ids_for_generation(input_ids, dict(model_kwargs))
+
+    def encode_vision(
+        self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: MergeConfig, check_interrupt=None
+    ) -> EncodedVision:
+        from transformers.utils.generic import get_max_seqlen
+        from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
+
+        visual = self.visual
+        unit = self.merge_unit
+        device = pixel_values.device
+        windowed = getattr(visual, "fullatt_block_indexes", None) is not None
+        position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+        cu_seqlens = get_vision_cu_seqlens(grid_thw).to(device)
+        hidden = self.embed_patches(pixel_values, grid_thw)
+        n_tokens = hidden.shape[0]
+        n_groups = n_tokens // unit
+        if windowed:
+            order, cu_window = get_vision_window_index(
+                grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size
+            )
+            order = order.to(device)
+        else:
+            order = torch.arange(n_groups, device=device)
+        hidden = hidden.reshape(n_groups, unit, -1)[order]
+        cos, sin = visual.rotary_pos_emb(hidden, position_ids.to(device))
+        cos = cos.reshape(n_groups, unit, -1)[order]
+        sin = sin.reshape(n_groups, unit, -1)[order]
+        positions = torch.arange(n_groups, device=device) * unit
+        segment_of_raster = torch.bucketize(positions, cu_seqlens[1:], right=True)
+        groups = _Groups(
+            raster=order,
+            segment=segment_of_raster[order],
+            window=torch.bucketize(positions, cu_window.to(device)[1:], right=True) if windowed else None,
+        )
+        n_segments = cu_seqlens.numel() - 1
+        segment_groups0 = torch.bincount(groups.segment, minlength=n_segments).tolist()
+        status = torch.full((n_groups,), KEPT, dtype=torch.int8, device=device)
+        layers = config.stage1_layers
+        targets = {
+            layer: stage_targets(segment_groups0, config.stage1_keep, len(layers), j + 1) for j, layer in enumerate(layers)
+        }
+
+        cu_full = cu_seqlens
+        cu_win = _window_cu(groups.window, unit) if windowed else None
+        # Features taken from inside the encoder (DeepStack), reduced together with the hidden states.
+        carried: list[torch.Tensor] = []
+        # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
+        projections: dict[int, torch.Tensor] = {}
+        hooks = [
+            visual.blocks[layer - 1].attn.qkv.register_forward_hook(
+                lambda module, args, out, at=layer - 1: projections.__setitem__(at, out)
+            )
+            for layer in targets
+        ]
+        sizes = torch.ones(n_groups, device=device)
+        try:
+            # One pass beyond the last block, so that a stage-1 layer equal to the depth reduces the
+            # encoder's output.
+            for index in range(len(visual.blocks) + 1):
+                if check_interrupt is not None:
+                    check_interrupt()
+                if index in targets:
+                    qkv = projections.pop(index - 1)
+                    if config.scored:
+                        attn = visual.blocks[index - 1].attn
+                        scores = self.group_scores(attn, qkv, (cos, sin), cu_full, config.score_chunk)
+                    else:
+                        scores = torch.zeros(hidden.shape[0], device=device)
+                    keep_index, hidden, carried, status, sizes = _reduce_segments(
+                        hidden, carried, scores, sizes, groups, cu_full, unit, targets[index], config, status
+                    )
+                    groups = groups.take(keep_index)
+                    cos, sin = cos[keep_index], sin[keep_index]
+                    cu_full = _counts_cu(groups.segment, n_segments, unit)
+                    cu_win = _window_cu(groups.window, unit) if windowed else None
+                if index == len(visual.blocks):
+                    break
+                block = visual.blocks[index]
+                flat = hidden.reshape(-1, hidden.shape[-1])
+                cu_now = cu_full if not windowed or index in visual.fullatt_block_indexes else cu_win
+                flat = block(
+                    flat,
+                    cu_seqlens=cu_now,
+                    max_seqlen=get_max_seqlen(cu_now, visual.config),
+                    position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
+                )
+                hidden = flat.reshape(-1, unit, flat.shape[-1])
+                inner = self.inner_features(index, flat)
+                if inner is not None:
+                    carried.append(inner)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        merged = visual.merger(hidden.reshape(-1, hidden.shape[-1]))
+        raster_order = torch.argsort(groups.raster)
+        return _split_items(
+            merged[raster_order],
+            [c[raster_order] for c in carried],
+            groups.raster[raster_order],
+            self.layouts(pixel_values, grid_thw),
+            unit,
+            status,
+        )
+
+    def embed_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings in raster (2x2-group-major) order, as the encoder's first block sees them."""
+        return self.visual.patch_embed(pixel_values.type(self.visual.dtype))
+
+    def inner_features(self, block_index: int, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Features the model takes from inside the encoder after ``block_index`` (none for Qwen2/2.5-VL)."""
+        return None
+
+    def group_scores(self, attn, qkv: torch.Tensor, rotary, cu_seqlens, chunk) -> torch.Tensor:
+        """Attention received by each merge group in the block of ``attn``, over its whole frame (not its window).
+
+        qkv: that block's q/k/v projection output (n, 3 * width); rotary: its (cos, sin).
+        """
+        n = qkv.shape[0]
+        q, k, _ = qkv.reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        cos, sin = (t.reshape(n, -1) for t in rotary)
+        apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+        q, k = apply_rope(q, k, cos, sin)
+        scores = torch.empty(n, dtype=torch.float32, device=qkv.device)
+        bounds = cu_seqlens.tolist()
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            qs, ks = q[start:end].transpose(0, 1), k[start:end].transpose(0, 1)
+            scores[start:end] = attention_received(qs, ks, attn.scaling, chunk)
+        return scores.reshape(-1, self.merge_unit).sum(-1)
+
+
+def _reduce_segments(hidden, carried, scores, sizes, groups: _Groups, cu_full, unit, targets, config, status):
+    """Reduce each frame segment to its target group count with ``config.method``.
+
+    Returns the kept indices, the new hidden states, the carried features reduced the same way, the
+    updated status and the sizes (original groups per surviving group).
+    """
+    bounds = (cu_full // unit).tolist()
+    kept_parts, hidden_parts, size_parts = [], [], []
+    carried_parts: list[list[torch.Tensor]] = [[] for _ in carried]
+    for segment, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n = end - start
+        local = hidden[start:end]
+        reduction, weights, weighting = select(
+            config.method, scores[start:end], local.reshape(n, -1), targets[segment],
+            config.stage1_recycled, config.recycle_weighting, sizes[start:end],
+        )
+        hidden_parts.append(apply_reduction(local, weights, reduction, weighting))
+        for parts, feature in zip(carried_parts, carried):
+            parts.append(apply_reduction(feature[start:end], weights, reduction, weighting))
+        size_parts.append(merged_sizes(sizes[start:end], reduction))
+        kept_parts.append(reduction.kept + start)
+        raster = groups.raster[start:end]
+        status[raster] = torch.where(reduction.status == KEPT, status[raster], reduction.status)
+    return (
+        torch.cat(kept_parts),
+        torch.cat(hidden_parts),
+        [torch.cat(parts) for parts in carried_parts],
+        status,
+        torch.cat(size_parts),
+    )
+
+
+def _counts_cu(ids: torch.Tensor, n: int, unit: int) -> torch.Tensor:
+    counts = torch.bincount(ids, minlength=n) * unit
+    return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+
+
+def _window_cu(window: torch.Tensor, unit: int) -> torch.Tensor:
+    # Groups stay in window order, so each window is a contiguous run; empty windows vanish.
+    counts = torch.unique_consecutive(window, return_counts=True)[1] * unit
+    return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+
+
+def _split_items(features, carried, raster, layouts, unit, status) -> EncodedVision:
+    sizes = [layout.patches // unit for layout in layouts]
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    item = torch.bucketize(raster, torch.tensor(offsets[1:], device=raster.device), right=True)
+    counts = torch.bincount(item, minlength=len(sizes)).tolist()
+    feats = torch.split(features, counts)
+    kept = torch.split(raster, counts)
+    return EncodedVision(
+        features=tuple(feats),
+        kept_groups=tuple(k - offsets[i] for i, k in enumerate(kept)),
+        stage1_status=tuple(status[offsets[i] : offsets[i + 1]].cpu() for i in range(len(sizes))),
+        layouts=layouts,
+        deepstack=tuple(tuple(torch.split(feature, counts)) for feature in carried),
+    )
+
+
+register("qwen2_vl", QwenVLBackbone)
+register("qwen2_5_vl", QwenVLBackbone)

@@ -1,0 +1,213 @@
+"""``python -m illava eval``: accuracy retention of iLLaVA and its peers at matched visual-token budgets.
+
+Every method runs in the same model on the same held-out ``illava.scenes`` questions. A budget is
+the fraction of the full visual-token count that remains in the LLM after all merging (recycled
+tokens included), so a 0.11 budget means 89% fewer tokens; each result also reports the measured
+fraction and the fraction averaged over LLM layers, since methods that prune inside the LLM pay for
+the full count in the layers before they prune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from ..config import MergeConfig, nearest_stage2_layer, preset_for, scale_layer
+from .evaluate import KindResult, evaluate, prior_accuracy
+from ..loading import LVLM
+
+BUDGETS = (0.33, 0.22, 0.11, 0.05)
+METHODS = ("illava", "illava-stage1", "illava-stage2", "fastv", "visionzip", "tome", "random")
+# FastV prunes after layer 2 of LLaVA-1.5-7B's 32 layers; scaled to the model's depth.
+FASTV_LAYER, FASTV_REFERENCE_DEPTH = 2, 32
+# Distinct from the scene seeds of other runs: --seed S asks questions S * SEED_STRIDE onwards.
+SEED_STRIDE = 100_000
+
+
+def method_config(method: str, budget: float, backbone, kind: str) -> MergeConfig:
+    """The config that runs ``method`` at ``budget`` in a model with this backbone adapter.
+
+    iLLaVA's stages sit where its paper preset for ``kind`` puts them (fitted to the backbone's
+    depths and usable stage-2 layers); with both stages the budget is split evenly (each keeps its
+    square root). FastV prunes once at its paper's relative depth, VisionZip at the encoder output,
+    ToMe in every block, and random drop where iLLaVA's stage 1 works, so that it is the same
+    placement with the scores thrown away.
+    """
+    vit_depth, llm_depth = backbone.vit_depth, backbone.llm_depth
+    reference = preset_for("paper-video" if kind == "video" else "paper-image", backbone)
+    if method == "illava":
+        half = math.sqrt(budget)
+        return MergeConfig(
+            stage1_layers=reference.stage1_layers, stage1_keep=half, stage2_layers=reference.stage2_layers, stage2_keep=half
+        )
+    if method == "illava-stage1":
+        return MergeConfig(stage1_layers=reference.stage1_layers, stage1_keep=budget)
+    if method == "illava-stage2":
+        return MergeConfig(stage2_layers=reference.stage2_layers, stage2_keep=budget)
+    if method == "fastv":
+        layer = scale_layer(FASTV_LAYER, llm_depth, FASTV_REFERENCE_DEPTH)
+        layer = nearest_stage2_layer(layer, backbone.stage2_choices)
+        return MergeConfig(method="fastv", stage2_layers=(layer,), stage2_keep=budget)
+    if method == "visionzip":
+        return MergeConfig(method="visionzip", stage1_layers=(vit_depth,), stage1_keep=budget)
+    if method == "tome":
+        return MergeConfig(method="tome", stage1_layers=tuple(range(1, vit_depth + 1)), stage1_keep=budget)
+    if method == "random":
+        return MergeConfig(method="random", stage1_layers=reference.stage1_layers, stage1_keep=budget)
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def run_harness(
+    lvlm: LVLM,
+    kind: str = "image",
+    n: int = 200,
+    seed: int = 0,
+    budgets: tuple[float, ...] = BUDGETS,
+    methods: tuple[str, ...] = METHODS,
+    log=print,
+    overrides: dict | None = None,
+) -> dict:
+    """Accuracy of the unmerged model and of every method at every budget, as the JSON report.
+
+    ``overrides`` (MergeConfig fields) are applied to the iLLaVA configs, to compare its settings;
+    the method names then carry them, e.g. ``illava[stage1_recycled=0]``.
+    """
+    overrides = overrides or {}
+    suffix = "[" + ",".join(f"{key}={value}" for key, value in overrides.items()) + "]" if overrides else ""
+    first = seed * SEED_STRIDE
+    started = time.perf_counter()
+    full = evaluate(lvlm, MergeConfig(), kind, n, first=first)
+    prior = prior_accuracy(kind, n, first)
+    log(f"full model: {full.overall.accuracy:.3f} (answer prior, no image: {prior:.3f})")
+    results = []
+    for method in methods:
+        for budget in budgets:
+            config = method_config(method, budget, lvlm.backbone, kind)
+            name = method
+            if method.startswith("illava") and overrides:
+                config, name = config.with_(**overrides), method + suffix
+            try:
+                scored = evaluate(lvlm, config, kind, n, first=first)
+            except ValueError as error:
+                # A method this model cannot run (e.g. merging where its adapter only drops) is
+                # reported as such; the other methods still run.
+                results.append({"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(),
+                                "unsupported": str(error).splitlines()[0]})
+                log(f"{name:<14} budget {budget:.2f}: not run: {results[-1]['unsupported']}")
+                continue
+            row = _row(name, budget, config, scored, full)
+            results.append(row)
+            log(f"{name:<14} budget {budget:.2f} (measured {row['measured_budget']:.3f}): "
+                f"accuracy {row['accuracy']:.3f}, retention {row['retention']:.3f}")
+    return {
+        "split": kind,
+        "n": n,
+        "seed": seed,
+        "questions": [first, first + n - 1],
+        "vit_depth": lvlm.backbone.vit_depth,
+        "llm_depth": lvlm.backbone.llm_depth,
+        "full_accuracy": full.overall.accuracy,
+        "full_per_family": _families(full),
+        "prior_accuracy": prior,
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _row(method: str, budget: float, config: MergeConfig, scored: KindResult, full: KindResult) -> dict:
+    accuracy = scored.overall.accuracy
+    return {
+        "method": method,
+        "budget": budget,
+        "accuracy": accuracy,
+        "retention": accuracy / full.overall.accuracy if full.overall.accuracy else 0.0,
+        "per_family": _families(scored),
+        "measured_budget": sum(scored.kept_fraction) / len(scored.kept_fraction),
+        "llm_layer_fraction": sum(scored.llm_fraction) / len(scored.llm_fraction),
+        "config": config.to_dict(),
+    }
+
+
+def _families(result: KindResult) -> dict[str, float]:
+    return {family: score.accuracy for family, score in sorted(result.families.items())}
+
+
+def markdown_table(report: dict) -> str:
+    """Accuracy (retention) per method and budget, best per budget in bold."""
+    budgets = sorted({row["budget"] for row in report["results"]}, reverse=True)
+    methods = list(dict.fromkeys(row["method"] for row in report["results"]))
+    cell = {(row["method"], row["budget"]): row for row in report["results"]}
+    best = {b: max((cell[m, b]["accuracy"] or 0.0) for m in methods if (m, b) in cell) for b in budgets}
+    head = "| method | " + " | ".join(f"{b:.0%} of tokens" for b in budgets) + " |"
+    lines = [
+        f"{report['split']} split, {report['n']} held-out questions; full model {report['full_accuracy']:.1%} "
+        f"(most common answer per question type: {report['prior_accuracy']:.1%}); each cell: accuracy (retention)",
+        "",
+        head,
+        "|" + "---|" * (len(budgets) + 1),
+    ]
+    for method in methods:
+        cells = []
+        for b in budgets:
+            row = cell.get((method, b))
+            if row is None or row["accuracy"] is None:
+                cells.append("" if row is None else "not supported")
+                continue
+            text = f"{row['accuracy']:.1%} ({row['retention']:.2f})"
+            cells.append(f"**{text}**" if row["accuracy"] == best[b] else text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``eval`` command's options."""
+    parser.add_argument("--model", default=None, help="model folder (default: the demo model shipped with the pack)")
+    parser.add_argument("--split", default="image", choices=("image", "video", "multi"), help="which kind of question")
+    parser.add_argument("--seed", type=int, default=0, help="which held-out questions: S picks questions S*100000 onwards")
+    parser.add_argument("--n", type=int, default=200, help="questions per method and budget")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="fractions of the visual tokens kept")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="MergeConfig fields for the iLLaVA rows, e.g. recycle_weighting=paper stage1_recycled=0")
+    parser.add_argument("--json", default=None, help="write the report here (a .md table is written beside it)")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` strings as MergeConfig fields (integers where the value is one), checked."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else value
+    MergeConfig.from_dict({**MergeConfig().to_dict(), **overrides})  # names the bad field, if any
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m illava eval``: print progress and the table; write JSON and Markdown when asked."""
+    from .demo_model import demo_model_folder
+    from ..loading import load
+
+    for budget in args.budgets:
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"--budgets must be fractions in (0, 1], got {budget}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    overrides = parse_overrides(args.set)
+    model = args.model or demo_model_folder()
+    lvlm = load(model, device=args.device, dtype=args.dtype)
+    report = run_harness(lvlm, args.split, args.n, args.seed, tuple(args.budgets), tuple(args.methods), overrides=overrides)
+    report["model"] = str(model)
+    table = markdown_table(report)
+    print("\n" + table)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        path.with_suffix(".md").write_text(table)
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0

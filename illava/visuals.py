@@ -1,0 +1,138 @@
+"""encode(): images and video through the vision encoder with stage 1, into ``VisualTokens``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .backbones import EncodedVision, ItemLayout
+from .config import MergeConfig
+from .loading import LVLM, synchronize
+from .media import to_pil_images
+from .trace import ItemTrace, stage1_trace
+from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
+
+
+@dataclass(frozen=True)
+class VisualItem:
+    """One encoded image or video: LLM-ready tokens after stage 1 and where they came from.
+
+    layout: the item's token map (views, rows, columns), token counts and preview, as its backbone
+    cuts it; kept_groups: each feature's cell in that map (-1 for extra tokens such as image
+    newlines). A video also carries the rate its frames were sampled at and where they came from.
+    """
+
+    kind: str
+    layout: ItemLayout
+    features: torch.Tensor
+    kept_groups: torch.Tensor
+    trace: ItemTrace
+    deepstack: tuple[torch.Tensor, ...] = ()
+    video_fps: float | None = None
+    video_metadata: dict | None = None
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(views, rows, columns) of the item's token map."""
+        return self.layout.grid
+
+    @property
+    def preview(self):
+        """(views, h, w, 3) uint8: each view as the encoder saw it."""
+        return self.layout.preview
+
+    @property
+    def tokens_full(self) -> int:
+        return self.layout.tokens_full
+
+    @property
+    def tokens_kept(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def patches(self) -> int:
+        return self.layout.patches
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """The visual inputs of one prompt after stage 1 (``encode``'s result)."""
+
+    items: tuple[VisualItem, ...]
+    config: MergeConfig
+    vit_s: float
+    model_id: str
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "vit_input": sum(item.patches for item in self.items),
+            "vit_output": sum(item.tokens_kept for item in self.items),
+            "llm_input_full": sum(item.tokens_full for item in self.items),
+        }
+
+
+def encode(
+    lvlm: LVLM,
+    images: Any = None,
+    config: MergeConfig | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+    video: Any = None,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    video_fps: float | None = None,
+) -> VisualTokens:
+    """Run the vision encoder with stage 1 over the images and/or the video of one prompt.
+
+    ``video`` is a file path (decoded with decord), a ComfyUI VIDEO or a (T, H, W, C) frame stack
+    (``video_fps`` gives a stack's frame rate); ``fps`` and ``max_frames`` choose the sampled frames.
+    Images come first in the prompt, then the video.
+    """
+    config = config or MergeConfig()
+    backbone = lvlm.backbone
+    config.check_depths(backbone.vit_depth, backbone.llm_depth)
+    if images is None and video is None:
+        raise ValueError("nothing to encode: give at least one image or a video")
+    items: list[VisualItem] = []
+    vit_s = 0.0
+    if images is not None:
+        pixel_values, grid = backbone.image_inputs(lvlm.processor, to_pil_images(images))
+        encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "image", config, check_interrupt)
+        vit_s += seconds
+        items.extend(_item("image", encoded, i) for i in range(len(encoded.features)))
+    if video is not None:
+        frames = load_video(video, fps, max_frames, video_fps)
+        pixel_values, grid = backbone.video_inputs(lvlm.processor, frames)
+        encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "video", config, check_interrupt)
+        vit_s += seconds
+        items.append(_item("video", encoded, 0, frames.fps, frames.metadata()))
+    return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
+
+
+def _timed_encoder(lvlm: LVLM, pixel_values, grid, kind: str, config: MergeConfig, check_interrupt):
+    backbone = lvlm.backbone
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pixel_values, grid = pixel_values.to(lvlm.device), grid.to(lvlm.device)
+        if config.stage1_active:
+            encoded = backbone.encode_vision(pixel_values, grid, config, check_interrupt)
+        else:
+            encoded = backbone.stock_encode(pixel_values, grid, kind)
+    synchronize(lvlm.device)
+    return encoded, time.perf_counter() - start
+
+
+def _item(kind: str, encoded: EncodedVision, index: int, video_fps=None, video_metadata=None) -> VisualItem:
+    layout = encoded.layouts[index]
+    return VisualItem(
+        kind=kind,
+        layout=layout,
+        features=encoded.features[index],
+        kept_groups=encoded.kept_groups[index],
+        trace=stage1_trace(kind, layout.grid, encoded.stage1_status[index]),
+        deepstack=tuple(layer[index] for layer in encoded.deepstack),
+        video_fps=video_fps,
+        video_metadata=video_metadata,
+    )
