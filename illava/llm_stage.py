@@ -81,9 +81,9 @@ class Stage2:
 
         model = self.text_model
         # Features some models add to the visual tokens after each of the first layers (DeepStack).
-        layer_features = self.backbone.pop_layer_features(kwargs)
-        visual_positions = layer_features.visual_mask if layer_features is not None else None
-        deepstack = layer_features.features if layer_features is not None else None
+        extra = self.backbone.pop_layer_features(kwargs)
+        visual_positions = extra.visual_mask if extra is not None else None
+        layer_features = extra.features if extra is not None else None
         if inputs_embeds is None:
             inputs_embeds = model.embed_tokens(input_ids)
         if use_cache is None:
@@ -124,8 +124,8 @@ class Stage2:
         for index, layer in enumerate(model.layers):
             if prefill and index in self.config.stage2_layers:
                 keys = _cached_keys(cache, index - 1, hidden.shape[1])
-                hidden, rotary, deepstack = self._reduce(
-                    index, model.layers[index - 1], layer_input, keys, hidden, rotary, deepstack, state
+                hidden, rotary, layer_features = self._reduce(
+                    index, model.layers[index - 1], layer_input, keys, hidden, rotary, layer_features, state
                 )
                 visual_positions = state.visual
                 mask = self._mask(hidden, state.valid.long(), cache, index)
@@ -148,8 +148,8 @@ class Stage2:
                 use_cache=use_cache,
                 **kwargs,
             )
-            if deepstack is not None and index < len(deepstack):
-                hidden = self.backbone.add_layer_features(hidden, visual_positions, deepstack[index])
+            if layer_features is not None and index < len(layer_features):
+                hidden = self.backbone.add_layer_features(hidden, visual_positions, layer_features[index])
         if prefill:
             self.record = state.record(self.visual_mask)
         return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), cache=cache)
@@ -179,7 +179,7 @@ class Stage2:
 
         return create_recurrent_attention_mask(self.text_model.config, hidden, attention_mask, cache)
 
-    def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, deepstack, state: "_PrefillState"):
+    def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, layer_features, state: "_PrefillState"):
         config = self.config
         slot, key_mask = state.query_slot(self.score_position)
         if config.scored:
@@ -219,9 +219,9 @@ class Stage2:
         cos, sin = (t.gather(1, select[..., None].expand(-1, -1, t.shape[-1])) for t in rotary)
         state.advance(select, valid)
         self.segments.append(_Segment(index, state.index, state.valid))
-        if deepstack is not None:
-            deepstack = [self._reduce_rows(features, visual_counts, reductions) for features in deepstack]
-        return gathered, (cos, sin), deepstack
+        if layer_features is not None:
+            layer_features = [self._reduce_rows(features, visual_counts, reductions) for features in layer_features]
+        return gathered, (cos, sin), layer_features
 
     def _reduce_rows(self, features: torch.Tensor, counts: list[int], reductions) -> torch.Tensor:
         """Per-visual-token features (all rows' visual tokens in order) reduced as the tokens were."""

@@ -42,8 +42,8 @@ def build_inputs(lvlm: LVLM, requests: Sequence[Request], system_prompt: str | N
     for kind, kind_items in backbone.feature_kinds(all_items).items():
         if kind_items:
             features = tuple(item.features for item in kind_items)
-            deepstack = tuple(zip(*(item.deepstack for item in kind_items)))
-            encoder_outputs[kind] = backbone.encoder_output(features, deepstack)
+            layer_features = tuple(zip(*(item.layer_features for item in kind_items)))
+            encoder_outputs[kind] = backbone.encoder_output(features, layer_features)
     return {**tensors, "position_ids": position_ids, "mm_encoder_outputs": encoder_outputs}
 
 

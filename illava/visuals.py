@@ -30,7 +30,7 @@ class VisualItem:
     features: torch.Tensor
     kept_groups: torch.Tensor
     trace: ItemTrace
-    deepstack: tuple[torch.Tensor, ...] = ()
+    layer_features: tuple[torch.Tensor, ...] = ()
     video_fps: float | None = None
     video_metadata: dict | None = None
 
@@ -132,7 +132,7 @@ def _item(kind: str, encoded: EncodedVision, index: int, video_fps=None, video_m
         features=encoded.features[index],
         kept_groups=encoded.kept_groups[index],
         trace=stage1_trace(kind, layout.grid, encoded.stage1_status[index]),
-        deepstack=tuple(layer[index] for layer in encoded.deepstack),
+        layer_features=tuple(layer[index] for layer in encoded.layer_features),
         video_fps=video_fps,
         video_metadata=video_metadata,
     )

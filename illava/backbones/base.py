@@ -46,15 +46,15 @@ class EncodedVision:
     tokens such as image newlines).
     stage1_status: (views * rows * columns,) int8 status code of every cell of the token map after stage 1.
     layouts: per item, its token map, counts and preview.
-    deepstack: per DeepStack layer (Qwen3-VL), that layer's features of each item, aligned with
-    ``features``; empty for models without DeepStack.
+    layer_features: per layer that adds visual features inside the text model (Qwen3-VL's DeepStack),
+    that layer's features of each item, aligned with ``features``; empty for models without them.
     """
 
     features: tuple[torch.Tensor, ...]
     kept_groups: tuple[torch.Tensor, ...]
     stage1_status: tuple[torch.Tensor, ...]
     layouts: tuple[ItemLayout, ...]
-    deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()
+    layer_features: tuple[tuple[torch.Tensor, ...], ...] = ()
 
 
 @dataclass
@@ -113,6 +113,7 @@ class Backbone:
 
     @property
     def llm_depth(self) -> int:
+        """Decoder layers of the text model."""
         return len(self.language_model.layers)
 
     @property
@@ -199,7 +200,7 @@ class Backbone:
         """The ``mm_encoder_outputs`` entry that takes each visual item's features, items in prompt order."""
         return {kind: [item for item in items if item.kind == kind] for kind in ("image", "video")}
 
-    def encoder_output(self, features: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+    def encoder_output(self, features: tuple[torch.Tensor, ...], layer_features: tuple[tuple[torch.Tensor, ...], ...]):
         """What ``generate`` takes as ``mm_encoder_outputs[kind]`` for these items' features."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 

@@ -78,7 +78,7 @@ class InternVLBackbone(FeatureLayerBackbone):
         # The model finds its placeholders by token id and takes neither token types nor prebuilt positions.
         return {k: v for k, v in inputs.items() if k not in ("mm_token_type_ids", "position_ids")}
 
-    def encoder_output(self, features: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+    def encoder_output(self, features: tuple[torch.Tensor, ...], layer_features: tuple[tuple[torch.Tensor, ...], ...]):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model scatters one (tokens, d) tensor into its placeholders in order.

@@ -89,7 +89,7 @@ class QwenVLBackbone(Backbone):
             kept_groups=tuple(torch.arange(f.shape[0], device=f.device) for f in features),
             stage1_status=tuple(torch.full((f.shape[0],), KEPT, dtype=torch.int8) for f in features),
             layouts=self.layouts(pixel_values, grid_thw),
-            deepstack=deepstack,
+            layer_features=deepstack,
         )
 
     def item_placeholders(self, processor, item, index: int) -> str:
@@ -305,7 +305,7 @@ def _split_items(features, carried, raster, layouts, unit, status) -> EncodedVis
         kept_groups=tuple(k - offsets[i] for i, k in enumerate(kept)),
         stage1_status=tuple(status[offsets[i] : offsets[i + 1]].cpu() for i in range(len(sizes))),
         layouts=layouts,
-        deepstack=tuple(tuple(torch.split(feature, counts)) for feature in carried),
+        layer_features=tuple(tuple(torch.split(feature, counts)) for feature in carried),
     )
 
 

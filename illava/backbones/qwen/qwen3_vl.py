@@ -39,10 +39,10 @@ class Qwen3VLBackbone(QwenVLBackbone):
             return None
         return visual.deepstack_merger_list[visual.deepstack_visual_indexes.index(block_index)](hidden)
 
-    def encoder_output(self, features: tuple[torch.Tensor, ...], deepstack: tuple[tuple[torch.Tensor, ...], ...]):
+    def encoder_output(self, features: tuple[torch.Tensor, ...], layer_features: tuple[tuple[torch.Tensor, ...], ...]):
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
-        return BaseModelOutputWithDeepstackFeatures(pooler_output=features, deepstack_features=list(deepstack))
+        return BaseModelOutputWithDeepstackFeatures(pooler_output=features, deepstack_features=list(layer_features))
 
     def pop_layer_features(self, text_kwargs: dict) -> LayerFeatures | None:
         features = text_kwargs.pop("deepstack_visual_embeds", None)

@@ -1,0 +1,138 @@
+"""The layout's rules: the core knows no model and never imports the lab or the fixtures; backbones
+import nothing above them; no import circles; the Backbone contract declares every hook the core calls."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from illava.backbones import Backbone, supported_model_types
+
+PACKAGE = Path(__file__).resolve().parents[1] / "illava"
+# The core: what a ComfyUI install needs to merge and generate. __main__ is the command line, which
+# also runs the lab's jobs (demo, eval, bench).
+CORE = sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("__main__.py",))
+FAMILY_WORDS = ("qwen", "llava", "internvl", "internvit", "minicpm", "siglip", "deepstack", "mrope_section")
+# "illava" (this library) contains "llava"; it names no model.
+OWN_NAME = "illava"
+# What a backbone may import from the library: the tensor algorithm and its settings.
+BELOW_BACKBONES = {"illava.config", "illava.merge", "illava.methods"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every illava module ``path`` imports, at module level or inside functions."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.startswith("illava"):
+                out.add(module)
+                out.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names if alias.name.startswith("illava"))
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {name for name in out if name in modules}
+
+
+def _code_words(path: Path) -> set[str]:
+    """Names, attributes and string constants of a module's code, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            words.add(node.value)
+    return words
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_imports_neither_the_lab_nor_the_fixtures(path):
+    bad = sorted(m for m in _imports(path) if m.startswith(("illava.lab", "illava.testing")))
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_names_no_model(path):
+    named = sorted(
+        word for word in _code_words(path)
+        for family in FAMILY_WORDS + tuple(supported_model_types())
+        if family in word.lower().replace(OWN_NAME, "")
+    )
+    assert not named, f"{path.name} names {named}: model knowledge belongs in illava/backbones/"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "backbones").rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_backbones_import_nothing_above_them(path):
+    above = sorted(m for m in _imports(path) if not m.startswith("illava.backbones") and m not in BELOW_BACKBONES)
+    assert not above, f"{path.relative_to(PACKAGE)} imports {above}"
+
+
+def test_no_import_circles():
+    graph = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+    # A package's __init__ re-exporting its own modules is not a circle.
+    edges = {m: {d for d in deps if not m.startswith(d + ".") and d != m} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(edges.get(module, ())):
+            if state.get(dep) == 1 and not dep.startswith(module + "."):
+                pytest.fail("import circle: " + " -> ".join(path[path.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module)
+
+
+def _backbone_uses(path: Path) -> set[str]:
+    """Attributes the module reads from anything it calls ``backbone`` (or ``self.backbone``)."""
+    uses = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            value = node.value
+            if (isinstance(value, ast.Name) and value.id == "backbone") or (
+                isinstance(value, ast.Attribute) and value.attr == "backbone"
+            ):
+                uses.add(node.attr)
+    return uses
+
+
+def test_the_backbone_contract_declares_every_hook_the_core_calls():
+    used = set().union(*(_backbone_uses(path) for path in CORE))
+    assert used, "the scan found no backbone calls: it is broken"
+    missing = sorted(name for name in used if not hasattr(Backbone, name))
+    assert not missing, f"the core calls {missing} on a backbone, but Backbone does not declare them"
+    undocumented = sorted(
+        name for name in used
+        if callable(getattr(Backbone, name)) or isinstance(inspect.getattr_static(Backbone, name), property)
+        if not inspect.getdoc(getattr(Backbone, name)) and not inspect.getdoc(inspect.getattr_static(Backbone, name))
+    )
+    assert not undocumented, f"Backbone hooks without a docstring: {undocumented}"
