@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,19 +14,23 @@ import torch
 
 from illava.lab import scenes
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo"
+MODULES = ("model", "labels", "batches", "attention", "probes", "training")
 LAYER = 1
 
 
 @pytest.fixture(scope="module")
 def train_demo():
-    spec = importlib.util.spec_from_file_location("train_demo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up by name while being defined.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    """The script's modules, imported as it imports them (top-level, from its folder), their public names in one namespace."""
+    sys.path.insert(0, str(SCRIPT))
+    spec = importlib.util.spec_from_file_location("train_demo", SCRIPT / "__main__.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    modules = [importlib.import_module(name) for name in MODULES] + [entry]
+    yield SimpleNamespace(**{name: value for module in modules for name, value in vars(module).items() if not name.startswith("_")})
+    sys.path.remove(str(SCRIPT))
+    for name in MODULES:
+        del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
