@@ -24,6 +24,6 @@ def demo_model_folder() -> Path:
     if not (folder / "config.json").is_file():
         raise ModelFolderError(
             f"The demo model is missing from {folder}: restore it from the repository (git checkout -- models), "
-            f"retrain it with 'python scripts/train_demo.py --out {folder}', or pass --model DIR."
+            f"retrain it with 'python scripts/train_demo --out {folder}', or pass --model DIR."
         )
     return folder
