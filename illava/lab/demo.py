@@ -1,5 +1,5 @@
 """``python -m illava demo``: the shipped demo model answers questions about a scene image and a video,
-with merging off, with the paper presets and with stage 1 at the encoder output, side by side.
+with merging off, with the paper presets and with the accuracy harness's pick (stage 2 alone), side by side.
 
 For each preset it prints the answers (marked right or wrong against the scene's ground truth), the
 visual tokens left after each stage, and the measured ViT + prefill time; it writes the
@@ -14,20 +14,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import scenes
 from ..config import MergeConfig, preset_for
+from ..viz import save_png, trace_figure
+from . import scenes
 from .evaluate import MAX_FRAMES, VIDEO_FPS
 from .harness import method_config
-from ..viz import save_png, trace_figure
 
 IMAGE_PRESETS = ("off", "paper-image", "fast")
 VIDEO_PRESETS = ("off", "paper-video")
 DEMO_CONVERSATION = 7
-# A question type the demo model answers well (README: appears 59 of 60), so that the presets' answers
+# A question type the demo model answers well (docs/demo-model.md: appears 59 of 60), so that the presets' answers
 # can be told apart from the unmerged one.
 DEMO_VIDEO_FAMILY = "appear"
 TIMED_RUNS = 3
-# The accuracy harness's pick for the demo model (README, "Accuracy"): stage 2 alone, where the paper
+# The accuracy harness's pick for the demo model (docs/results.md): stage 2 alone, where the paper
 # preset puts it, keeping 22% of the visual tokens; the paper presets start stage 1 at 12-40% of the
 # encoder's depth, where this 4-block ViT cuts worst.
 HARNESS_PICK = "stage2-only"

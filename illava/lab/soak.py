@@ -1,7 +1,7 @@
 """A long session: many encode + generate runs with varying inputs and configs, watching memory.
 
-``python -m illava.soak MODEL_DIR [RUNS]`` prints one JSON line with the resident memory after the
-warm-up runs and at the end; the reliability test and the README's figure come from it.
+``python -m illava.lab.soak MODEL_DIR [RUNS]`` prints one JSON line with the resident memory after the
+warm-up runs and at the end; the reliability test and the figure in docs/results.md come from it.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--rope-theta", type=float, default=1e4,
-        help="the LLM's rotary base; 100 lets a head find objects by place but slowed learning shape (README, Accuracy)",
+        help="the LLM's rotary base; 100 lets a head find objects by place but slowed learning shape (docs/demo-model.md)",
     )
     parser.add_argument(
         "--interleave-rope", action=argparse.BooleanOptionalAction, default=True,
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=False,
         help="bfloat16 autocast: 2.7x slower on a CPU without native bfloat16; on one with it (AVX512-BF16, AMX) 1.25x "
-        "faster per step, but the model learned worse in the same time (README, Accuracy)",
+        "faster per step, but the model learned worse in the same time (docs/demo-model.md)",
     )
     parser.add_argument("--vit-depth", type=int, default=4)
     parser.add_argument("--vit-width", type=int, default=128)
