@@ -5,12 +5,15 @@
 nothing process-wide; models are read from local folders only.
 """
 
+__version__ = "0.1.0"
+
 from .config import PRESETS, MergeConfig, preset
 from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
 from .visuals import VisualItem, VisualTokens, encode
 
 __all__ = [
+    "__version__",
     "LVLM",
     "Generation",
     "GenerationOptions",

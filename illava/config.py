@@ -27,6 +27,9 @@ class MergeConfig:
     attention received plus contextual tokens, each the mean of the discarded tokens most similar
     to it), ``tome`` (stage 1 only: bipartite soft matching, size-weighted averages) and ``random``
     (drop uniformly at random, nothing recycled).
+
+    ``origin`` says where the settings came from when a library function chose them (``auto``'s
+    profile entry or its fallback); it changes nothing and is reported with the stats.
     """
 
     stage1_layers: tuple[int, ...] = ()
@@ -38,6 +41,7 @@ class MergeConfig:
     recycle_weighting: str = "score"
     score_chunk: int = 256
     method: str = "illava"
+    origin: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage1_layers", _layer_tuple("stage1_layers", self.stage1_layers))

@@ -128,8 +128,14 @@ def generate_batch(
     on_token: TokenCallback | None = None,
     return_logits: bool = False,
     vit_s: float = 0.0,
+    forced_ids: Sequence[Sequence[int]] | None = None,
 ) -> Generation:
-    """Generate for several (visual items, prompt) pairs at once, left-padded into one batch."""
+    """Generate for several (visual items, prompt) pairs at once, left-padded into one batch.
+
+    ``forced_ids`` teacher-forces the answers: prompt ``b`` is made to say ``forced_ids[b]`` and then
+    end, through the same cached decoding, and ``return_logits`` gives the model's own logits at
+    each of those steps (what calibration compares).
+    """
     config = config or MergeConfig()
     options = options or GenerationOptions()
     backbone = lvlm.backbone
@@ -160,6 +166,8 @@ def generate_batch(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if options.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = options.repetition_penalty
+    if forced_ids is not None:
+        kwargs["prefix_allowed_tokens_fn"] = _forcing(forced_ids, inputs["input_ids"].shape[1], min(lvlm.eos_token_ids))
     rng = torch.random.fork_rng(devices=[lvlm.device] if lvlm.device.type == "cuda" else []) if options.do_sample else nullcontext()
     with rng, torch.inference_mode(), installed(backbone, stage2):
         if options.do_sample:
@@ -211,6 +219,17 @@ def _item_traces(items: Sequence[VisualItem], stage2_status: torch.Tensor | None
         start += item.tokens_kept
         traces.append(item.trace.with_stage2(item.kept_groups, codes))
     return traces
+
+
+def _forcing(forced_ids: Sequence[Sequence[int]], prompt_length: int, eos: int) -> Callable[[int, torch.Tensor], list[int]]:
+    """The ``prefix_allowed_tokens_fn`` that allows only row ``b``'s next forced id, then its end."""
+
+    def allowed(row: int, sequence: torch.Tensor) -> list[int]:
+        step = sequence.shape[-1] - prompt_length
+        forced = forced_ids[row]
+        return [int(forced[step])] if step < len(forced) else [eos]
+
+    return allowed
 
 
 def _trim(ids: list[int], eos: set[int], pad: int) -> list[int]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from .backbones import Backbone, backbone_for, supported_model_types
+from .profiles import MergeProfile, find_profile
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -32,6 +33,8 @@ class LVLM:
     path: Path
     device: torch.device
     dtype: torch.dtype
+    profile: MergeProfile | None = None
+    profile_note: str = "no merge profile for this model"
 
     @property
     def model_id(self) -> str:
@@ -131,8 +134,13 @@ def load(
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    profile_stores: Sequence[str | Path] = (),
 ) -> LVLM:
-    """Load a supported model folder with transformers' own classes, from local files only."""
+    """Load a supported model folder with transformers' own classes, from local files only.
+
+    The model's merge profile (``auto``'s settings) is looked up in the folder, then in
+    ``profile_stores``, then in the per-user store; ``profile_note`` says what was found.
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     folder = Path(path)
@@ -155,6 +163,7 @@ def load(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
     model = model.to(torch_device).eval()
+    profile, note = find_profile(folder, profile_stores)
     return LVLM(
         model=model,
         processor=processor,
@@ -162,4 +171,6 @@ def load(
         path=folder,
         device=torch_device,
         dtype=torch_dtype,
+        profile=profile,
+        profile_note=note,
     )

@@ -181,3 +181,23 @@ def write_video(path, frames: int = 20, height: int = 112, width: int = 140, fps
         container.mux(packet)
     container.close()
     return str(path)
+
+
+def extended_inputs(lvlm, requests, generated):
+    """The reduced prompt followed by the generated tokens, with positions continuing by one."""
+    inputs = build_inputs(lvlm, requests)
+    ids = torch.cat([inputs["input_ids"], generated], dim=1)
+    steps = generated.shape[1]
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(generated)], dim=1)
+    types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(generated)], dim=1)
+    positions = inputs["position_ids"]
+    more = positions[..., -1:] + torch.arange(1, steps + 1)
+    positions = torch.cat([positions, more], dim=-1)
+    return inputs, dict(
+        input_ids=ids,
+        attention_mask=mask,
+        mm_token_type_ids=types,
+        position_ids=positions,
+        mm_encoder_outputs=inputs["mm_encoder_outputs"],
+        use_cache=False,
+    )

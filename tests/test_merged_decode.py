@@ -4,10 +4,9 @@ import pytest
 import torch
 
 import illava
-from helpers import illava_generate
+from helpers import extended_inputs, illava_generate
 from illava import MergeConfig
 from illava.llm_stage import Stage2, installed
-from illava.prompt import build_inputs
 
 STAGE1 = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=2)
 BOTH = MergeConfig(stage1_layers=(1, 3), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5, stage2_recycled=1)
@@ -52,26 +51,6 @@ def test_token_counts_follow_the_config(lvlm, images, config):
     assert kept_after_both == tokens["llm_after_stage2"]
 
 
-def _extended_inputs(lvlm, requests, generated):
-    """The reduced prompt followed by the generated tokens, with positions continuing by one."""
-    inputs = build_inputs(lvlm, requests)
-    ids = torch.cat([inputs["input_ids"], generated], dim=1)
-    steps = generated.shape[1]
-    mask = torch.cat([inputs["attention_mask"], torch.ones_like(generated)], dim=1)
-    types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(generated)], dim=1)
-    positions = inputs["position_ids"]
-    more = positions[..., -1:] + torch.arange(1, steps + 1)
-    positions = torch.cat([positions, more], dim=-1)
-    return inputs, dict(
-        input_ids=ids,
-        attention_mask=mask,
-        mm_token_type_ids=types,
-        position_ids=positions,
-        mm_encoder_outputs=inputs["mm_encoder_outputs"],
-        use_cache=False,
-    )
-
-
 @pytest.mark.parametrize(
     "config",
     [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM],
@@ -90,7 +69,7 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, 
     visuals = illava.encode(lvlm, requests[0][0], config)
     generated = torch.tensor([result.ids[0][:-1]])
     batch = [(visuals.items, requests[0][1])]
-    prompt, fresh = _extended_inputs(lvlm, batch, generated)
+    prompt, fresh = extended_inputs(lvlm, batch, generated)
     n = prompt["input_ids"].shape[1]
     stage2 = None
     if config.stage2_active:

@@ -122,6 +122,11 @@ class Backbone:
         raise NotImplementedError
 
     @property
+    def vision_layers(self) -> torch.nn.ModuleList:
+        """The vision encoder's layers in order (the first ``vit_depth`` of them run)."""
+        raise NotImplementedError
+
+    @property
     def stage2_choices(self) -> tuple[int, ...] | None:
         """The LLM layers stage 2 can prune before, when only some can (None: any layer from 1).
 

@@ -34,6 +34,10 @@ class VisionTowerBackbone(Backbone):
         raise NotImplementedError
 
     @property
+    def vision_layers(self) -> torch.nn.ModuleList:
+        return self.encoder_layers
+
+    @property
     def vit_depth(self) -> int:
         return len(self.encoder_layers)
 

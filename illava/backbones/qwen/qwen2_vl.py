@@ -53,6 +53,10 @@ class QwenVLBackbone(Backbone):
         return self.model.model.language_model
 
     @property
+    def vision_layers(self) -> torch.nn.ModuleList:
+        return self.visual.blocks
+
+    @property
     def vit_depth(self) -> int:
         return len(self.visual.blocks)
 
