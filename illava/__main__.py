@@ -1,4 +1,4 @@
-"""Command line: ``python -m illava caption|demo|eval|bench ...``."""
+"""Command line: ``python -m illava caption|calibrate|demo|eval|bench ...``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import json
 import sys
 
 from .lab.bench import ARCHES, run_bench
+from .calibrate import DEFAULT_BUDGETS
 from .config import PRESETS, MergeConfig, preset_for
 from .methods import METHODS
+from .profiles import auto_config
+
+# The budget ``auto`` uses unless told otherwise: about a third of the visual tokens, the paper's image setting.
+AUTO_BUDGET = 0.33
 from .lab.harness import add_arguments as add_eval_arguments
 from .lab.harness import run as run_eval
 
@@ -28,6 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     _runtime_arguments(caption)
     caption.add_argument("--per-image", action="store_true", help="one answer per input instead of one for all")
     caption.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    calibration = commands.add_parser(
+        "calibrate", help="fit merge settings to a model on unlabeled inputs and save its merge profile"
+    )
+    calibration.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
+    calibration.add_argument("--images", nargs="+", default=[], help="image files or folders of them (16-32 is plenty)")
+    calibration.add_argument("--videos", nargs="+", default=[], help="video files or folders of them")
+    calibration.add_argument("--prompt", default=None, help="what to ask of every input (default: describe it)")
+    calibration.add_argument("--budgets", default=",".join(str(b) for b in DEFAULT_BUDGETS),
+                             help="fractions of visual tokens to fit, comma-separated")
+    calibration.add_argument("--kl-tolerance", type=float, default=0.0,
+                             help="let a cheaper configuration win when its KL is within this of the most faithful one")
+    calibration.add_argument("--out", default=None, help="where to write the profile (default: the per-user profile store)")
+    calibration.add_argument("--json", default=None, help="also write the whole report (every candidate measured) here")
+    _runtime_arguments(calibration)
     demo = commands.add_parser("demo", help="run the demo: merging off and on, side by side")
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
     demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
@@ -57,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "caption":
             return _caption(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         if args.command == "eval":
             return run_eval(args)
         if args.command == "bench":
@@ -75,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named merge settings (default off)")
+    parser.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default="auto",
+                        help="auto: the model's calibrated settings at --budget (the paper presets without a profile)")
+    parser.add_argument("--budget", type=float, default=AUTO_BUDGET,
+                        help="with auto: the fraction of visual tokens that reach the later LLM layers")
     parser.add_argument("--stage1-layer", default=None, help="ViT layer(s) that first run on the reduced tokens, e.g. 16 or 8,16")
     parser.add_argument("--stage1-keep", type=float, default=None, help="fraction of patch groups that leave the ViT")
     parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
@@ -91,9 +115,12 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
 
 
-def merge_config(args: argparse.Namespace, backbone) -> MergeConfig:
-    """The preset (fitted to the model) with any explicit stage flags applied on top."""
-    config = preset_for(args.preset or "off", backbone)
+def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeConfig:
+    """The preset (fitted to the model; ``auto`` at ``--budget`` for ``kind``) with explicit stage flags on top."""
+    if args.preset == "auto":
+        config = auto_config(lvlm, args.budget, kind)
+    else:
+        config = preset_for(args.preset, lvlm.backbone)
     changes = {}
     if args.stage1_layer is not None:
         changes["stage1_layers"] = args.stage1_layer
@@ -116,7 +143,9 @@ def _caption(args: argparse.Namespace) -> int:
     if not args.image and not args.video:
         raise ValueError("give at least one --image or a --video")
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
-    config = merge_config(args, lvlm.backbone)
+    config = merge_config(args, lvlm, "video" if args.video else "image")
+    if config.origin:
+        print(f"[{config.origin}]", file=sys.stderr)
     visuals = encode(lvlm, args.image, config, video=args.video, fps=args.fps, max_frames=args.max_frames)
     result = generate(
         lvlm,
@@ -143,6 +172,62 @@ def _caption(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(records[0] if len(records) == 1 else {"results": records, **records[0]}))
     return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from . import load
+    from .calibrate import calibrate, read_inputs
+    from .profiles import store_path, write_profile
+
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
+    images, videos = _expand(args.images, IMAGE_SUFFIXES), _expand(args.videos, VIDEO_SUFFIXES)
+    if images or videos:
+        inputs, skipped = read_inputs(images, videos, args.prompt)
+        description = f"{len(images)} image and {len(videos)} video files given on the command line"
+        for line in skipped:
+            print(f"skipped {line}", file=sys.stderr)
+    else:
+        from .lab.calibration_set import scene_inputs
+
+        inputs, skipped = scene_inputs(), []
+        description = "the built-in set: scene images, pairs and videos of the calibration split, questions only"
+    report = calibrate(
+        lvlm, inputs, budgets, progress=_progress_line, description=description, kl_tolerance=args.kl_tolerance
+    )
+    print(file=sys.stderr)
+    path = write_profile(report.profile, args.out or store_path(report.profile.identity))
+    print(report.table())
+    print(f"calibrated on {len(inputs)} inputs in {report.seconds:.0f} s; profile written to {path}")
+    if args.json:
+        front = {kind: [{"config": m.config.to_dict(), "kl": m.kl, "agreement": m.agreement,
+                         "token_fraction": m.token_fraction, "cost": m.cost} for m in rows]
+                 for kind, rows in report.measured.items()}
+        payload = {"profile": report.profile.to_dict(), "measured": front, "skipped": skipped, "seconds": report.seconds}
+        with open(args.json, "w") as handle:
+            json.dump(payload, handle, indent=1)
+    return 0
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+
+
+def _expand(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    """Files as given, and the files of each folder given whose names end in ``suffixes``, sorted."""
+    from pathlib import Path
+
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out.extend(str(p) for p in sorted(path.iterdir()) if p.suffix.lower() in suffixes)
+        else:
+            out.append(str(path))
+    return out
+
+
+def _progress_line(done: int, total: int, text: str) -> None:
+    print(f"\rcalibrating: {done}/{total} ({text})", end="", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -48,11 +49,14 @@ def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
     args = argparse.Namespace(model=None, out=str(tmp_path), device="cpu", dtype="auto", attention="sdpa", max_new_tokens=12)
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
-    assert "paper-image" in printed and "paper-video" in printed and "stage2-only" in printed and "speedup" in printed
+    assert "paper-image" in printed and "paper-video" in printed and "speedup" in printed
+    assert "auto: image profile entry for 33% (calibrated)" in printed
     assert {p.name for p in tmp_path.glob("tokens-*.png")} == {
-        "tokens-image-off.png", "tokens-image-paper-image.png", "tokens-image-fast.png", "tokens-image-stage2-only.png",
-        "tokens-video-off.png", "tokens-video-paper-video.png", "tokens-video-stage2-only.png",
+        "tokens-image-off.png", "tokens-image-auto.png", "tokens-image-paper-image.png", "tokens-image-fast.png",
+        "tokens-video-off.png", "tokens-video-auto.png", "tokens-video-paper-video.png",
     }
+    answers = re.findall(r"^  auto\s+'[^']*' (right|wrong)$", printed, re.M)
+    assert answers and set(answers) == {"right"}, "auto at 33% should answer the demo scene's questions right"
 
 
 def test_a_missing_demo_model_says_how_to_restore_it(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """``python -m illava demo``: the shipped demo model answers questions about a scene image and a video,
-with merging off, with the paper presets and with the accuracy harness's pick (stage 2 alone), side by side.
+with merging off, with ``auto`` (the model's merge profile at a third of the visual tokens) and with
+the paper presets, side by side.
 
 For each preset it prints the answers (marked right or wrong against the scene's ground truth), the
 visual tokens left after each stage, and the measured ViT + prefill time; it writes the
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import MergeConfig, preset_for
+from ..config import preset_for
+from ..profiles import auto_config
 from ..viz import save_png, trace_figure
 from . import scenes
 from .evaluate import MAX_FRAMES, VIDEO_FPS
-from .harness import method_config
 
 IMAGE_PRESETS = ("off", "paper-image", "fast")
 VIDEO_PRESETS = ("off", "paper-video")
@@ -27,16 +28,7 @@ DEMO_CONVERSATION = 7
 # can be told apart from the unmerged one.
 DEMO_VIDEO_FAMILY = "appear"
 TIMED_RUNS = 3
-# The accuracy harness's pick for the demo model (docs/results.md): stage 2 alone, where the paper
-# preset puts it, keeping 22% of the visual tokens; the paper presets start stage 1 at 12-40% of the
-# encoder's depth, where this 4-block ViT cuts worst.
-HARNESS_PICK = "stage2-only"
-HARNESS_PICK_BUDGET = 0.22
-
-
-def harness_pick_config(kind: str, backbone) -> MergeConfig:
-    """The harness's iLLaVA stage-2-only config at ``HARNESS_PICK_BUDGET``."""
-    return method_config("illava-stage2", HARNESS_PICK_BUDGET, backbone, kind)
+AUTO_BUDGET = 0.33
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -72,7 +64,8 @@ def _run_presets(lvlm, name: str, visual: dict, questions, presets, options, out
     from .. import encode, generate
 
     configs = {preset_name: preset_for(preset_name, lvlm.backbone) for preset_name in presets}
-    configs[HARNESS_PICK] = harness_pick_config(name, lvlm.backbone)
+    configs = {"off": configs.pop("off"), "auto": auto_config(lvlm, AUTO_BUDGET, name), **configs}
+    print(f"[{configs['auto'].origin}]")
     first_question = questions[0][0]
     # Presets take turns, round after round, after one untimed warm-up each, so that a busy
     # machine slows them all alike.

@@ -18,9 +18,11 @@ from pathlib import Path
 from ..config import MergeConfig, nearest_stage2_layer, preset_for, scale_layer
 from .evaluate import KindResult, evaluate, prior_accuracy
 from ..loading import LVLM
+from ..profiles import auto_config
 
 BUDGETS = (0.33, 0.22, 0.11, 0.05)
-METHODS = ("illava", "illava-stage1", "illava-stage2", "fastv", "visionzip", "tome", "random")
+# auto: the model's merge profile at each budget (the paper presets when it has none).
+METHODS = ("auto", "illava", "illava-stage1", "illava-stage2", "fastv", "visionzip", "tome", "random")
 # FastV prunes after layer 2 of LLaVA-1.5-7B's 32 layers; scaled to the model's depth.
 FASTV_LAYER, FASTV_REFERENCE_DEPTH = 2, 32
 # Distinct from the scene seeds of other runs: --seed S asks questions S * SEED_STRIDE onwards.
@@ -85,7 +87,10 @@ def run_harness(
     results = []
     for method in methods:
         for budget in budgets:
-            config = method_config(method, budget, lvlm.backbone, kind)
+            if method == "auto":
+                config = auto_config(lvlm, budget, "video" if kind == "video" else "image")
+            else:
+                config = method_config(method, budget, lvlm.backbone, kind)
             name = method
             if method.startswith("illava") and overrides:
                 config, name = config.with_(**overrides), method + suffix

@@ -41,7 +41,7 @@ FAMILIES = {
     "video": ("motion", "appear", "disappear"),
     "multi": ("more",),
 }
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "calibration")
 # Objects per image scene and their radius as a fraction of the image's short side.
 MAX_OBJECTS = 4
 OBJECT_RADIUS = (0.12, 0.18)
@@ -93,12 +93,12 @@ class Conversation:
 
 
 def seed_for(split: str, index: int) -> int:
-    """The scene seed of sample ``index`` of ``split``; train and test seed ranges are disjoint."""
+    """The scene seed of sample ``index`` of ``split``; the train, test and calibration seed ranges are disjoint."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= index < TEST_SEED_OFFSET:
         raise ValueError(f"index must be in [0, {TEST_SEED_OFFSET}), got {index}")
-    return index if split == "train" else TEST_SEED_OFFSET + index
+    return SPLITS.index(split) * TEST_SEED_OFFSET + index
 
 
 def sample(split: str, kind: str, index: int) -> Sample:
