@@ -2,6 +2,7 @@
 
 from ..illava.lab.demo_model import shipped_models_root
 from . import comfy_compat
+from .calibrate import Calibrate
 from .config import MergeConfigNode
 from .encode import EncodeImage
 from .encode_video import EncodeVideo
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "iLLaVA_EncodeVideo": EncodeVideo,
     "iLLaVA_Generate": Generate,
     "iLLaVA_PreviewTokens": PreviewTokens,
+    "iLLaVA_Calibrate": Calibrate,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +31,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "iLLaVA_EncodeVideo": "Encode Video (iLLaVA)",
     "iLLaVA_Generate": "Generate (iLLaVA)",
     "iLLaVA_PreviewTokens": "Preview Retained Tokens (iLLaVA)",
+    "iLLaVA_Calibrate": "iLLaVA Calibrate",
 }

@@ -84,6 +84,13 @@ def input_path(path: str) -> str:
     return os.path.join(folder_paths.get_input_directory(), path)
 
 
+def profile_store() -> str | None:
+    """Where calibrated merge profiles go inside ComfyUI: its user directory's illava/profiles; None outside."""
+    if folder_paths is None:
+        return None
+    return os.path.join(folder_paths.get_user_directory(), "illava", "profiles")
+
+
 def default_device() -> torch.device | None:
     """ComfyUI's compute device (honours --cpu and --cuda-device); None outside ComfyUI."""
     if model_management is None:

@@ -1,4 +1,4 @@
-"""iLLaVA Merge Config: a preset or every MergeConfig knob, checked when the prompt is queued."""
+"""iLLaVA Merge Config: auto at a budget, a paper preset, or every MergeConfig knob, checked when queued."""
 
 from __future__ import annotations
 
@@ -8,26 +8,36 @@ from typing import Any
 from ..illava import PRESETS, LVLM, MergeConfig
 from ..illava.config import RECYCLE_WEIGHTINGS, preset_for
 from ..illava.methods import METHODS
+from ..illava.profiles import auto_config, check_budget
 
-# Menu label -> library preset name; "custom" uses the knobs as written.
-PRESET_CHOICES = {"off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None}
+# Menu label -> library preset name; "auto" uses the model's merge profile at the budget, "custom" the knobs.
+PRESET_CHOICES = {
+    "auto": "auto", "off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None,
+}
 CUSTOM_DEFAULTS = PRESETS["paper-image"]
+DEFAULT_BUDGET = 0.33
 
 
 @dataclass(frozen=True)
 class MergeChoice:
-    """What the config node outputs: a named preset (scaled to the model when used) or a custom config.
+    """What the config node outputs: ``auto`` at a budget, a named preset (scaled to the model when used)
+    or a custom config.
 
-    Preset layers are written for Qwen2.5-VL-7B; ``resolve`` moves them to the same relative depth of
-    the loaded model. Custom layers are used as written and checked against the model.
+    ``auto`` takes the loaded model's merge profile at the budget, for the kind of input being encoded,
+    or the paper preset at that budget when the model has none. Preset layers are written for
+    Qwen2.5-VL-7B; ``resolve`` moves them to the same relative depth of the loaded model. Custom layers
+    are used as written and checked against the model.
     """
 
     preset_name: str | None
     config: MergeConfig
+    budget: float = DEFAULT_BUDGET
 
-    def resolve(self, lvlm: LVLM) -> MergeConfig:
-        """The config for this model; a layer past the model's depth is a clear error."""
-        if self.preset_name is None:
+    def resolve(self, lvlm: LVLM, kind: str = "image") -> MergeConfig:
+        """The config for this model and kind of input; a layer past the model's depth is a clear error."""
+        if self.preset_name == "auto":
+            config = auto_config(lvlm, self.budget, kind)
+        elif self.preset_name is None:
             config = self.config
         else:
             config = preset_for(self.preset_name, lvlm.backbone)
@@ -35,11 +45,13 @@ class MergeChoice:
         return config
 
 
-def build_choice(preset: str = "custom", **knobs: Any) -> MergeChoice:
+def build_choice(preset: str = "custom", budget: float = DEFAULT_BUDGET, **knobs: Any) -> MergeChoice:
     """The node's output for these widget values; raises ValueError naming the bad field."""
     if preset not in PRESET_CHOICES:
         raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
     name = PRESET_CHOICES[preset]
+    if name == "auto":
+        return MergeChoice(name, MergeConfig(), check_budget(budget))
     if name is not None:
         return MergeChoice(name, PRESETS[name])
     values = {**CUSTOM_DEFAULTS.to_dict(), **knobs}
@@ -59,8 +71,10 @@ class MergeConfigNode:
     RETURN_NAMES = ("config",)
     OUTPUT_TOOLTIPS = ("The merge settings, for Encode Image (stage 1) and Generate (stage 2).",)
     DESCRIPTION = (
-        "Named presets are written for Qwen2.5-VL-7B and scaled to the loaded model's depth when used; "
-        "the knobs below apply only with preset = custom, where layers are used exactly as written."
+        "auto keeps the budget's share of the visual tokens with the settings calibrated for the loaded model "
+        "(iLLaVA Calibrate), or the paper preset when it has none, and says which on Encode. Named presets are "
+        "written for Qwen2.5-VL-7B and scaled to the loaded model's depth; the knobs below apply only with "
+        "preset = custom, where layers are used exactly as written."
     )
 
     @classmethod
@@ -68,7 +82,7 @@ class MergeConfigNode:
         d = CUSTOM_DEFAULTS
         return {
             "required": {
-                "preset": (list(PRESET_CHOICES), {"default": "paper image", "tooltip": "off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. custom: use the knobs below."}),
+                "preset": (list(PRESET_CHOICES), {"default": "auto", "tooltip": "auto: the loaded model's calibrated settings at the budget (the paper preset until it is calibrated). off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. custom: use the knobs below."}),
                 "stage1_layers": ("STRING", {"default": _layers_text(d.stage1_layers), "tooltip": "Vision-encoder blocks that merge tokens, e.g. '13,14,15,16' (0-indexed, increasing; empty = no stage 1). Custom only."}),
                 "stage1_keep": ("FLOAT", {"default": d.stage1_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of visual tokens that leave the vision encoder (recycled tokens included). Custom only."}),
                 "stage1_recycled": ("INT", {"default": d.stage1_recycled, "min": 0, "max": 64, "tooltip": "Tokens per image that absorb the discarded ones instead of dropping them. Custom only."}),
@@ -79,7 +93,11 @@ class MergeConfigNode:
                 "score_chunk": ("INT", {"default": d.score_chunk, "min": 16, "max": 65536, "tooltip": "Rows scored at once in the vision encoder: lower saves memory on large images. Custom only."}),
                 # Last, so that saved workflows from before it keep their widget order.
                 "method": (list(METHODS), {"default": d.method, "tooltip": "illava, or a baseline to compare with: fastv (LLM layers only, no recycling), visionzip (encoder output: set stage1_layers to the encoder depth), tome (merging in every listed ViT block), random. Custom only."}),
-            }
+            },
+            # Optional and after method, so that saved workflows and API prompts from before it still load.
+            "optional": {
+                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto only: the fraction of visual tokens that reach the later LLM layers (0.33 = a third)."}),
+            },
         }
 
     @classmethod

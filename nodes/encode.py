@@ -45,6 +45,6 @@ class EncodeImage:
     def encode(self, lvlm: LVLMHandle, image: torch.Tensor, config: MergeChoice | None = None) -> dict:
         check_image_batch(image)
         model = lvlm.acquire()
-        merge = config.resolve(model) if config is not None else MergeConfig()
+        merge = config.resolve(model, "image") if config is not None else MergeConfig()
         visuals: VisualTokens = encode(model, image, merge, check_interrupt=comfy_compat.check_interrupt)
         return {"ui": {"text": [encode_summary(visuals)]}, "result": (visuals,)}

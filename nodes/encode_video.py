@@ -72,7 +72,7 @@ class EncodeVideo:
     ) -> dict:
         source = video_source(video, frames, path)
         model = lvlm.acquire()
-        merge = config.resolve(model) if config is not None else MergeConfig()
+        merge = config.resolve(model, "video") if config is not None else MergeConfig()
         visuals: VisualTokens = encode(
             model,
             video=source,

@@ -119,7 +119,8 @@ class Generate:
         )
         model = lvlm.acquire()
         check_visuals(visuals, model.model_id)
-        merge = config.resolve(model) if config is not None else None
+        kind = "video" if any(item.kind == "video" for item in visuals.items) else "image"
+        merge = config.resolve(model, kind) if config is not None else None
         progress = _TokenProgress(max_new_tokens, unique_id, model.processor.tokenizer)
         try:
             result = generate(

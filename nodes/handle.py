@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..illava import LVLM, load
+from ..illava.profiles import MergeProfile
 from . import comfy_compat
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class SharedModel:
     """One loaded model and its ComfyUI memory-management patcher (None outside ComfyUI)."""
 
     lvlm: LVLM
     patcher: Any
+
+    def use_profile(self, profile: MergeProfile, note: str) -> None:
+        """Use a profile calibration just fitted, for every node sharing this model."""
+        self.lvlm = replace(self.lvlm, profile=profile, profile_note=note)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +52,11 @@ def shared_model(path: Path, device: str, dtype: str, attention: str, trust_remo
     found = _shared.get(key)
     if found is not None:
         return found
-    lvlm = load(path, device=device, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code)
+    stores = [store] if (store := comfy_compat.profile_store()) else []
+    lvlm = load(
+        path, device=device, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code,
+        profile_stores=stores,
+    )
     shared = SharedModel(lvlm=lvlm, patcher=comfy_compat.manage_model(lvlm.model, lvlm.device))
     _shared[key] = shared
     return shared

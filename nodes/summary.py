@@ -15,10 +15,11 @@ def encode_summary(visuals: VisualTokens) -> str:
     """E.g. '2 images: 512 visual tokens -> 256 after stage 1 (50%) | 2048 ViT patches | ViT 0.12 s'."""
     counts = visuals.counts()
     full, kept = counts["llm_input_full"], counts["vit_output"]
-    return (
+    text = (
         f"{_inputs(visuals)}: {full} visual tokens -> {kept} after stage 1 ({_share(kept, full)}) | "
         f"{counts['vit_input']} ViT patches | ViT {visuals.vit_s:.2f} s"
     )
+    return f"{text}\n{visuals.config.origin}" if visuals.config.origin else text
 
 
 def _inputs(visuals: VisualTokens) -> str:

@@ -46,7 +46,7 @@ function checkKeep(field, value) {
 export function configFromWidgets(values) {
   const name = PRESET_LABELS[values.preset];
   if (name) return PRESETS[name];
-  if (values.preset !== "custom") throw new Error(`preset must be one of off, paper image, paper video, fast, custom`);
+  if (values.preset !== "custom") throw new Error(`preset must be one of auto, off, paper image, paper video, fast, custom`);
   return {
     stage1_layers: parseLayers("stage1_layers", values.stage1_layers),
     stage1_keep: checkKeep("stage1_keep", values.stage1_keep),
@@ -92,8 +92,21 @@ export function tokenBudget(config, image = TYPICAL_IMAGE, reference = REFERENCE
 
 const percent = (share) => `${Math.round(100 * share)}%`;
 
+// What auto means before a run: the budget's share of a typical image's tokens, settings per model.
+export function autoText(values, image = TYPICAL_IMAGE) {
+  const share = Number(values.budget);
+  if (!Number.isFinite(share) || share <= 0 || share > 1) return `invalid: budget must be in (0, 1], got ${values.budget}`;
+  const full = typicalTokens(image);
+  return [
+    `auto: ${percent(share)} of the visual tokens reach the later LLM layers`,
+    `(typical ${image.width}x${image.height} image: ${full} -> ${Math.max(1, Math.round(full * share))}),`,
+    "placed as calibrated for the loaded model, else as the paper preset: Encode says which",
+  ].join("\n");
+}
+
 // The text shown under the Merge Config widgets.
 export function budgetText(values) {
+  if (values.preset === "auto") return autoText(values);
   let budget;
   try {
     budget = tokenBudget(configFromWidgets(values));

@@ -27,4 +27,5 @@ export const DISPLAYS = {
     { name: "illava_text", label: "answer", key: "text" },
     { name: "illava_stats", label: "stats", key: "stats" },
   ],
+  iLLaVA_Calibrate: [{ name: "illava_profile", label: "profile", key: "text" }],
 };

@@ -5,7 +5,7 @@ import { ComfyWidgets } from "../../scripts/widgets.js";
 import { budgetText } from "./budget.js";
 import { DISPLAYS, outputTexts, parseLocator } from "./display.js";
 
-const BUDGET_INPUTS = ["preset", "stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep"];
+const BUDGET_INPUTS = ["preset", "budget", "stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep"];
 
 // A read-only text box that never enters the saved workflow or the queued prompt.
 function addDisplay(node, name, label) {

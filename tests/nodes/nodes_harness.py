@@ -64,6 +64,9 @@ class WorkflowRunner:
             for nid in ready:
                 node = pending.pop(nid)
                 cls = self.mappings.get(node["class_type"]) or self.extra[node["class_type"]]
+                required = cls.INPUT_TYPES().get("required", {}) if hasattr(cls, "INPUT_TYPES") else {}
+                missing = [name for name in required if name not in node["inputs"]]
+                assert not missing, f"node {nid} lacks required inputs {missing}: ComfyUI would reject the prompt"
                 kwargs = {k: outputs[v[0]][v[1]] if _is_link(v) else v for k, v in node["inputs"].items()}
                 if "unique_id" in inspect.signature(getattr(cls, cls.FUNCTION)).parameters:
                     kwargs["unique_id"] = nid

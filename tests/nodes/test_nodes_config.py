@@ -20,7 +20,10 @@ def build(node, **changes):
 def test_presets_map_to_the_library_presets(config_node):
     from illava_pack.illava import PRESETS
 
-    assert config_node.INPUT_TYPES()["required"]["preset"][0] == ["off", "paper image", "paper video", "fast", "custom"]
+    assert config_node.INPUT_TYPES()["required"]["preset"][0] == ["auto", "off", "paper image", "paper video", "fast", "custom"]
+    assert config_node.INPUT_TYPES()["required"]["preset"][1]["default"] == "auto"
+    auto = build(config_node, preset="auto", budget=0.22)
+    assert (auto.preset_name, auto.budget) == ("auto", 0.22)
     assert build(config_node, preset="paper image").config == PRESETS["paper-image"]
     assert build(config_node, preset="fast").config == PRESETS["fast"]
     assert build(config_node, preset="off").config.is_off

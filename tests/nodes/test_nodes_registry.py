@@ -14,6 +14,7 @@ EXPECTED_IDS = {
     "iLLaVA_EncodeVideo",
     "iLLaVA_Generate",
     "iLLaVA_PreviewTokens",
+    "iLLaVA_Calibrate",
 }
 CORE_TYPES = {"IMAGE", "VIDEO", "STRING", "INT", "FLOAT", "BOOLEAN"}
 
@@ -63,7 +64,7 @@ def test_input_order_is_stable(mappings):
     assert names("iLLaVA_LoadLVLM") == ["model", "device", "dtype", "attention", "keep_loaded", "trust_remote_code"]
     assert names("iLLaVA_MergeConfig") == [
         "preset", "stage1_layers", "stage1_keep", "stage1_recycled", "stage2_layers", "stage2_keep",
-        "stage2_recycled", "recycle_weighting", "score_chunk", "method",
+        "stage2_recycled", "recycle_weighting", "score_chunk", "method", "budget",
     ]
     assert names("iLLaVA_EncodeImage") == ["lvlm", "image", "config"]
     assert names("iLLaVA_Generate") == [

@@ -119,7 +119,7 @@ def test_ab_example_compares_merging_off_and_on(mappings, runner, models_root):
     stats = {api[nid]["inputs"]["config"][0]: outputs[nid][2] for nid, node in api.items() if node["class_type"] == "iLLaVA_Generate"}
     presets = {nid: api[nid]["inputs"]["preset"] for nid in stats}
     off = next(s for nid, s in stats.items() if presets[nid] == "off")
-    on = next(s for nid, s in stats.items() if presets[nid] == "paper image")
+    on = next(s for nid, s in stats.items() if presets[nid] == "auto")
     assert "(100%) -> " in off.splitlines()[0] and "(100%) -> " not in on.splitlines()[0]
 
 

@@ -63,3 +63,11 @@ test("the readout shows both stages and the saving", () => {
   assert.match(text, /999 visual tokens -> 500 after stage 1 -> 365 after stage 2/);
   assert.match(text, /LLM prefill compute saved: \d+%/);
 });
+
+test("auto reads the budget and says where its settings come from", () => {
+  const text = budgetText({ preset: "auto", budget: 0.33 });
+  assert.match(text, /auto: 33% of the visual tokens/);
+  assert.match(text, /999 -> 330/);
+  assert.match(text, /calibrated for the loaded model/);
+  assert.match(budgetText({ preset: "auto", budget: 0 }), /invalid: budget must be in \(0, 1\]/);
+});
