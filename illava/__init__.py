@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from .config import PRESETS, MergeConfig, preset
 from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
+from .profiles import auto_config
 from .visuals import VisualItem, VisualTokens, encode
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Stats",
     "VisualItem",
     "VisualTokens",
+    "auto_config",
     "encode",
     "generate",
     "generate_batch",
