@@ -28,7 +28,7 @@ import torch
 
 from . import __version__
 from .config import MergeConfig
-from .cost import relative_cost
+from .cost import CostModel
 from .generation import GenerationOptions, generate_batch
 from .loading import LVLM
 from .media import to_pil_images
@@ -207,6 +207,7 @@ class _Search:
                  kl_tolerance: float):
         self.lvlm = lvlm
         self.kl_tolerance = kl_tolerance
+        self.cost = CostModel(lvlm.backbone)
         self.inputs = inputs
         self.batch_size = batch_size
         self.check_interrupt = check_interrupt
@@ -282,7 +283,7 @@ class _Search:
                 tokens = stats["visual_tokens"]
                 fractions.append(tokens["llm_after_stage2"] / tokens["llm_input_full"])
                 text_tokens = stats["prompt_tokens"] - tokens["llm_input"]
-                costs.append(relative_cost(self.lvlm.backbone, visuals[b].items, text_tokens, config))
+                costs.append(self.cost.relative(visuals[b].items, text_tokens, config))
             offset += len(result.stats)
         measured = Measured(config, _mean(kls), _mean(kept), _mean(fractions), _mean(costs))
         self.results[config] = measured
