@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default="auto",
-                        help="auto: the model's calibrated settings at --budget (the paper presets without a profile)")
+    parser.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default=None,
+                        help="auto (the default): the model's calibrated settings at --budget, or the paper preset "
+                             "without a profile; with stage flags and no preset, only the flags apply")
     parser.add_argument("--budget", type=float, default=AUTO_BUDGET,
                         help="with auto: the fraction of visual tokens that reach the later LLM layers")
     parser.add_argument("--stage1-layer", default=None, help="ViT layer(s) that first run on the reduced tokens, e.g. 16 or 8,16")
@@ -117,10 +118,12 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeConfig:
     """The preset (fitted to the model; ``auto`` at ``--budget`` for ``kind``) with explicit stage flags on top."""
-    if args.preset == "auto":
+    flags = (args.stage1_layer, args.stage1_keep, args.stage2_layer, args.stage2_keep, args.recycled, args.method)
+    name = args.preset or ("off" if any(flag is not None for flag in flags) else "auto")
+    if name == "auto":
         config = auto_config(lvlm, args.budget, kind)
     else:
-        config = preset_for(args.preset, lvlm.backbone)
+        config = preset_for(name, lvlm.backbone)
     changes = {}
     if args.stage1_layer is not None:
         changes["stage1_layers"] = args.stage1_layer

@@ -1,12 +1,19 @@
 import json
+import os
 import subprocess
 import sys
+
+import numpy as np
+from PIL import Image
 
 import illava
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "illava", *args], capture_output=True, text=True, timeout=300)
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "illava", *args], capture_output=True, text=True, timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def test_caption_json_matches_the_library(model_dirs, images, tmp_path, qwen25):
@@ -53,3 +60,24 @@ def test_caption_a_video(model_dirs, video_file):
     assert tokens["llm_input_full"] == 80 and tokens["llm_after_stage2"] < tokens["llm_input"] < 80
     nothing = run_cli("caption", "--model", model_dirs["qwen2_5_vl"])
     assert nothing.returncode == 2 and "give at least one --image or a --video" in nothing.stderr
+
+
+def test_calibrate_writes_a_profile_that_caption_auto_uses(model_dirs, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_text("not an image")
+    store = {"ILLAVA_PROFILE_DIR": str(tmp_path / "store")}
+    done = run_cli("calibrate", "--model", model_dirs["qwen2_5_vl"], "--images", str(folder), "--prompt", "What is it?",
+                   "--budgets", "0.5", "--dtype", "fp32", "--device", "cpu", env=store)
+    assert done.returncode == 0, done.stderr
+    assert "skipped" in done.stderr and "broken.png" in done.stderr
+    assert "| image | 50% |" in done.stdout and "profile written to" in done.stdout
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+    caption = run_cli("caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(folder / "0.png"), "--prompt", "Hi",
+                      "--budget", "0.5", "--max-new-tokens", "2", "--dtype", "fp32", "--device", "cpu", "--json", env=store)
+    assert caption.returncode == 0, caption.stderr
+    assert "profile entry for 50% (calibrated)" in caption.stderr
+    bad = run_cli("calibrate", "--model", model_dirs["qwen2_5_vl"], "--images", str(folder), "--budgets", "1.5", env=store)
+    assert bad.returncode == 2 and "budget must be in (0, 1]" in bad.stderr
