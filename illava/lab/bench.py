@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from ..config import MergeConfig, preset
-from .flops import Dims, llm_prefill_flops, vit_flops
 from ..testing.models import TextDims, VisionDims
+from .flops import Dims, llm_prefill_flops, vit_flops
 
 VOCAB = 151936
 QWEN2_5_VIT = VisionDims(32, 1280, 3420, 16, window_size=112, fullatt_block_indexes=(7, 15, 23, 31))

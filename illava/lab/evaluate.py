@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import scenes
 from ..config import MergeConfig
-from ..loading import LVLM
 from ..generation import GenerationOptions, generate
+from ..loading import LVLM
 from ..visuals import encode
+from . import scenes
 
 # Scene videos are frame stacks; feeding them at one frame rate keeps every frame and gives each
 # temporal patch pair one second, the same in training and evaluation.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..merge import stage_targets
 from ..config import MergeConfig
+from ..merge import stage_targets
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from ..config import MergeConfig, nearest_stage2_layer, preset_for, scale_layer
-from .evaluate import KindResult, evaluate, prior_accuracy
 from ..loading import LVLM
 from ..profiles import auto_config
+from .evaluate import KindResult, evaluate, prior_accuracy
 
 BUDGETS = (0.33, 0.22, 0.11, 0.05)
 # auto: the model's merge profile at each budget (the paper presets when it has none).
