@@ -4,7 +4,8 @@ A profile is a small JSON file: the model's identity, per kind of input (image, 
 token budget the configuration calibration chose with its measured fidelity and cost, a
 description of the calibration inputs and the library version. It lives in the model folder
 (``illava_profile.json``, as the demo model ships it) or in a per-user store named by the model's
-identity. A profile is never applied to another model: its identity must match.
+identity, which wins over the folder's. A profile is never applied to another model: its identity
+must match.
 
 ``auto_config`` turns a budget into a configuration: the profile's, or without one the paper
 preset at that budget, saying which it used.
@@ -188,13 +189,15 @@ def store_path(identity: str, store: str | Path | None = None) -> Path:
 
 
 def find_profile(folder: str | Path, stores: Sequence[str | Path] = ()) -> tuple[MergeProfile | None, str]:
-    """The model folder's profile, else the first store's; with a note saying what was found or why not.
+    """The user's own profile of the model (the first store that has one), else the one its folder ships;
+    with a note saying which file, or why none.
 
-    A profile of another model, or a corrupt one, is skipped (and named in the note), never applied.
+    The user's own comes first: calibrating a model that ships a profile must take effect. A profile
+    of another model, or a corrupt one, is skipped (and named in the note), never applied.
     """
     folder = Path(folder)
     identity = model_identity(folder)
-    candidates = [folder / PROFILE_NAME] + [store_path(identity, store) for store in (*stores, user_profile_dir())]
+    candidates = [store_path(identity, store) for store in (*stores, user_profile_dir())] + [folder / PROFILE_NAME]
     problems = []
     for path in dict.fromkeys(candidates):
         if not path.is_file():
@@ -220,7 +223,7 @@ def auto_config(lvlm, budget: float, kind: str = "image") -> MergeConfig:
     entry = profile.entry(kind, budget) if profile is not None else None
     if entry is not None:
         config = at_budget(entry.config, budget)
-        origin = f"auto: {kind} profile entry for {entry.budget:.0%} (calibrated), at {budget:.0%}"
+        origin = f"auto: {kind} profile entry for {entry.budget:.0%} (calibrated; {note}), at {budget:.0%}"
     else:
         name = f"paper-{kind}"
         config = at_budget(preset(name, backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices), budget)

@@ -60,7 +60,7 @@ class Calibrate:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, budgets: str, **_: Any) -> bool | str:
+    def VALIDATE_INPUTS(cls, budgets: str) -> bool | str:
         try:
             parse_budgets(budgets)
         except ValueError as error:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Merge profiles a test calibrates go to a store of the test run's own, never the user's.
+os.environ["ILLAVA_PROFILE_DIR"] = tempfile.mkdtemp(prefix="illava-profiles-")
 
 import pytest
 import torch

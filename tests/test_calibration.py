@@ -118,6 +118,18 @@ def test_a_profile_in_the_model_folder_is_found_and_used(model_copy, report):
     assert "calibrated" in config.origin
 
 
+def test_the_users_own_profile_wins_over_the_one_the_folder_ships(model_copy, report, tmp_path, monkeypatch):
+    identity = model_identity(model_copy)
+    shipped = MergeProfile(identity, report.profile.entries, {"description": "shipped"}, "test")
+    own = MergeProfile(identity, {"image": report.profile.entries["image"][:1]}, {"description": "own"}, "test")
+    write_profile(shipped, model_copy / PROFILE_NAME)
+    monkeypatch.setenv("ILLAVA_PROFILE_DIR", str(tmp_path / "store"))
+    write_profile(own, tmp_path / "store" / f"{identity}.json")
+    lvlm = illava.load(model_copy, device="cpu", dtype="fp32")
+    assert lvlm.profile == own and str(tmp_path / "store") in lvlm.profile_note
+    assert str(tmp_path / "store") in auto_config(lvlm, 0.5, "image").origin
+
+
 def test_a_profile_of_another_model_is_refused_with_a_clear_message(model_copy, report, model_dirs):
     other = MergeProfile(model_identity(model_dirs["qwen2_vl"]), report.profile.entries, {}, "test")
     write_profile(other, model_copy / PROFILE_NAME)

@@ -78,6 +78,6 @@ def test_calibrate_writes_a_profile_that_caption_auto_uses(model_dirs, tmp_path)
     caption = run_cli("caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(folder / "0.png"), "--prompt", "Hi",
                       "--budget", "0.5", "--max-new-tokens", "2", "--dtype", "fp32", "--device", "cpu", "--json", env=store)
     assert caption.returncode == 0, caption.stderr
-    assert "profile entry for 50% (calibrated)" in caption.stderr
+    assert "profile entry for 50% (calibrated; merge profile " in caption.stderr
     bad = run_cli("calibrate", "--model", model_dirs["qwen2_5_vl"], "--images", str(folder), "--budgets", "1.5", env=store)
     assert bad.returncode == 2 and "budget must be in (0, 1]" in bad.stderr

@@ -50,7 +50,7 @@ def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
     assert "paper-image" in printed and "paper-video" in printed and "speedup" in printed
-    assert "auto: image profile entry for 33% (calibrated)" in printed
+    assert "auto: image profile entry for 33% (calibrated; merge profile " in printed
     assert {p.name for p in tmp_path.glob("tokens-*.png")} == {
         "tokens-image-off.png", "tokens-image-auto.png", "tokens-image-paper-image.png", "tokens-image-fast.png",
         "tokens-video-off.png", "tokens-video-auto.png", "tokens-video-paper-video.png",
