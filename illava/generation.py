@@ -14,19 +14,9 @@ from .llm_stage import Stage2, installed
 from .loading import LVLM, synchronize
 from .prompt import Request, build_inputs
 from .trace import ItemTrace
-from .visuals import VisualItem, VisualTokens
+from .visuals import VisualItem, VisualTokenCounts, VisualTokens, visual_token_counts
 
 TokenCallback = Callable[[int, int, list], None]
-
-
-class VisualTokenCounts(TypedDict):
-    """Visual tokens at each point of the path, summed over a prompt's items."""
-
-    vit_input: int  # patches entering the vision encoder
-    vit_output: int  # tokens leaving it (after stage 1)
-    llm_input: int  # visual tokens entering the LLM
-    llm_after_stage2: int  # left after stage 2
-    llm_input_full: int  # what the LLM would get without merging
 
 
 class Stats(TypedDict):
@@ -39,18 +29,6 @@ class Stats(TypedDict):
     prefill_s: float
     decode_s: float
     config: dict[str, Any]
-
-
-def visual_token_counts(items: Sequence[VisualItem], after_stage2: int | None = None) -> VisualTokenCounts:
-    """The counts of ``items``; ``after_stage2`` is what stage 2 left (all of the LLM input without it)."""
-    llm_input = sum(item.tokens_kept for item in items)
-    return VisualTokenCounts(
-        vit_input=sum(item.patches for item in items),
-        vit_output=llm_input,
-        llm_input=llm_input,
-        llm_after_stage2=llm_input if after_stage2 is None else after_stage2,
-        llm_input_full=sum(item.tokens_full for item in items),
-    )
 
 
 @dataclass

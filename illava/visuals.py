@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypedDict
 
 import torch
 
@@ -57,6 +57,28 @@ class VisualItem:
         return self.layout.patches
 
 
+class VisualTokenCounts(TypedDict):
+    """Visual tokens at each point of the path, summed over a prompt's items."""
+
+    vit_input: int  # patches entering the vision encoder
+    vit_output: int  # tokens leaving it (after stage 1)
+    llm_input: int  # visual tokens entering the LLM
+    llm_after_stage2: int  # left after stage 2
+    llm_input_full: int  # what the LLM would get without merging
+
+
+def visual_token_counts(items: Sequence[VisualItem], after_stage2: int | None = None) -> VisualTokenCounts:
+    """The counts of ``items``; ``after_stage2`` is what stage 2 left (all of the LLM input without it)."""
+    llm_input = sum(item.tokens_kept for item in items)
+    return VisualTokenCounts(
+        vit_input=sum(item.patches for item in items),
+        vit_output=llm_input,
+        llm_input=llm_input,
+        llm_after_stage2=llm_input if after_stage2 is None else after_stage2,
+        llm_input_full=sum(item.tokens_full for item in items),
+    )
+
+
 @dataclass(frozen=True)
 class VisualTokens:
     """The visual inputs of one prompt after stage 1 (``encode``'s result)."""
@@ -66,12 +88,9 @@ class VisualTokens:
     vit_s: float
     model_id: str
 
-    def counts(self) -> dict[str, int]:
-        return {
-            "vit_input": sum(item.patches for item in self.items),
-            "vit_output": sum(item.tokens_kept for item in self.items),
-            "llm_input_full": sum(item.tokens_full for item in self.items),
-        }
+    def counts(self) -> VisualTokenCounts:
+        """The items' token counts after stage 1 (stage 2 has not run yet)."""
+        return visual_token_counts(self.items)
 
 
 def encode(

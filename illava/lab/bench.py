@@ -170,7 +170,8 @@ def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
     """``processor(...)`` and ``model.generate(...)`` exactly as transformers documents them."""
     from transformers.video_utils import VideoMetadata
 
-    from ..generation import GenerationClock, VisualTokenCounts
+    from ..generation import GenerationClock
+    from ..visuals import VisualTokenCounts
     from ..video import load_video
 
     processor = lvlm.processor
