@@ -65,7 +65,7 @@ class ProfileEntry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProfileEntry":
         return cls(
-            budget=_fraction(data["budget"], "budget"),
+            budget=check_budget(data["budget"]),
             config=MergeConfig.from_dict(data["config"]),
             kl=float(data["kl"]),
             agreement=float(data["agreement"]),
@@ -109,12 +109,6 @@ class MergeProfile:
         if not entries:
             return None
         return min(entries, key=lambda e: abs(math.log(e.budget / budget)))
-
-
-def _fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 def check_budget(budget: Any) -> float:
