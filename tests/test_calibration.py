@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from PIL import Image
 
 import illava
 from helpers import extended_inputs, random_image
