@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from .lab.bench import ARCHES, run_bench
@@ -12,6 +13,20 @@ from .config import PRESETS, MergeConfig, preset_for
 from .methods import METHODS
 from .profiles import auto_config
 
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that names each option's default, where it has one to name (not None or a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+# MergeConfig fields named in an error, as the caption command's flags that set them.
+FLAG_OF_FIELD = {
+    "stage1_layers": "--stage1-layer", "stage1_keep": "--stage1-keep", "stage2_layers": "--stage2-layer",
+    "stage2_keep": "--stage2-keep", "stage1_recycled": "--recycled", "stage2_recycled": "--recycled",
+}
 # The budget ``auto`` uses unless told otherwise: about a third of the visual tokens, the paper's image setting.
 AUTO_BUDGET = 0.33
 from .lab.harness import add_arguments as add_eval_arguments
@@ -21,20 +36,20 @@ from .lab.harness import run as run_eval
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illava", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    caption = commands.add_parser("caption", help="answer a prompt about images and/or a video")
+    caption = commands.add_parser("caption", formatter_class=HelpWithDefaults, help="answer a prompt about images and/or a video")
     caption.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
     caption.add_argument("--image", action="append", default=None, help="image file; repeat for several images")
     caption.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
     caption.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
     caption.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
-    caption.add_argument("--prompt", default="Describe this image.")
-    caption.add_argument("--system-prompt", default=None)
+    caption.add_argument("--prompt", default="Describe this image.", help="the question or instruction")
+    caption.add_argument("--system-prompt", default=None, help="a system message (default: the model's own)")
     _merge_arguments(caption)
     _runtime_arguments(caption)
     caption.add_argument("--per-image", action="store_true", help="one answer per input instead of one for all")
     caption.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     calibration = commands.add_parser(
-        "calibrate", help="fit merge settings to a model on unlabeled inputs and save its merge profile"
+        "calibrate", formatter_class=HelpWithDefaults, help="fit merge settings to a model on unlabeled inputs and save its merge profile"
     )
     calibration.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
     calibration.add_argument("--images", nargs="+", default=[], help="image files or folders of them (16-32 is plenty)")
@@ -47,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     calibration.add_argument("--out", default=None, help="where to write the profile (default: the per-user profile store)")
     calibration.add_argument("--json", default=None, help="also write the whole report (every candidate measured) here")
     _runtime_arguments(calibration)
-    demo = commands.add_parser("demo", help="run the demo: merging off and on, side by side")
+    demo = commands.add_parser("demo", formatter_class=HelpWithDefaults, help="run the demo: merging off and on, side by side")
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
     demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
     _runtime_arguments(demo)
-    evaluation = commands.add_parser("eval", help="accuracy retention of iLLaVA and its peers at matched token budgets")
+    evaluation = commands.add_parser("eval", formatter_class=HelpWithDefaults, help="accuracy retention of iLLaVA and its peers at matched token budgets")
     add_eval_arguments(evaluation)
     evaluation.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
     evaluation.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    bench = commands.add_parser("bench", help="speed and memory: vanilla transformers and iLLaVA side by side")
+    bench = commands.add_parser("bench", formatter_class=HelpWithDefaults, help="speed and memory: vanilla transformers and iLLaVA side by side")
     bench.add_argument("--arch", default="qwen2.5-vl-3b", help="qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2-vl-2b or qwen2-vl-7b")
     bench.add_argument("--layers", type=int, default=None, help="use this many decoder and ViT layers (reported)")
     bench.add_argument("--llm-layers", type=int, default=None, help="use this many decoder layers (reported)")
@@ -91,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = str(error)
+        if args.command == "caption":
+            message = re.sub(r"\b(" + "|".join(FLAG_OF_FIELD) + r")\b", lambda m: FLAG_OF_FIELD[m.group(1)], message)
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
@@ -110,7 +128,7 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate")
     parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
@@ -179,10 +197,10 @@ def _caption(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from . import load
-    from .calibrate import calibrate, read_inputs
+    from .calibrate import calibrate, parse_budgets, read_inputs
     from .profiles import store_path, write_profile
 
-    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    budgets = parse_budgets(args.budgets)
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
     images, videos = _expand(args.images, IMAGE_SUFFIXES), _expand(args.videos, VIDEO_SUFFIXES)
     if images or videos:

@@ -114,6 +114,17 @@ def _stage_text(config: MergeConfig, stage: int) -> str:
     return f"layer {where} keeps {keep:.0%}{method}"
 
 
+def parse_budgets(text: str) -> list[float]:
+    """Budgets from text like '0.5, 0.33, 0.11'; a ValueError saying so for anything else."""
+    try:
+        budgets = [float(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"budgets must be fractions like '0.5, 0.33, 0.11', got {text!r}") from None
+    if not budgets or not all(0.0 < b <= 1.0 for b in budgets):
+        raise ValueError(f"budgets must be fractions in (0, 1] like '0.5, 0.33, 0.11', got {text!r}")
+    return budgets
+
+
 def read_inputs(
     images: Sequence[str] = (), videos: Sequence[str] = (), prompt: str | None = None
 ) -> tuple[list[CalibrationInput], list[str]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..illava.calibrate import DEFAULT_BUDGETS, CalibrationInput, calibrate
+from ..illava.calibrate import DEFAULT_BUDGETS, CalibrationInput, calibrate, parse_budgets
 from ..illava.media import to_pil_images
 from ..illava.profiles import store_path, write_profile
 from ..illava.viz import front_chart
@@ -14,17 +14,6 @@ from . import comfy_compat
 from .encode import check_image_batch
 from .handle import LVLMHandle
 from .preview import to_image_batch
-
-
-def parse_budgets(text: str) -> list[float]:
-    """Budgets from '0.5, 0.33, ...'; a ValueError naming the field for anything else."""
-    try:
-        budgets = [float(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(f"budgets must be fractions like '0.5, 0.33, 0.11', got {text!r}") from None
-    if not budgets or not all(0.0 < b <= 1.0 for b in budgets):
-        raise ValueError(f"budgets must be fractions in (0, 1] like '0.5, 0.33, 0.11', got {text!r}")
-    return budgets
 
 
 class Calibrate:

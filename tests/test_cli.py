@@ -49,7 +49,12 @@ def test_presets_and_errors(model_dirs, images, tmp_path):
     missing = run_cli("caption", "--model", str(tmp_path / "none"), "--image", str(tmp_path / "a.png"))
     assert missing.returncode == 2 and "does not exist: check the path" in missing.stderr
     bad = run_cli("caption", "--model", model_dirs["qwen2_vl"], "--image", str(tmp_path / "a.png"), "--stage2-keep", "2")
-    assert bad.returncode == 2 and "stage2_keep must be in (0, 1]" in bad.stderr
+    assert bad.returncode == 2 and "--stage2-keep must be in (0, 1]" in bad.stderr and "stage2_keep" not in bad.stderr
+    layers = run_cli("caption", "--model", model_dirs["qwen2_vl"], "--image", str(tmp_path / "a.png"), "--stage2-layer", "9")
+    assert layers.returncode == 2 and "--stage2-layer contains 9" in layers.stderr
+    helped = run_cli("caption", "--help")
+    text = " ".join(helped.stdout.split())
+    assert helped.returncode == 0 and "(default: 0.33)" in text and "(default: Describe this image.)" in text
 
 
 def test_caption_a_video(model_dirs, video_file):
@@ -80,4 +85,4 @@ def test_calibrate_writes_a_profile_that_caption_auto_uses(model_dirs, tmp_path)
     assert caption.returncode == 0, caption.stderr
     assert "profile entry for 50% (calibrated; merge profile " in caption.stderr
     bad = run_cli("calibrate", "--model", model_dirs["qwen2_5_vl"], "--images", str(folder), "--budgets", "1.5", env=store)
-    assert bad.returncode == 2 and "budget must be in (0, 1]" in bad.stderr
+    assert bad.returncode == 2 and "budgets must be fractions in (0, 1]" in bad.stderr
