@@ -138,8 +138,8 @@ def load(
 ) -> LVLM:
     """Load a supported model folder with transformers' own classes, from local files only.
 
-    The model's merge profile (``auto``'s settings) is looked up in the folder, then in
-    ``profile_stores``, then in the per-user store; ``profile_note`` says what was found.
+    The model's merge profile (``auto``'s settings) is looked up in ``profile_stores``, then in the
+    per-user store, then in the folder (``profiles.find_profile``); ``profile_note`` says what was found.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
