@@ -7,7 +7,8 @@ nothing process-wide; models are read from local folders only.
 
 __version__ = "0.1.0"
 
-from .config import PRESETS, MergeConfig, preset
+from .captioning import CAPTION_STYLES, caption_prompt
+from .config import PRESETS, MergeConfig, Resolution, preset
 from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
 from .profiles import auto_config
@@ -15,16 +16,19 @@ from .visuals import VisualItem, VisualTokens, encode
 
 __all__ = [
     "__version__",
+    "CAPTION_STYLES",
     "LVLM",
     "Generation",
     "GenerationOptions",
     "MergeConfig",
     "ModelFolderError",
     "PRESETS",
+    "Resolution",
     "Stats",
     "VisualItem",
     "VisualTokens",
     "auto_config",
+    "caption_prompt",
     "encode",
     "generate",
     "generate_batch",

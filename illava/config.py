@@ -204,3 +204,27 @@ def scale_layers(
     scaled = scale(config.stage2_layers, llm_depth, REFERENCE_LLM_DEPTH)
     stage2 = tuple(sorted({nearest_stage2_layer(layer, stage2_choices) for layer in scaled}))
     return replace(config, stage1_layers=scale(config.stage1_layers, vit_depth, REFERENCE_VIT_DEPTH), stage2_layers=stage2)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The pixel range each image is encoded within; 0 leaves that end to the model's processor.
+
+    Fewer pixels mean fewer visual tokens: Qwen models take the range as their own ``min_pixels`` /
+    ``max_pixels``, tiling models as a number of tiles or a resized input (see each backbone).
+    """
+
+    min_pixels: int = 0
+    max_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 = the model's default), got {value!r}")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.min_pixels or self.max_pixels)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence, TypedDict
 import torch
 
 from .backbones import EncodedVision, ItemLayout
-from .config import MergeConfig
+from .config import MergeConfig, Resolution
 from .loading import LVLM, synchronize
 from .media import to_pil_images
 from .trace import ItemTrace, stage1_trace
@@ -102,11 +102,13 @@ def encode(
     fps: float = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     video_fps: float | None = None,
+    resolution: Resolution = Resolution(),
 ) -> VisualTokens:
     """Run the vision encoder with stage 1 over the images and/or the video of one prompt.
 
     ``video`` is a file path (decoded with decord), a ComfyUI VIDEO or a (T, H, W, C) frame stack
     (``video_fps`` gives a stack's frame rate); ``fps`` and ``max_frames`` choose the sampled frames.
+    ``resolution`` bounds each image's pixels (the model's processor default where 0).
     Images come first in the prompt, then the video.
     """
     config = config or MergeConfig()
@@ -114,10 +116,11 @@ def encode(
     config.check_depths(backbone.vit_depth, backbone.llm_depth)
     if images is None and video is None:
         raise ValueError("nothing to encode: give at least one image or a video")
+    backbone.check_resolution(lvlm.processor, resolution)
     items: list[VisualItem] = []
     vit_s = 0.0
     if images is not None:
-        pixel_values, grid = backbone.image_inputs(lvlm.processor, to_pil_images(images))
+        pixel_values, grid = backbone.image_inputs(lvlm.processor, to_pil_images(images), resolution)
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "image", config, check_interrupt)
         vit_s += seconds
         items.extend(_item("image", encoded, i) for i in range(len(encoded.features)))

@@ -57,6 +57,13 @@ def internvl(tmp_path_factory) -> illava.LVLM:
 
 
 @pytest.fixture(scope="session")
+def minicpmv(tmp_path_factory) -> illava.LVLM:
+    """A tiny MiniCPM-V 4.6 (SigLIP encoder with its window merger, Qwen3.5 text with linear-attention layers)."""
+    path = build_model_folder(tmp_path_factory.mktemp("models") / "minicpmv", arch="minicpmv", initializer_range=0.1)
+    return illava.load(path, device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
 def images() -> list[Image.Image]:
     """Three images of different sizes and aspect ratios."""
     return [random_image(1, 224, 280), random_image(2, 168, 336), random_image(3, 252, 196)]

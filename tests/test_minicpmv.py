@@ -37,13 +37,6 @@ PROMPTS = ("Describe the picture in detail.", "What differs here?", "List every 
 
 
 @pytest.fixture(scope="module")
-def minicpmv(tmp_path_factory) -> illava.LVLM:
-    """A tiny MiniCPM-V 4.6 (SigLIP encoder with its window merger, Qwen3.5 text with linear-attention layers)."""
-    path = build_model_folder(tmp_path_factory.mktemp("models") / "minicpmv", arch="minicpmv", initializer_range=0.1)
-    return illava.load(path, device="cpu", dtype="fp32")
-
-
-@pytest.fixture(scope="module")
 def pictures():
     """A wide image (source 8x20 patches and three 12x12 slices), a small one (no slices, upscaled to 12x12 patches)."""
     return {"wide": random_image(11, 100, 300), "small": random_image(13, 60, 80)}

@@ -9,13 +9,14 @@ these hooks and calls ``register``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..config import MergeConfig
+from ..config import MergeConfig, Resolution
 from .common.decoder_scoring import decoder_query_scores
 
 
@@ -152,10 +153,28 @@ class Backbone:
 
     # --- vision: processor inputs and the encoder ---------------------------------------------
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixel values, grid) of the PIL images of one prompt; the grid is the adapter's own, handed back
-        to ``encode_vision`` and ``stock_encode`` as it is."""
+    def image_inputs(
+        self, processor, images: list, resolution: Resolution = Resolution()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel values, grid) of the PIL images of one prompt, each encoded within ``resolution``'s pixel
+        range as this model's processor can honour it; the grid is the adapter's own, handed back to
+        ``encode_vision`` and ``stock_encode`` as it is."""
         raise NotImplementedError
+
+    def smallest_image_pixels(self, processor) -> int:
+        """The fewest pixels this model encodes an image with (one merge group, or one tile for tiling
+        models); a ``max_pixels`` below it cannot be honoured."""
+        raise NotImplementedError
+
+    def check_resolution(self, processor, resolution: Resolution) -> None:
+        """Raise ValueError when ``resolution.max_pixels`` is below the smallest image the model encodes."""
+        smallest = self.smallest_image_pixels(processor)
+        if resolution.max_pixels and resolution.max_pixels < smallest:
+            side = math.isqrt(smallest)
+            raise ValueError(
+                f"max_pixels {resolution.max_pixels} is below the smallest image this model encodes "
+                f"({side}x{side} = {smallest} pixels): raise max_pixels, or set 0 for the model's default"
+            )
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel values, grid) of one clip's sampled ``video.Frames``."""

@@ -16,13 +16,14 @@ The encoder runs only the layers whose output the model uses (``vision_feature_l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...config import MergeConfig
+from ...config import MergeConfig, Resolution
 from ...merge import KEPT
 from ..base import EncodedVision, ItemLayout, register
 from .internvit_stage1 import GroupReducer, run_encoder
@@ -49,11 +50,26 @@ class InternVLBackbone(FeatureLayerBackbone):
     def groups_per_tile(self) -> int:
         return (self.side // 2) ** 2
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_inputs(
+        self, processor, images: list, resolution: Resolution = Resolution()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The tiles are chosen from the aspect ratio alone, so the pixel range becomes a range of tiles.
+        tile = self.smallest_image_pixels(processor)
+        limits = {}
+        if resolution.max_pixels:
+            limits["max_patches"] = max(1, resolution.max_pixels // tile)
+        if resolution.min_pixels:
+            most = limits.get("max_patches", processor.image_processor.max_patches)
+            limits["min_patches"] = min(most, math.ceil(resolution.min_pixels / tile))
         # InternVLProcessor turns tiling on for images (its image processor alone leaves it off).
-        processed = processor.image_processor(images=images, crop_to_patches=True, return_tensors="pt")
+        processed = processor.image_processor(images=images, crop_to_patches=True, return_tensors="pt", **limits)
         self.seen(processor.image_processor)
         return processed["pixel_values"], torch.as_tensor(processed["num_patches"]).view(-1, 1)
+
+    def smallest_image_pixels(self, processor) -> int:
+        """One tile."""
+        size = processor.image_processor.size
+        return size["height"] * size["width"]
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         pixel_values = processor.video_processor(videos=[frames.pixels], return_tensors="pt")["pixel_values_videos"][0]

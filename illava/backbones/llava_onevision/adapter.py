@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...config import MergeConfig
+from ...config import MergeConfig, Resolution
 from ...merge import DROPPED, KEPT
 from ..base import EncodedVision, ItemLayout, register
 from .layout import (
@@ -34,6 +34,7 @@ from .layout import (
 )
 from .reducers import CellReducer, TokenReducer
 from .siglip_stage1 import run_encoder
+from ..common.resize import fit_area
 from ..common.tower import FeatureLayerBackbone, tile_pictures
 
 
@@ -53,11 +54,20 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         vision = self.config.vision_config
         return vision.image_size // vision.patch_size
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_inputs(
+        self, processor, images: list, resolution: Resolution = Resolution()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Its anyres grid follows the input's size, so a resized input takes fewer (or more) tiles.
+        images = [fit_area(image, resolution) for image in images]
         # One nested list: the images share one prompt, so several images are one tile each, as the model was trained.
         processed = processor.image_processor(images=[images], return_tensors="pt")
         self.seen(processor.image_processor)
         return processed["pixel_values"], processed["image_sizes"]
+
+    def smallest_image_pixels(self, processor) -> int:
+        """The base tile every image is encoded with."""
+        size = processor.image_processor.size
+        return size["height"] * size["width"]
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         pixel_values = processor.video_processor(videos=[frames.pixels], return_tensors="pt")["pixel_values_videos"]

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...config import MergeConfig
+from ...config import MergeConfig, Resolution
 from ...merge import DROPPED, KEPT
 from ..base import EncodedVision, ItemLayout, register
 from .stage1 import SliceEncoder
 from ..common.decoder_scoring import decoder_query_scores
+from ..common.resize import fit_area
 from ..common.tower import VisionTowerBackbone
 
 PREVIEW_SIDE = 192
@@ -68,13 +69,23 @@ class MiniCPMVBackbone(VisionTowerBackbone):
         """Patches along the side of the block one LLM token stands for."""
         return 4 if self.config.downsample_mode != "4x" else 2
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_inputs(
+        self, processor, images: list, resolution: Resolution = Resolution()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Its slices and source size follow the input's size, so the pixel range resizes the input.
+        images = [fit_area(image, resolution) for image in images]
         processed = processor.image_processor(images=images, return_tensors="pt")
         self.seen(processor.image_processor)
         counts = torch.tensor(processed["num_patches_per_image"])
         items = torch.repeat_interleave(torch.arange(len(counts)), counts)
         columns = torch.repeat_interleave(torch.tensor([g[1] for g in processed["grids"]]), counts)
         return processed["pixel_values"], _grid(items, torch.zeros_like(items), processed["target_sizes"], columns)
+
+    def smallest_image_pixels(self, processor) -> int:
+        """One merged block: 2x2 patches, or 4x4 when the model downsamples 16x."""
+        image_processor = processor.image_processor
+        merge = 2 if image_processor.downsample_mode == "4x" else 4
+        return (image_processor.patch_size * merge) ** 2
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """The clip's already sampled frames, each sliced like an image (the source frame, then its slices)."""

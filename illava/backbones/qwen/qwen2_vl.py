@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...config import MergeConfig
+from ...config import MergeConfig, Resolution
 from ...merge import KEPT, apply_reduction, attention_received, merged_sizes, stage_targets
 from ...methods import select
 from ..base import Backbone, EncodedVision, register
@@ -64,10 +64,17 @@ class QwenVLBackbone(Backbone):
     def merge_unit(self) -> int:
         return self.visual.spatial_merge_size**2
 
-    def image_inputs(self, processor, images: list) -> tuple[torch.Tensor, torch.Tensor]:
-        processed = processor.image_processor(images=images, return_tensors="pt")
+    def image_inputs(
+        self, processor, images: list, resolution: Resolution = Resolution()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        processed = processor.image_processor(images=images, return_tensors="pt", size=pixel_range(processor, resolution))
         self.seen(processor.image_processor)
         return processed["pixel_values"], processed["image_grid_thw"]
+
+    def smallest_image_pixels(self, processor) -> int:
+        """One merge group: ``merge_size`` x ``merge_size`` patches."""
+        image_processor = processor.image_processor
+        return (image_processor.patch_size * image_processor.merge_size) ** 2
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         processed = preprocess(processor.video_processor, frames)
@@ -315,3 +322,15 @@ def _split_items(features, carried, raster, layouts, unit, status) -> EncodedVis
 
 register("qwen2_vl", QwenVLBackbone)
 register("qwen2_5_vl", QwenVLBackbone)
+
+
+def pixel_range(processor, resolution: Resolution) -> dict[str, int]:
+    """The image processor's ``size`` (its pixel range) with the ends ``resolution`` sets."""
+    size = dict(processor.image_processor.size)
+    if resolution.min_pixels:
+        size["shortest_edge"] = resolution.min_pixels
+        size["longest_edge"] = max(size["longest_edge"], resolution.min_pixels)
+    if resolution.max_pixels:
+        size["longest_edge"] = resolution.max_pixels
+        size["shortest_edge"] = min(size["shortest_edge"], resolution.max_pixels)
+    return size
