@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .merge import DROPPED, KEPT, MERGED, RECYCLED
 from .trace import ItemTrace
@@ -14,6 +14,10 @@ RECYCLED_COLOUR = np.array([255, 196, 0], dtype=np.float32)
 MERGED_COLOUR = np.array([70, 110, 255], dtype=np.float32)
 GRID_COLOUR = np.array([40, 40, 40], dtype=np.float32)
 HATCH_PERIOD = 5
+MIN_SIDE = 384  # shorter side of a labelled map: small previews are unreadable in a node
+VIDEO_MIN_SIDE = 192  # a video strip shows many cells, so each is smaller
+VIDEO_COLUMNS = 8  # frame groups per row of a video strip
+STAGE_NAMES = {1: "stage 1 (vision encoder)", 2: "after stage 2 (LLM)"}
 
 
 def token_map(image: np.ndarray, codes: np.ndarray, dim: float = 0.2) -> np.ndarray:
@@ -94,6 +98,80 @@ def trace_figure(trace: ItemTrace, frames: np.ndarray, columns: int = 2) -> np.n
         triplets.append(side_by_side(panels))
     rows = [side_by_side(triplets[i : i + columns], gap=18) for i in range(0, len(triplets), columns)]
     return stacked(rows, gap=18)
+
+
+def kept_counts(codes: np.ndarray) -> tuple[int, int]:
+    """(kept, total) cells of a status map; a slot holding a recycled token is a kept token."""
+    return int(np.isin(codes, (KEPT, RECYCLED)).sum()), int(codes.size)
+
+
+def stage_caption(stage: int, codes: np.ndarray) -> str:
+    """E.g. "stage 1 (vision encoder): 245 / 980 tokens kept" for ``codes`` of ``stage`` (1, or 2 for after both)."""
+    kept, total = kept_counts(codes)
+    return f"{STAGE_NAMES[stage]}: {kept} / {total} tokens kept"
+
+
+def upscaled(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
+    """``image`` repeated by a whole factor (nearest neighbour, so token cells stay crisp) until its
+    shorter side is at least ``min_side``; unchanged when it already is."""
+    factor = -(-min_side // min(image.shape[:2]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def caption_strip(text: str, width: int, size: int | None = None) -> np.ndarray:
+    """(h, width, 3) uint8: ``text`` in black on white, shrunk until it fits ``width``."""
+    size = size or min(28, max(12, width // 24))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while size > 8 and probe.textlength(text, font=_font(size)) > width - 8:
+        size -= 1
+    image = Image.new("RGB", (width, round(size * 1.6)), "white")
+    ImageDraw.Draw(image).text((4, round(size * 0.3)), text, fill="black", font=_font(size))
+    return np.asarray(image)
+
+
+def labelled_map(frame: np.ndarray, codes: np.ndarray, caption: str, min_side: int = MIN_SIDE) -> np.ndarray:
+    """The status map of one view, enlarged to ``min_side``, under a caption strip."""
+    shown = token_map(upscaled(frame, min_side), codes)
+    return stacked([caption_strip(caption, shown.shape[1]), shown], gap=0)
+
+
+def frame_group_labels(frames: int, groups: int) -> list[str]:
+    """The sampled frames each temporal group holds, 1-based: "frames 1-2", ... ("frame 3" when alone).
+
+    A model that pads the last group with a repeated frame gives it fewer frames of its own."""
+    per_group = -(-frames // groups)
+    labels = []
+    for g in range(groups):
+        first, last = g * per_group + 1, min((g + 1) * per_group, frames)
+        labels.append(f"frame {first}" if first >= last else f"frames {first}-{last}")
+    return labels
+
+
+def video_strip(
+    trace: ItemTrace, frames: np.ndarray, frame_count: int, min_side: int = VIDEO_MIN_SIDE, columns: int = VIDEO_COLUMNS
+) -> np.ndarray:
+    """A video's frame groups side by side, a row per stage, each row under its stage's counts.
+
+    frames: (t, h, w, 3), one frame per temporal group; frame_count: frames sampled from the video.
+    Rows wrap after ``columns`` groups.
+    """
+    labels = frame_group_labels(frame_count, len(frames))
+    stages = [(1, trace.stage1)] + ([(2, trace.stage2)] if trace.stage2 is not None else [])
+    blocks = []
+    for start in range(0, len(frames), columns):
+        part = range(start, min(start + columns, len(frames)))
+        for stage, codes in stages:
+            cells = side_by_side([labelled_map(frames[t], codes[t], labels[t], min_side) for t in part])
+            caption = stage_caption(stage, codes) if start == 0 else f"{STAGE_NAMES[stage]}, continued"
+            blocks.append(stacked([caption_strip(caption, cells.shape[1]), cells], gap=2))
+    return stacked(blocks, gap=18)
 
 
 def save_png(array: np.ndarray, path) -> None:

@@ -9,14 +9,15 @@ import torch
 
 from ..illava import VisualTokens
 from ..illava.trace import ItemTrace
-from ..illava.viz import token_map
+from ..illava.viz import labelled_map, stage_caption, video_strip
 from . import comfy_compat
 
 
 def retained_maps(visuals: VisualTokens, traces: Sequence[ItemTrace] | None = None) -> list[np.ndarray]:
-    """Per item and temporal group: the stage-1 map, then (when the trace has one) the after-stage-2 map.
+    """Labelled maps of what each stage kept: per image view, the stage-1 map, then (when the trace
+    has one) the after-stage-2 map; per video, one strip of its frame groups with a row per stage.
 
-    Each item's ``preview`` holds one frame per temporal group (one for an image), as uint8 RGB.
+    Each item's ``preview`` holds one frame per view or temporal group, as uint8 RGB.
     """
     if not isinstance(visuals, VisualTokens):
         raise ValueError("Connect Encode Image's visuals output to Preview Retained Tokens: no visual tokens were given")
@@ -28,11 +29,20 @@ def retained_maps(visuals: VisualTokens, traces: Sequence[ItemTrace] | None = No
         )
     maps: list[np.ndarray] = []
     for item, trace in zip(visuals.items, traces):
+        if item.kind == "video":
+            maps.append(video_strip(trace, item.preview, _sampled_frames(item)))
+            continue
         for t, frame in enumerate(item.preview):
-            maps.append(token_map(frame, trace.stage1[t]))
+            maps.append(labelled_map(frame, trace.stage1[t], stage_caption(1, trace.stage1[t])))
             if trace.stage2 is not None:
-                maps.append(token_map(frame, trace.stage2[t]))
+                maps.append(labelled_map(frame, trace.stage2[t], stage_caption(2, trace.stage2[t])))
     return maps
+
+
+def _sampled_frames(item) -> int:
+    """Frames sampled from the video (one per temporal group when the item does not say)."""
+    indices = (item.video_metadata or {}).get("frames_indices")
+    return len(indices) if indices else len(item.preview)
 
 
 def to_image_batch(maps: Sequence[np.ndarray]) -> torch.Tensor:
@@ -53,7 +63,10 @@ class PreviewTokens:
     OUTPUT_NODE = True
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("maps",)
-    OUTPUT_TOOLTIPS = ("Per image: the stage-1 map, then the after-stage-2 map when a trace is connected.",)
+    OUTPUT_TOOLTIPS = (
+        "Per image: the stage-1 map, then the after-stage-2 map when a trace is connected, each captioned with "
+        "the tokens kept; per video: one strip of its frame groups, a row per stage.",
+    )
     DESCRIPTION = "Connect Generate's trace to see stage 2 as well; without it only stage 1 is shown."
 
     @classmethod

@@ -38,8 +38,8 @@ def test_a_file_path_encodes_per_frame_group_and_previews_every_group(mappings, 
     )
     assert "after stage 2" in stats
     (maps,), preview_ui = run_node(mappings["iLLaVA_PreviewTokens"], visuals=visuals, trace=trace)
-    assert maps.shape[0] == 2 * 4, "a stage-1 and an after-stage-2 map for each frame group"
-    assert len(preview_ui["images"]) == 8
+    assert maps.shape[0] == 1, "one strip: the frame groups side by side, a row per stage"
+    assert len(preview_ui["images"]) == 1
 
 
 def test_frames_and_video_objects_give_the_same_tokens_as_the_file(mappings, lvlm, video_path):
