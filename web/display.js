@@ -19,13 +19,49 @@ export function parseLocator(locatorId) {
   return { subgraphId: text.slice(0, cut), nodeId: text.slice(cut + 1) };
 }
 
-// Which read-only display widgets each node type gets, the label shown, and which ui key fills each.
+const COUNTS = { name: "illava_counts", label: "token counts", key: "text", placeholder: "token counts appear here after a run" };
+const ANSWER = [
+  { name: "illava_text", label: "answer", key: "text", placeholder: "the answer appears here after a run" },
+  { name: "illava_stats", label: "stats", key: "stats", placeholder: "tokens kept and timings appear here after a run" },
+];
+
+// Which read-only display widgets each node type gets: the label and the placeholder shown (human words,
+// not the widget name), and which ui key fills each.
 export const DISPLAYS = {
-  iLLaVA_EncodeImage: [{ name: "illava_counts", label: "tokens", key: "text" }],
-  iLLaVA_EncodeVideo: [{ name: "illava_counts", label: "tokens", key: "text" }],
-  iLLaVA_Generate: [
-    { name: "illava_text", label: "answer", key: "text" },
-    { name: "illava_stats", label: "stats", key: "stats" },
+  iLLaVA_EncodeImage: [COUNTS],
+  iLLaVA_EncodeVideo: [COUNTS],
+  iLLaVA_Generate: ANSWER,
+  iLLaVA_Caption: ANSWER,
+  iLLaVA_Calibrate: [
+    { name: "illava_profile", label: "profile", key: "text", placeholder: "the calibrated profile appears here after a run" },
   ],
-  iLLaVA_Calibrate: [{ name: "illava_profile", label: "profile", key: "text" }],
 };
+
+// Display boxes are at least this tall (px, about four lines), so a node at its default size is readable.
+export const DISPLAY_MIN_HEIGHT = 80;
+
+// The node property that keeps the last shown texts, so a reloaded workflow shows them again.
+export const SHOWN_PROPERTY = "illava_shown";
+// Longer texts are cut so that a saved workflow stays small.
+export const MAX_KEPT_CHARS = 20000;
+
+// `properties` with the texts just shown ({display name: text}) remembered beside earlier ones.
+export function rememberShown(properties, shown) {
+  const clipped = Object.fromEntries(
+    Object.entries(shown).map(([name, text]) => [name, text.length > MAX_KEPT_CHARS ? `${text.slice(0, MAX_KEPT_CHARS)}\n[cut]` : text]),
+  );
+  return { ...properties, [SHOWN_PROPERTY]: { ...(properties?.[SHOWN_PROPERTY] ?? {}), ...clipped } };
+}
+
+// The remembered texts of the displays of `nodeType` ({display name: text}); unknown or odd entries are ignored.
+export function rememberedTexts(nodeType, properties) {
+  const kept = properties?.[SHOWN_PROPERTY] ?? {};
+  const names = (DISPLAYS[nodeType] ?? []).map((d) => d.name);
+  return Object.fromEntries(names.filter((n) => typeof kept[n] === "string").map((n) => [n, kept[n]]));
+}
+
+// The texts to show for an executed node's ui ({display name: text}): only the displays the ui fills.
+export function textsFor(nodeType, output) {
+  const texts = outputTexts(output);
+  return Object.fromEntries((DISPLAYS[nodeType] ?? []).filter((d) => texts[d.key] !== undefined).map((d) => [d.name, texts[d.key]]));
+}

@@ -1,20 +1,31 @@
-// iLLaVA frontend: live token budget on Merge Config, and text / stats / counts shown on the nodes
-// after they run, in both the LiteGraph canvas and the Vue node renderer.
+// iLLaVA frontend: the token budget readout on Merge Config (for the chosen model), inactive knobs
+// hidden, and text / stats / counts shown on the nodes after they run (kept across reloads), in both
+// the LiteGraph canvas and the Vue node renderer.
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 import { budgetText } from "./budget.js";
-import { DISPLAYS, outputTexts, parseLocator } from "./display.js";
+import { DISPLAYS, DISPLAY_MIN_HEIGHT, parseLocator, rememberShown, rememberedTexts, textsFor } from "./display.js";
+import { LOADER, chosenModel, modelInfoCache } from "./model_info.js";
+import { HAS_RULES, hiddenWidgets } from "./visibility.js";
+import { growToFit, showOnly } from "./widgets.js";
 
-const BUDGET_INPUTS = ["preset", "budget", "stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep"];
+const CONFIG = "iLLaVA_MergeConfig";
+const BUDGET_DISPLAY = { name: "illava_budget", label: "token budget", placeholder: "the token budget appears here" };
+// Widgets whose choice hides or shows others (combos: they fire no callback while a workflow loads).
+const CONTROLS = ["preset", "sampling", "style"];
+// Wide enough for a few words per line in the display boxes.
+const MIN_WIDTH = 360;
 
 // A read-only text box that never enters the saved workflow or the queued prompt.
-function addDisplay(node, name, label) {
-  const widget = ComfyWidgets.STRING(node, name, ["STRING", { multiline: true }], app).widget;
+function addDisplay(node, { name, label, placeholder }) {
+  const widget = ComfyWidgets.STRING(node, name, ["STRING", { multiline: true, placeholder }], app).widget;
   widget.label = label;
   widget.serialize = false;
-  widget.options = { ...(widget.options ?? {}), serialize: false, read_only: true };
+  widget.options = { ...(widget.options ?? {}), serialize: false, read_only: true, getMinHeight: () => DISPLAY_MIN_HEIGHT };
   if (widget.element) {
     widget.element.readOnly = true;
+    widget.element.placeholder = placeholder;
     widget.element.style.opacity = "0.85";
   }
   return widget;
@@ -24,19 +35,53 @@ function widgetValues(node) {
   return Object.fromEntries((node.widgets ?? []).map((w) => [w.name, w.value]));
 }
 
-function refreshBudget(node) {
-  const display = node.widgets?.find((w) => w.name === "illava_budget");
-  if (display) display.value = budgetText(widgetValues(node));
+function applyVisibility(node, options) {
+  showOnly(node, hiddenWidgets(node.comfyClass, widgetValues(node)), options);
+}
+
+const modelInfo = modelInfoCache(async (name) => {
+  const response = await api.fetchApi(`/illava/model_info?model=${encodeURIComponent(name)}`);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error ?? `the server has no iLLaVA model info route (HTTP ${response.status})`);
+  return body;
+});
+
+// The readout at once with what is known of the chosen model, again when the server answers.
+async function refreshBudget(node) {
+  const display = node.widgets?.find((w) => w.name === BUDGET_DISPLAY.name);
+  if (!display || !node.graph) return;
+  const name = chosenModel(node, node.graph);
+  const show = (state) => {
+    display.value = budgetText(widgetValues(node), state);
+    node.setDirtyCanvas?.(true, false);
+  };
+  show(name ? modelInfo.peek(name) ?? null : null);
+  if (!name || modelInfo.peek(name)) return;
+  const answer = await modelInfo.get(name);
+  if (chosenModel(node, node.graph) === name) show(answer);
+}
+
+// Every Merge Config's readout, after the model or the links that lead to it change.
+function refreshAllBudgets() {
+  for (const node of app.graph?.nodes ?? app.graph?._nodes ?? []) {
+    if (node.comfyClass === CONFIG) refreshBudget(node);
+  }
+}
+
+function showTexts(node, texts) {
+  for (const [name, text] of Object.entries(texts)) {
+    const widget = node.widgets?.find((w) => w.name === name);
+    if (widget) widget.value = text;
+  }
   node.setDirtyCanvas?.(true, false);
 }
 
+// Cached runs report the cached ui through the same `executed` message, so they land here too.
 function showOutputs(node, output) {
-  const texts = outputTexts(output);
-  for (const { name, key } of DISPLAYS[node.comfyClass] ?? []) {
-    const widget = node.widgets?.find((w) => w.name === name);
-    if (widget && texts[key] !== undefined) widget.value = texts[key];
-  }
-  node.setDirtyCanvas?.(true, false);
+  const texts = textsFor(node.comfyClass, output);
+  if (!Object.keys(texts).length) return;
+  showTexts(node, texts);
+  node.properties = rememberShown(node.properties, texts);
 }
 
 function findNode(locatorId) {
@@ -55,41 +100,72 @@ function chain(prototype, method, after) {
   };
 }
 
+// Run `after` whenever the user changes one of `names` on `node`.
+function onChange(node, names, after) {
+  for (const widget of node.widgets ?? []) {
+    if (!names.includes(widget.name)) continue;
+    const callback = widget.callback;
+    widget.callback = function (...args) {
+      const result = callback?.apply(this, args);
+      after();
+      return result;
+    };
+  }
+}
+
 app.registerExtension({
   name: "illava.nodes",
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === "iLLaVA_MergeConfig") {
-      chain(nodeType.prototype, "onNodeCreated", function () {
-        addDisplay(this, "illava_budget", "token budget");
-        for (const widget of this.widgets ?? []) {
-          if (!BUDGET_INPUTS.includes(widget.name)) continue;
-          const callback = widget.callback;
-          const node = this;
-          widget.callback = function (...args) {
-            const result = callback?.apply(this, args);
-            refreshBudget(node);
-            return result;
-          };
-        }
+    const type = nodeData.name;
+    const proto = nodeType.prototype;
+    const displays = DISPLAYS[type];
+    if (type === CONFIG) {
+      chain(proto, "onNodeCreated", function () {
+        const inputs = (this.widgets ?? []).map((w) => w.name);
+        addDisplay(this, BUDGET_DISPLAY);
+        onChange(this, inputs, () => refreshBudget(this));
+      });
+      // The readout needs the graph, to find the model: it exists from here on.
+      chain(proto, "onAdded", function () {
         refreshBudget(this);
       });
-      chain(nodeType.prototype, "onWidgetChanged", function () {
-        refreshBudget(this);
-      });
-      chain(nodeType.prototype, "onConfigure", function () {
+      chain(proto, "onConfigure", function () {
         refreshBudget(this);
       });
     }
-    const displays = DISPLAYS[nodeData.name];
     if (displays) {
-      chain(nodeType.prototype, "onNodeCreated", function () {
-        for (const { name, label } of displays) addDisplay(this, name, label);
+      chain(proto, "onNodeCreated", function () {
+        for (const display of displays) addDisplay(this, display);
+        growToFit(this, MIN_WIDTH);
       });
-      chain(nodeType.prototype, "onExecuted", function (message) {
+      chain(proto, "onExecuted", function (message) {
         showOutputs(this, message);
       });
+      chain(proto, "onConfigure", function () {
+        showTexts(this, rememberedTexts(type, this.properties));
+      });
     }
+    if (HAS_RULES.has(type)) {
+      chain(proto, "onNodeCreated", function () {
+        onChange(this, CONTROLS, () => applyVisibility(this));
+        applyVisibility(this);
+      });
+      chain(proto, "onConfigure", function () {
+        applyVisibility(this, { growOnly: true });
+      });
+    }
+    if (type === LOADER) {
+      chain(proto, "onNodeCreated", function () {
+        onChange(this, ["model"], refreshAllBudgets);
+      });
+    }
+    if (type.startsWith("iLLaVA_")) chain(proto, "onConnectionsChange", refreshAllBudgets);
+  },
+
+  // Links and widget values are all in place only once the whole graph is loaded.
+  afterConfigureGraph() {
+    refreshAllBudgets();
   },
 
   // The Vue node renderer reports outputs here instead of calling onExecuted.

@@ -124,13 +124,36 @@ def test_ab_example_compares_merging_off_and_on(mappings, runner, models_root):
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-def test_web_presets_match_the_library():
+def test_web_presets_match_the_library(pack):
     from illava_pack.illava import PRESETS
+    from illava_pack.illava.config import preset
 
-    script = "import {PRESETS} from './web/budget.js'; console.log(JSON.stringify(PRESETS));"
-    result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    # (vit depth, llm depth, stage-2 choices): the reference, deeper, shallower with halves to round, restricted.
+    models = [(32, 28, None), (32, 36, None), (16, 21, None), (27, 48, [3, 7, 11, 15, 19, 23, 27]), (4, 6, None)]
+    script = (
+        "import {PRESETS, REFERENCE, scaleLayers} from './web/budget.js';"
+        "const models = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify({presets: PRESETS, scaled: models.map(([vitDepth, llmDepth, stage2Choices]) =>"
+        " Object.fromEntries(Object.entries(PRESETS).map(([n, c]) => [n, scaleLayers(c, {...REFERENCE, vitDepth, llmDepth, stage2Choices})])))}));"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script, json.dumps(models)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     web = json.loads(result.stdout)
     fields = ("stage1_layers", "stage1_keep", "stage2_layers", "stage2_keep")
-    assert set(web) == set(PRESETS)
+    assert set(web["presets"]) == set(PRESETS)
     for name, config in PRESETS.items():
-        assert {f: web[name][f] for f in fields} == {f: config.to_dict()[f] for f in fields}, name
+        assert {f: web["presets"][name][f] for f in fields} == {f: config.to_dict()[f] for f in fields}, name
+    for (vit, llm, choices), scaled in zip(models, web["scaled"]):
+        for name in PRESETS:
+            python = preset(name, vit, llm, tuple(choices) if choices else None).to_dict()
+            assert {f: scaled[name][f] for f in fields} == {f: python[f] for f in fields}, (name, vit, llm, choices)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_web_prompt_styles_match_the_library(pack):
+    from illava_pack.illava.captioning import CAPTION_STYLES
+
+    script = "import {PROMPT_STYLES} from './web/visibility.js'; console.log(JSON.stringify(PROMPT_STYLES));"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [name for name, style in CAPTION_STYLES.items() if style.uses_prompt]

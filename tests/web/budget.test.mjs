@@ -1,7 +1,24 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { PRESETS, budgetText, configFromWidgets, parseLayers, tokenBudget, typicalTokens, widths } from "../../web/budget.js";
+import {
+  PRESETS,
+  budgetText,
+  configFromWidgets,
+  modelFromInfo,
+  nearestStage2Layer,
+  parseLayers,
+  scaleLayer,
+  tokenBudget,
+  typicalTokens,
+  widths,
+} from "../../web/budget.js";
+
+// A 3B-sized model as /illava/model_info describes it.
+const small = modelFromInfo({
+  model: "Qwen2.5-VL-3B-Instruct", family: "qwen2_5_vl", vit_depth: 32, llm_depth: 36, stage2_choices: null, profile: null,
+});
+const shallow = modelFromInfo({ model: "tiny", family: "qwen2_5_vl", vit_depth: 4, llm_depth: 6, stage2_choices: null, profile: null });
 
 const custom = (changes = {}) => ({
   preset: "custom", stage1_layers: "13,14,15,16", stage1_keep: 0.5, stage2_layers: "6,7,8", stage2_keep: 0.73, ...changes,
@@ -70,4 +87,44 @@ test("auto reads the budget and says where its settings come from", () => {
   assert.match(text, /999 -> 330/);
   assert.match(text, /calibrated for the loaded model/);
   assert.match(budgetText({ preset: "auto", budget: 0 }), /invalid: budget must be in \(0, 1\]/);
+});
+
+test("named presets move to the model's depths; custom layers stay as written", () => {
+  assert.deepEqual(configFromWidgets({ preset: "paper image" }, small).stage2_layers, [8, 9, 10]);
+  assert.deepEqual(configFromWidgets({ preset: "paper image" }, shallow).stage1_layers, [2]);
+  assert.deepEqual(configFromWidgets(custom(), shallow).stage1_layers, [13, 14, 15, 16]);
+});
+
+test("scaling rounds halves to even like Python and keeps layers inside the stack", () => {
+  assert.equal(scaleLayer(13, 16, 32), 6); // 6.5 -> 6, as Python's round
+  assert.equal(scaleLayer(15, 16, 32), 8); // 7.5 -> 8
+  assert.equal(scaleLayer(30, 6, 28), 5); // at most depth - 1
+  assert.equal(scaleLayer(1, 6, 28), 1); // at least 1
+  assert.equal(nearestStage2Layer(5, [3, 7]), 3); // a tie goes to the earlier layer
+  assert.equal(nearestStage2Layer(6, [3, 7]), 7);
+});
+
+test("the readout uses the chosen model's depths and names it", () => {
+  const text = budgetText({ preset: "paper image" }, { model: small });
+  assert.match(text, /^Qwen2.5-VL-3B-Instruct: vision encoder 32 layers, LLM 36; layers: stage 1 13,14,15,16, stage 2 8,9,10/);
+  assert.match(text, /estimate for a 1024x768 image; Encode shows the real count after a run/);
+  const deeper = tokenBudget(configFromWidgets({ preset: "paper image" }, small), undefined, small);
+  assert.notEqual(deeper.prefillSaved, tokenBudget(configFromWidgets({ preset: "paper image" })).prefillSaved);
+});
+
+test("without model info the readout says which depths it assumes", () => {
+  assert.match(budgetText({ preset: "fast" }), /^until a model is chosen in Load LVLM, Qwen2.5-VL-7B depths/);
+  assert.match(budgetText({ preset: "fast" }, { error: "no such model" }), /^no model info \(no such model\), so Qwen2.5-VL-7B depths/);
+});
+
+test("a custom layer past the model's depth is invalid and names the field", () => {
+  assert.match(budgetText(custom({ stage1_layers: "2", stage2_layers: "6" }), { model: shallow }), /^invalid: stage2_layers contains 6, but tiny's language model has 6 layers: use layers from 1 to 5/);
+  assert.match(budgetText(custom({ stage2_layers: "2" }), { model: shallow }), /^invalid: stage1_layers contains 13, but tiny's vision encoder has 4 layers/);
+  assert.match(budgetText(custom({ stage1_layers: "4", stage2_layers: "5" }), { model: shallow }), /^tiny: /);
+});
+
+test("auto says whether the chosen model has a calibrated profile", () => {
+  const calibrated = { model: { ...small, profile: { image: [0.5, 0.33], video: [] } } };
+  assert.match(budgetText({ preset: "auto", budget: 0.33 }, calibrated), /calibrated for image at 50%, 33%: auto uses the entry nearest 33%/);
+  assert.match(budgetText({ preset: "auto", budget: 0.22 }, { model: small }), /Qwen2.5-VL-3B-Instruct has no merge profile: auto uses the paper preset at 22%/);
 });
