@@ -124,6 +124,7 @@ app.registerExtension({
       chain(proto, "onNodeCreated", function () {
         const inputs = (this.widgets ?? []).map((w) => w.name);
         addDisplay(this, BUDGET_DISPLAY);
+        growToFit(this, MIN_WIDTH);
         onChange(this, inputs, () => refreshBudget(this));
       });
       // The readout needs the graph, to find the model: it exists from here on.
