@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 
 from .lab.bench import ARCHES, run_bench
 from .calibrate import DEFAULT_BUDGETS
+from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
 from .config import PRESETS, MergeConfig, preset_for
 from .methods import METHODS
-from .profiles import auto_config
+from .profiles import auto_config, check_budget
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Help that names each option's default, where it has one to name (not None or a switch's False)."""
@@ -30,6 +32,7 @@ FLAG_OF_FIELD = {
 # The budget ``auto`` uses unless told otherwise: about a third of the visual tokens, the paper's image setting.
 AUTO_BUDGET = 0.33
 from .lab.harness import add_arguments as add_eval_arguments
+from .lab.harness import method_config
 from .lab.harness import run as run_eval
 
 
@@ -42,12 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     caption.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
     caption.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
     caption.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
-    caption.add_argument("--prompt", default="Describe this image.", help="the question or instruction")
+    caption.add_argument(
+        "--style", type=_style_name, choices=list(CAPTION_STYLES), default=None, metavar="STYLE",
+        help=f"what to ask: {', '.join(_dashed(name) for name in CAPTION_STYLES)} (default: question when --prompt "
+             f"is given, else {_dashed(DEFAULT_STYLE)}); custom is an instruction in --prompt where {{kind}} stands "
+             "for image or video",
+    )
+    caption.add_argument("--prompt", default=None, help="the question (--style question) or instruction (--style custom)")
     caption.add_argument("--system-prompt", default=None, help="a system message (default: the model's own)")
     _merge_arguments(caption)
     _runtime_arguments(caption)
-    caption.add_argument("--per-image", action="store_true", help="one answer per input instead of one for all")
-    caption.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    caption.add_argument("--per-image", action="store_true",
+                         help="one answer per input, each encoded and timed on its own, instead of one for all")
+    caption.add_argument("--json", action="store_true",
+                         help="print one JSON object as the last line: inputs, prompt, text, ids, stats; with "
+                              "--per-image, style and results, one such object per input")
     calibration = commands.add_parser(
         "calibrate", formatter_class=HelpWithDefaults, help="fit merge settings to a model on unlabeled inputs and save its merge profile"
     )
@@ -116,15 +128,18 @@ def main(argv: list[str] | None = None) -> int:
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default=None,
                         help="auto (the default): the model's calibrated settings at --budget, or the paper preset "
-                             "without a profile; with stage flags and no preset, only the flags apply")
-    parser.add_argument("--budget", type=float, default=AUTO_BUDGET,
-                        help="with auto: the fraction of visual tokens that reach the later LLM layers")
+                             "without a profile; with stage flags and no preset, only the flags apply (on top of a "
+                             "peer --method's usual placement)")
+    parser.add_argument("--budget", type=_budget, default=AUTO_BUDGET,
+                        help="with auto or a peer --method: the fraction of visual tokens that reach the later LLM layers")
     parser.add_argument("--stage1-layer", default=None, help="ViT layer(s) that first run on the reduced tokens, e.g. 16 or 8,16")
     parser.add_argument("--stage1-keep", type=float, default=None, help="fraction of patch groups that leave the ViT")
     parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
     parser.add_argument("--stage2-keep", type=float, default=None, help="fraction of visual tokens kept in the LLM")
     parser.add_argument("--recycled", type=int, default=None, help="recycled tokens per image (stage 1) and sample (stage 2)")
-    parser.add_argument("--method", choices=list(METHODS), default=None, help="iLLaVA (default) or a baseline method")
+    parser.add_argument("--method", choices=list(METHODS), default=None,
+                        help="illava (default) or a peer to compare with; a peer without --preset runs at its usual "
+                             "placement at --budget (e.g. tome in every ViT block, fastv early in the LLM)")
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,13 +150,15 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeConfig:
-    """The preset (fitted to the model; ``auto`` at ``--budget`` for ``kind``) with explicit stage flags on top."""
-    flags = (args.stage1_layer, args.stage1_keep, args.stage2_layer, args.stage2_keep, args.recycled, args.method)
-    name = args.preset or ("off" if any(flag is not None for flag in flags) else "auto")
-    if name == "auto":
-        config = auto_config(lvlm, args.budget, kind)
+    """The preset (fitted to the model; ``auto`` at ``--budget`` for ``kind``), or a peer method's usual placement
+    at ``--budget``, with explicit stage flags on top."""
+    flags = (args.stage1_layer, args.stage1_keep, args.stage2_layer, args.stage2_keep, args.recycled)
+    if args.preset is None and args.method not in (None, "illava"):
+        config = method_config(args.method, args.budget, lvlm.backbone, kind)
+        config = config.with_(origin=f"{args.method}: its usual placement at {args.budget:.0%}: {_as_flags(config)}")
     else:
-        config = preset_for(name, lvlm.backbone)
+        name = args.preset or ("off" if any(flag is not None for flag in flags) else "auto")
+        config = auto_config(lvlm, args.budget, kind) if name == "auto" else preset_for(name, lvlm.backbone)
     changes = {}
     if args.stage1_layer is not None:
         changes["stage1_layers"] = args.stage1_layer
@@ -158,41 +175,113 @@ def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeCo
     return config.with_(**changes) if changes else config
 
 
+def _as_flags(config: MergeConfig) -> str:
+    """The stage flags that give ``config``'s placement."""
+    flags = []
+    for stage, layers, keep in ((1, config.stage1_layers, config.stage1_keep), (2, config.stage2_layers, config.stage2_keep)):
+        if layers:
+            flags.append(f"--stage{stage}-layer {','.join(map(str, layers))} --stage{stage}-keep {keep:.2f}")
+    return " ".join(flags)
+
+
+def _budget(text: str) -> float:
+    """``--budget`` as a fraction, refused by argparse (with the budget rule's message) outside (0, 1]."""
+    try:
+        return check_budget(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _style_name(text: str) -> str:
+    """A caption style as typed: its name, or the name with dashes for spaces (``short-caption``)."""
+    return text.replace("-", " ")
+
+
+def _dashed(style: str) -> str:
+    return style.replace(" ", "-")
+
+
+def caption_style(args: argparse.Namespace) -> str:
+    """``--style``; without it, ``question`` when ``--prompt`` is given, else the default style."""
+    style = args.style or ("question" if args.prompt is not None else DEFAULT_STYLE)
+    if args.prompt is not None and not CAPTION_STYLES[style].uses_prompt:
+        readers = " or ".join(name for name, known in CAPTION_STYLES.items() if known.uses_prompt)
+        raise ValueError(f"--prompt is read only by --style {readers}, not {_dashed(style)}: drop --prompt or choose one of them")
+    return style
+
+
+def style_prompt(style: str, prompt: str | None, kind: str) -> str:
+    """The prompt ``style`` asks of a ``kind`` input, its errors naming the flags."""
+    try:
+        return caption_prompt(style, prompt or "", kind)
+    except ValueError as error:
+        raise ValueError(re.sub(r"\b(style|prompt)\b", r"--\1", str(error))) from None
+
+
 def _caption(args: argparse.Namespace) -> int:
-    from . import GenerationOptions, encode, generate, load
+    from . import load
+    from .media import to_pil_images
 
     if not args.image and not args.video:
         raise ValueError("give at least one --image or a --video")
+    inputs = [(path, "image") for path in args.image or []] + ([(args.video, "video")] if args.video else [])
+    # One prompt per input with --per-image, each encoded and timed alone; else one prompt for all of them.
+    groups = [[entry] for entry in inputs] if args.per_image else [inputs]
+    # The video, when there is one, comes last: a group's last input says whether the group holds it.
+    kinds = sorted({group[-1][1] for group in groups})
+    style = caption_style(args)
+    prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
-    config = merge_config(args, lvlm, "video" if args.video else "image")
-    if config.origin:
-        print(f"[{config.origin}]", file=sys.stderr)
-    visuals = encode(lvlm, args.image, config, video=args.video, fps=args.fps, max_frames=args.max_frames)
-    result = generate(
-        lvlm,
-        visuals,
-        args.prompt,
-        config,
-        GenerationOptions(max_new_tokens=args.max_new_tokens),
-        system_prompt=args.system_prompt,
-        per_item=args.per_image,
-    )
-    for text, stats in zip(result.texts, result.stats):
-        print(text)
-        tokens = stats["visual_tokens"]
-        print(
-            f"[visual tokens: ViT {tokens['vit_input']} patches -> {tokens['vit_output']} tokens, "
-            f"LLM {tokens['llm_input']} -> {tokens['llm_after_stage2']} (full: {tokens['llm_input_full']}); "
-            f"ViT {stats['vit_s']:.3f}s, prefill {stats['prefill_s']:.3f}s, decode {stats['decode_s']:.3f}s]",
-            file=sys.stderr,
-        )
+    configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
+    for kind in kinds:
+        if configs[kind].origin:
+            print(f"[{configs[kind].origin}]", file=sys.stderr)
+        print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
+    pictures = dict(zip(args.image or [], to_pil_images(args.image))) if args.image else {}
+    _warn_small(lvlm, pictures)
+    records = [_caption_group(args, lvlm, group, pictures, configs, prompts, style) for group in groups]
     if args.json:
-        records = [
-            {"text": text, "ids": ids, "stats": stats}
-            for text, ids, stats in zip(result.texts, result.ids, result.stats)
-        ]
-        print(json.dumps(records[0] if len(records) == 1 else {"results": records, **records[0]}))
+        print(json.dumps({"style": style, "results": records} if args.per_image else records[0]))
     return 0
+
+
+def _warn_small(lvlm, pictures: dict) -> None:
+    """One line on stderr for each image with fewer pixels than the model encodes an image with."""
+    smallest = lvlm.backbone.smallest_image_pixels(lvlm.processor)
+    side = math.isqrt(smallest)
+    for path, picture in pictures.items():
+        width, height = picture.size
+        if width * height < smallest:
+            print(
+                f"warning: {path} is {width}x{height} pixels, fewer than the {side}x{side} this model encodes at the "
+                "least (one merge group, or one tile): it is upscaled, so the answer may mean nothing",
+                file=sys.stderr,
+            )
+
+
+def _caption_group(args: argparse.Namespace, lvlm, group: list, pictures: dict, configs: dict, prompts: dict, style: str) -> dict:
+    """Encode and answer one prompt's inputs; print the answer and its cost; return its JSON record."""
+    from . import GenerationOptions, encode, generate
+
+    images = [pictures[path] for path, kind in group if kind == "image"] or None
+    kind = group[-1][1]
+    config = configs[kind]
+    visuals = encode(lvlm, images, config, video=args.video if kind == "video" else None, fps=args.fps,
+                     max_frames=args.max_frames)
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    result = generate(lvlm, visuals, prompts[kind], config, options, system_prompt=args.system_prompt)
+    text, stats = result.texts[0], result.stats[0]
+    paths = [path for path, _ in group]
+    print(text)
+    tokens = stats["visual_tokens"]
+    print(
+        f"[{', '.join(paths)}: visual tokens: ViT {tokens['vit_input']} patches -> {tokens['vit_output']} tokens, "
+        f"LLM {tokens['llm_input']} -> {tokens['llm_after_stage2']} (full: {tokens['llm_input_full']}); "
+        f"ViT {stats['vit_s']:.3f}s, prefill {stats['prefill_s']:.3f}s, decode {stats['decode_s']:.3f}s]",
+        file=sys.stderr,
+    )
+    named = {"input": paths[0]} if args.per_image else {"inputs": paths, "style": style}
+    return {**named, "prompt": prompts[kind], "text": text, "ids": result.ids[0], "stats": stats}
 
 
 def _calibrate(args: argparse.Namespace) -> int:
