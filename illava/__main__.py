@@ -8,12 +8,16 @@ import math
 import re
 import sys
 
-from .lab.bench import ARCHES, run_bench
 from .calibrate import DEFAULT_BUDGETS
 from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
-from .config import PRESETS, MergeConfig, preset_for
+from .config import PRESETS, MergeConfig, Resolution, preset_for
+from .lab.bench import ARCHES, run_bench
+from .lab.harness import add_arguments as add_eval_arguments
+from .lab.harness import method_config
+from .lab.harness import run as run_eval
 from .methods import METHODS
 from .profiles import auto_config, check_budget
+
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Help that names each option's default, where it has one to name (not None or a switch's False)."""
@@ -28,12 +32,10 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 FLAG_OF_FIELD = {
     "stage1_layers": "--stage1-layer", "stage1_keep": "--stage1-keep", "stage2_layers": "--stage2-layer",
     "stage2_keep": "--stage2-keep", "stage1_recycled": "--recycled", "stage2_recycled": "--recycled",
+    "min_pixels": "--min-pixels", "max_pixels": "--max-pixels",
 }
 # The budget ``auto`` uses unless told otherwise: about a third of the visual tokens, the paper's image setting.
 AUTO_BUDGET = 0.33
-from .lab.harness import add_arguments as add_eval_arguments
-from .lab.harness import method_config
-from .lab.harness import run as run_eval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     caption.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
     caption.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
     caption.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
+    caption.add_argument("--max-pixels", type=int, default=0,
+                         help="most pixels each image is encoded with (fewer pixels, fewer visual tokens); 0 = the model's own")
+    caption.add_argument("--min-pixels", type=int, default=0, help="fewest pixels each image is encoded with; 0 = the model's own")
     caption.add_argument(
         "--style", type=_style_name, choices=list(CAPTION_STYLES), default=None, metavar="STYLE",
         help=f"what to ask: {', '.join(_dashed(name) for name in CAPTION_STYLES)} (default: question when --prompt "
@@ -231,6 +236,7 @@ def _caption(args: argparse.Namespace) -> int:
     kinds = sorted({group[-1][1] for group in groups})
     style = caption_style(args)
     prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
+    resolution = Resolution(args.min_pixels, args.max_pixels)
     lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
     configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
     for kind in kinds:
@@ -239,7 +245,7 @@ def _caption(args: argparse.Namespace) -> int:
         print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
     pictures = dict(zip(args.image or [], to_pil_images(args.image))) if args.image else {}
     _warn_small(lvlm, pictures)
-    records = [_caption_group(args, lvlm, group, pictures, configs, prompts, style) for group in groups]
+    records = [_caption_group(args, lvlm, group, pictures, configs, prompts, style, resolution) for group in groups]
     if args.json:
         print(json.dumps({"style": style, "results": records} if args.per_image else records[0]))
     return 0
@@ -259,7 +265,9 @@ def _warn_small(lvlm, pictures: dict) -> None:
             )
 
 
-def _caption_group(args: argparse.Namespace, lvlm, group: list, pictures: dict, configs: dict, prompts: dict, style: str) -> dict:
+def _caption_group(
+    args: argparse.Namespace, lvlm, group: list, pictures: dict, configs: dict, prompts: dict, style: str, resolution: Resolution
+) -> dict:
     """Encode and answer one prompt's inputs; print the answer and its cost; return its JSON record."""
     from . import GenerationOptions, encode, generate
 
@@ -267,7 +275,7 @@ def _caption_group(args: argparse.Namespace, lvlm, group: list, pictures: dict, 
     kind = group[-1][1]
     config = configs[kind]
     visuals = encode(lvlm, images, config, video=args.video if kind == "video" else None, fps=args.fps,
-                     max_frames=args.max_frames)
+                     max_frames=args.max_frames, resolution=resolution)
     options = GenerationOptions(max_new_tokens=args.max_new_tokens)
     result = generate(lvlm, visuals, prompts[kind], config, options, system_prompt=args.system_prompt)
     text, stats = result.texts[0], result.stats[0]

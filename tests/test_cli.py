@@ -184,3 +184,18 @@ def test_an_image_too_small_for_one_merge_group_is_warned_about(capsys, model_di
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert code == 0 and len(warnings) == 1
     assert str(tmp_path / "tiny.png") in warnings[0] and "8x8 pixels" in warnings[0] and f"{side}x{side}" in warnings[0]
+
+
+def test_max_pixels_lowers_the_token_count_and_a_bad_one_names_its_flag(model_dirs, images, tmp_path, capsys):
+    from illava.__main__ import main
+
+    path = tmp_path / "picture.png"
+    images[0].save(path)
+    counts = []
+    for max_pixels in (0, 56 * 56):
+        assert main(["caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(path), "--max-pixels", str(max_pixels),
+                     "--max-new-tokens", "2", "--json", "--device", "cpu"]) == 0
+        counts.append(json.loads(capsys.readouterr().out.splitlines()[-1])["stats"]["visual_tokens"]["llm_input_full"])
+    assert counts[1] < counts[0]
+    assert main(["caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(path), "--max-pixels", "-5"]) == 2
+    assert "error: --max-pixels must be an integer >= 0" in capsys.readouterr().err
