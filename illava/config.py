@@ -15,7 +15,8 @@ RECYCLE_WEIGHTINGS = ("score", "mean", "paper")
 class MergeConfig:
     """How many visual tokens each stage keeps, and where.
 
-    Layers are 0-indexed and name the first layer that runs on the reduced tokens: a stage at
+    Layers are 0-indexed (so from 1: layer 0 has no attention before it to score with) and name the
+    first layer that runs on the reduced tokens: a stage at
     layer ``k`` scores tokens with the attention of layer ``k - 1`` and prunes before layer ``k``.
     A keep ratio is the fraction of the stage's input tokens that leave it (recycled tokens
     included); with several layers the reduction is spread geometrically across them. A stage-1
@@ -84,6 +85,10 @@ class MergeConfig:
     @property
     def is_off(self) -> bool:
         return not (self.stage1_active or self.stage2_active)
+
+    def stage1_part(self) -> "MergeConfig":
+        """What the vision encoder's output depends on: these settings with stage 2 off and no origin."""
+        return replace(self, stage2_layers=(), stage2_keep=1.0, stage2_recycled=1, origin="")
 
     def check_depths(self, vit_depth: int, llm_depth: int) -> None:
         """Raise ValueError if a layer does not exist in a model with these depths."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,11 @@ try:
     from server import PromptServer
 except ImportError:
     PromptServer = None
+
+try:
+    from comfy_api.input_impl import VideoFromFile
+except ImportError:
+    VideoFromFile = None
 
 log = logging.getLogger("illava")
 
@@ -89,6 +95,26 @@ def profile_store() -> str | None:
     if folder_paths is None:
         return None
     return os.path.join(folder_paths.get_user_directory(), "illava", "profiles")
+
+
+def add_json_route(path: str, handler: Callable[[dict[str, str]], tuple[int, Any]]) -> None:
+    """Serve GET ``path`` with ``handler(query) -> (status, JSON body)``, run off the server's event loop
+    since it may read files; no-op outside ComfyUI."""
+    server = getattr(PromptServer, "instance", None) if PromptServer is not None else None
+    if server is None:
+        return
+    from aiohttp import web
+
+    async def respond(request: "web.Request") -> "web.Response":
+        status, body = await asyncio.to_thread(handler, dict(request.rel_url.query))
+        return web.json_response(body, status=status)
+
+    server.routes.get(path)(respond)
+
+
+def video_from_file(path: str) -> Any:
+    """ComfyUI's VIDEO for a file (what Load Video outputs), or the path itself outside ComfyUI."""
+    return VideoFromFile(path) if VideoFromFile is not None else path
 
 
 def default_device() -> torch.device | None:

@@ -15,6 +15,7 @@ PRESET_CHOICES = {
     "auto": "auto", "off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None,
 }
 CUSTOM_DEFAULTS = PRESETS["paper-image"]
+NODE_NAME = "iLLaVA Merge Config"
 DEFAULT_BUDGET = 0.33
 
 
@@ -34,28 +35,35 @@ class MergeChoice:
     budget: float = DEFAULT_BUDGET
 
     def resolve(self, lvlm: LVLM, kind: str = "image") -> MergeConfig:
-        """The config for this model and kind of input; a layer past the model's depth is a clear error."""
+        """The config for this model and kind of input; a layer past the model's depth is an error naming
+        Merge Config's field to change."""
         if self.preset_name == "auto":
             config = auto_config(lvlm, self.budget, kind)
         elif self.preset_name is None:
             config = self.config
         else:
             config = preset_for(self.preset_name, lvlm.backbone)
-        config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+        try:
+            config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
+        except ValueError as error:
+            raise ValueError(f"{NODE_NAME}: {error} (the loaded model is {lvlm.path.name})") from None
         return config
 
 
 def build_choice(preset: str = "custom", budget: float = DEFAULT_BUDGET, **knobs: Any) -> MergeChoice:
-    """The node's output for these widget values; raises ValueError naming the bad field."""
-    if preset not in PRESET_CHOICES:
-        raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
-    name = PRESET_CHOICES[preset]
-    if name == "auto":
-        return MergeChoice(name, MergeConfig(), check_budget(budget))
-    if name is not None:
-        return MergeChoice(name, PRESETS[name])
-    values = {**CUSTOM_DEFAULTS.to_dict(), **knobs}
-    return MergeChoice(None, MergeConfig.from_dict(values))
+    """The node's output for these widget values; the knobs a preset ignores are not read at all.
+    Raises ValueError naming the node and the field to change."""
+    try:
+        if preset not in PRESET_CHOICES:
+            raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
+        name = PRESET_CHOICES[preset]
+        if name == "auto":
+            return MergeChoice(name, MergeConfig(), check_budget(budget))
+        if name is not None:
+            return MergeChoice(name, PRESETS[name])
+        return MergeChoice(None, MergeConfig.from_dict({**CUSTOM_DEFAULTS.to_dict(), **knobs}))
+    except ValueError as error:
+        raise ValueError(f"{NODE_NAME}: {error}") from None
 
 
 def _layers_text(layers: tuple[int, ...]) -> str:
@@ -83,10 +91,10 @@ class MergeConfigNode:
         return {
             "required": {
                 "preset": (list(PRESET_CHOICES), {"default": "auto", "tooltip": "auto: the loaded model's calibrated settings at the budget (the paper preset until it is calibrated). off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. custom: use the knobs below."}),
-                "stage1_layers": ("STRING", {"default": _layers_text(d.stage1_layers), "tooltip": "Vision-encoder blocks that merge tokens, e.g. '13,14,15,16' (0-indexed, increasing; empty = no stage 1). Custom only."}),
+                "stage1_layers": ("STRING", {"default": _layers_text(d.stage1_layers), "tooltip": "Vision-encoder blocks that merge tokens, each the first block that runs on fewer tokens, e.g. '13,14,15,16' (from 1, increasing, at most the encoder's depth; empty = no stage 1). Custom only."}),
                 "stage1_keep": ("FLOAT", {"default": d.stage1_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of visual tokens that leave the vision encoder (recycled tokens included). Custom only."}),
                 "stage1_recycled": ("INT", {"default": d.stage1_recycled, "min": 0, "max": 64, "tooltip": "Tokens per image that absorb the discarded ones instead of dropping them. Custom only."}),
-                "stage2_layers": ("STRING", {"default": _layers_text(d.stage2_layers), "tooltip": "LLM layers before which visual tokens are pruned, e.g. '6,7,8' (empty = no stage 2). Custom only."}),
+                "stage2_layers": ("STRING", {"default": _layers_text(d.stage2_layers), "tooltip": "LLM layers before which visual tokens are pruned, e.g. '6,7,8' (from 1, increasing, below the LLM's depth; empty = no stage 2). Custom only."}),
                 "stage2_keep": ("FLOAT", {"default": d.stage2_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the visual tokens entering the LLM that reach its later layers. Custom only."}),
                 "stage2_recycled": ("INT", {"default": d.stage2_recycled, "min": 0, "max": 64, "tooltip": "Tokens per prompt that absorb the pruned ones in the LLM. Custom only."}),
                 "recycle_weighting": (list(RECYCLE_WEIGHTINGS), {"default": d.recycle_weighting, "tooltip": "How discarded tokens are averaged into recycled ones: by attention score, plain mean, or as in the paper's code. Custom only."}),
@@ -99,14 +107,6 @@ class MergeConfigNode:
                 "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto only: the fraction of visual tokens that reach the later LLM layers (0.33 = a third)."}),
             },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, **inputs: Any) -> bool | str:
-        try:
-            build_choice(**inputs)
-        except ValueError as error:
-            return str(error)
-        return True
 
     def build(self, preset: str, **knobs: Any) -> tuple[MergeChoice]:
         return (build_choice(preset, **knobs),)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Hashable
 
 import torch
 
-from ..illava import MergeConfig, VisualTokens, encode
+from ..illava import VisualTokens, encode
 from ..illava.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from . import comfy_compat
 from .config import MergeChoice
 from .handle import LVLMHandle
+from .memo import content_key
+from .run import encode_remembered
 from .summary import encode_summary
 
 
@@ -70,16 +73,30 @@ class EncodeVideo:
         frames_fps: float = 24.0,
         config: MergeChoice | None = None,
     ) -> dict:
-        source = video_source(video, frames, path)
-        model = lvlm.acquire()
-        merge = config.resolve(model, "video") if config is not None else MergeConfig()
-        visuals: VisualTokens = encode(
-            model,
-            video=source,
-            config=merge,
-            fps=fps,
-            max_frames=max_frames,
-            video_fps=frames_fps if isinstance(source, torch.Tensor) else None,
-            check_interrupt=comfy_compat.check_interrupt,
-        )
+        visuals = encode_clip("Encode Video", lvlm, video_source(video, frames, path), fps, max_frames, frames_fps, config)
         return {"ui": {"text": [encode_summary(visuals)]}, "result": (visuals,)}
+
+
+def encode_clip(
+    node: str, lvlm: LVLMHandle, source: Any, fps: float, max_frames: int, frames_fps: float, config: MergeChoice | None
+) -> VisualTokens:
+    """A video's visual tokens, remembered by source, sampling and stage-1 settings."""
+    stack_fps = frames_fps if isinstance(source, torch.Tensor) else None
+
+    def run(model, merge):
+        try:
+            return encode(
+                model, video=source, config=merge, fps=fps, max_frames=max_frames, video_fps=stack_fps,
+                check_interrupt=comfy_compat.check_interrupt,
+            )
+        except ValueError as error:
+            raise ValueError(f"{node}: {error}") from None
+
+    return encode_remembered(lvlm, config, "video", (_source_key(source), fps, max_frames, stack_fps), run)
+
+
+def _source_key(source: Any) -> Hashable:
+    """A file by its path and modification time (a replaced file is read again), anything else by content."""
+    if isinstance(source, str) and os.path.isfile(source):
+        return ("file", os.path.realpath(source), os.stat(source).st_mtime_ns)
+    return content_key(source)

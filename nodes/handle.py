@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..illava import LVLM, load
 from ..illava.profiles import MergeProfile
 from . import comfy_compat
+from .memo import OutputMemo
+
+
+ENCODES_REMEMBERED = 2
+ANSWERS_REMEMBERED = 16
 
 
 @dataclass(eq=False)
 class SharedModel:
-    """One loaded model and its ComfyUI memory-management patcher (None outside ComfyUI)."""
+    """One loaded model, its ComfyUI memory-management patcher (None outside ComfyUI), and the latest
+    encodings and answers made with it (``memo``), which go with the model when it is unloaded."""
 
     lvlm: LVLM
     patcher: Any
+    encodes: OutputMemo = field(default_factory=lambda: OutputMemo(ENCODES_REMEMBERED))
+    answers: OutputMemo = field(default_factory=lambda: OutputMemo(ANSWERS_REMEMBERED))
 
     def use_profile(self, profile: MergeProfile, note: str) -> None:
         """Use a profile calibration just fitted, for every node sharing this model."""

@@ -5,14 +5,22 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+import torch
+
 from ..illava import ModelFolderError
+from ..illava.backbones import supported_model_types
 from . import comfy_compat
 from .handle import LVLMHandle, shared_model
 from .model_folders import list_models, no_models_hint, resolve_model
 
 log = logging.getLogger("illava")
 
-DEVICES = ["auto", "cuda", "cpu"]
+
+def devices() -> list[str]:
+    """auto, cpu and cuda, plus each GPU by number when there are several."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cuda", "cpu"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
+
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 ATTENTIONS = ["sdpa", "eager", "flash_attention_2"]
 
@@ -27,7 +35,10 @@ class LoadLVLM:
     OUTPUT_TOOLTIPS = ("The loaded model, for Encode Image and Generate.",)
     DESCRIPTION = (
         "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
-        "models/VLM. Nothing is downloaded. Supported: Qwen2-VL, Qwen2.5-VL and Qwen3-VL."
+        "models/VLM with transformers' own classes. Nothing is downloaded. Supported model types: "
+        f"{', '.join(supported_model_types())} (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL 2.5/3 in transformers "
+        "format, LLaVA-OneVision, MiniCPM-V 4.6). The bundled illava-scenes-qwen2.5-vl is a small demo model "
+        "for the example workflows."
     )
 
     @classmethod
@@ -36,7 +47,7 @@ class LoadLVLM:
         return {
             "required": {
                 "model": (models, {"tooltip": "A model folder under models/LLM or models/VLM (or extra_model_paths.yaml's LLM / VLM)."}),
-                "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU unless --cpu)."}),
+                "device": (devices(), {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU unless --cpu). cuda:N picks one of several GPUs."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."}),
                 "attention": (ATTENTIONS, {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
                 "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "Off: move the weights off the GPU after each Generate (slower, frees VRAM for other models)."}),

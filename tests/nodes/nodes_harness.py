@@ -46,6 +46,31 @@ def run_node(node_cls, **inputs):
     return result, (out.get("ui") if isinstance(out, dict) else None)
 
 
+def validation_errors(node_cls, constants: dict) -> list[str]:
+    """The errors ComfyUI's queue-time validation reports for these widget values, one entry per error shown:
+    range and combo checks per input, and VALIDATE_INPUTS' message once for every input it takes."""
+    validate = getattr(node_cls, "VALIDATE_INPUTS", None)
+    params = inspect.signature(validate).parameters if validate is not None else {}
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    errors = []
+    spec_of = node_cls.INPUT_TYPES() if hasattr(node_cls, "INPUT_TYPES") else {}
+    for section in ("required", "optional"):
+        for name, spec in spec_of.get(section, {}).items():
+            if name not in constants or name in params or takes_all:
+                continue
+            kind, options, value = spec[0], (spec[1] if len(spec) > 1 else {}), constants[name]
+            if isinstance(kind, list) and value not in kind:
+                errors.append(f"{name}: {value!r} not in list")
+            elif "min" in options and value < options["min"] or "max" in options and value > options["max"]:
+                errors.append(f"{name}: {value!r} out of range")
+    if validate is not None:
+        checked_inputs = [name for name in constants if takes_all or name in params]
+        checked = validate(**{name: constants[name] for name in checked_inputs})
+        if checked is not True:
+            errors.extend(f"{name} - {checked}" for name in checked_inputs)
+    return errors
+
+
 class WorkflowRunner:
     """Executes an API-format workflow node by node: constants from inputs, links from earlier outputs."""
 
@@ -70,13 +95,8 @@ class WorkflowRunner:
                 kwargs = {k: outputs[v[0]][v[1]] if _is_link(v) else v for k, v in node["inputs"].items()}
                 if "unique_id" in inspect.signature(getattr(cls, cls.FUNCTION)).parameters:
                     kwargs["unique_id"] = nid
-                validate = getattr(cls, "VALIDATE_INPUTS", None)
-                if validate is not None:
-                    names = inspect.signature(validate).parameters
-                    constants = {k: v for k, v in node["inputs"].items() if not _is_link(v)}
-                    checked = validate(**constants) if any(p.kind == p.VAR_KEYWORD for p in names.values()) else validate(
-                        **{k: constants[k] for k in names if k in constants})
-                    assert checked is True, f"node {nid} failed validation: {checked}"
+                errors = validation_errors(cls, {k: v for k, v in node["inputs"].items() if not _is_link(v)})
+                assert not errors, f"node {nid} failed validation: {errors}"
                 outputs[nid], ui[nid] = run_node(cls, **kwargs)
         return outputs, ui
 

@@ -1,10 +1,10 @@
-"""iLLaVA Merge Config: presets, custom knobs, queue-time validation, scaling to the loaded model."""
+"""iLLaVA Merge Config: presets, custom knobs, each bad value reported once, scaling to the loaded model."""
 
 from __future__ import annotations
 
 import pytest
 
-from nodes_harness import run_node, widget_defaults
+from nodes_harness import run_node, validation_errors, widget_defaults
 
 
 @pytest.fixture
@@ -48,30 +48,41 @@ def test_custom_uses_every_knob(config_node):
 def test_a_baseline_method_can_be_chosen(config_node):
     choice = build(config_node, preset="custom", stage1_layers="", stage2_layers="2", stage2_keep=0.3, method="fastv")
     assert choice.config.method == "fastv" and choice.config.stage2_layers == (2,)
-    inputs = {**widget_defaults(config_node), "preset": "custom", "method": "tome"}
-    message = config_node.VALIDATE_INPUTS(**inputs)
-    assert isinstance(message, str) and "clear stage2_layers" in message
+    with pytest.raises(ValueError, match="^iLLaVA Merge Config: method 'tome' .* clear stage2_layers"):
+        build(config_node, preset="custom", method="tome")
 
 
 @pytest.mark.parametrize(
     "field, value",
     [("stage1_keep", 0.0), ("stage2_keep", 1.5), ("stage1_layers", "3,2"), ("stage2_layers", "a"),
-     ("stage1_recycled", 99), ("recycle_weighting", "median"), ("score_chunk", 8), ("method", "fast-v")],
+     ("stage1_recycled", 65), ("score_chunk", 8), ("recycle_weighting", "median")],
 )
-def test_bad_values_are_rejected_at_queue_time_naming_the_field(config_node, field, value):
+def test_a_bad_value_is_reported_once_naming_the_node_and_field(config_node, field, value):
     inputs = {**widget_defaults(config_node), "preset": "custom", field: value}
-    message = config_node.VALIDATE_INPUTS(**inputs)
-    assert isinstance(message, str) and message.startswith(field)
+    queued = validation_errors(config_node, inputs)
+    if queued:
+        assert len(queued) == 1 and queued[0].startswith(field)
+    else:
+        with pytest.raises(ValueError, match=f"^iLLaVA Merge Config: {field}") as raised:
+            run_node(config_node, **inputs)
+        assert str(raised.value).count(field) >= 1
 
 
-def test_unknown_preset_is_rejected(config_node):
-    message = config_node.VALIDATE_INPUTS(**{**widget_defaults(config_node), "preset": "turbo"})
-    assert isinstance(message, str) and message.startswith("preset")
+def test_knobs_a_preset_ignores_are_never_checked(config_node):
+    ignored = {"stage1_layers": "3,2", "stage2_layers": "nonsense", "method": "tome"}
+    for preset in ("auto", "off", "paper image", "fast"):
+        inputs = {**widget_defaults(config_node), "preset": preset, **ignored}
+        assert validation_errors(config_node, inputs) == []
+        build(config_node, **{"preset": preset, **ignored})
+
+
+def test_unknown_preset_is_rejected_once(config_node):
+    assert validation_errors(config_node, {**widget_defaults(config_node), "preset": "turbo"}) == ["preset: 'turbo' not in list"]
 
 
 def test_good_values_validate(config_node):
-    assert config_node.VALIDATE_INPUTS(**widget_defaults(config_node)) is True
-    assert config_node.VALIDATE_INPUTS(**{**widget_defaults(config_node), "preset": "custom"}) is True
+    assert validation_errors(config_node, widget_defaults(config_node)) == []
+    assert validation_errors(config_node, {**widget_defaults(config_node), "preset": "custom"}) == []
 
 
 def test_presets_are_scaled_to_the_loaded_model(config_node, lvlm):
@@ -84,5 +95,5 @@ def test_presets_are_scaled_to_the_loaded_model(config_node, lvlm):
 
 def test_custom_layers_past_the_model_depth_fail_naming_the_field(config_node, lvlm):
     choice = build(config_node, preset="custom", stage1_layers="13,14")
-    with pytest.raises(ValueError, match="^stage1_layers contains 13"):
+    with pytest.raises(ValueError, match="^iLLaVA Merge Config: stage1_layers contains 13"):
         choice.resolve(lvlm.shared.lvlm)

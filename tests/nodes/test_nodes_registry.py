@@ -15,6 +15,9 @@ EXPECTED_IDS = {
     "iLLaVA_Generate",
     "iLLaVA_PreviewTokens",
     "iLLaVA_Calibrate",
+    "iLLaVA_Caption",
+    "iLLaVA_ExampleImage",
+    "iLLaVA_ExampleVideo",
 }
 CORE_TYPES = {"IMAGE", "VIDEO", "STRING", "INT", "FLOAT", "BOOLEAN"}
 
@@ -28,7 +31,7 @@ def test_mappings_ids_and_display_names(pack):
 
 def test_every_node_is_well_formed(mappings):
     for node_id, cls in mappings.items():
-        assert cls.CATEGORY == "iLLaVA", node_id
+        assert cls.CATEGORY == ("iLLaVA/examples" if node_id.startswith("iLLaVA_Example") else "iLLaVA"), node_id
         assert callable(getattr(cls, cls.FUNCTION)), node_id
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS), node_id
         for kind in cls.RETURN_TYPES:
@@ -46,12 +49,13 @@ def test_output_nodes_and_lists(mappings):
     assert mappings["iLLaVA_Generate"].OUTPUT_NODE is True
     assert mappings["iLLaVA_PreviewTokens"].OUTPUT_NODE is True
     assert mappings["iLLaVA_Generate"].OUTPUT_IS_LIST == (False, True, False, False)
+    assert mappings["iLLaVA_Caption"].OUTPUT_NODE is True
+    assert mappings["iLLaVA_Caption"].OUTPUT_IS_LIST == (False, True, False)
 
 
 def test_prompts_are_multiline_without_dynamic_prompts(mappings):
-    spec = mappings["iLLaVA_Generate"].INPUT_TYPES()
-    for name, section in (("prompt", "required"), ("system_prompt", "optional")):
-        options = spec[section][name][1]
+    for node_id, name, section in (("iLLaVA_Generate", "prompt", "required"), ("iLLaVA_Generate", "system_prompt", "optional"), ("iLLaVA_Caption", "prompt", "required")):
+        options = mappings[node_id].INPUT_TYPES()[section][name][1]
         assert options["multiline"] is True and options["dynamicPrompts"] is False
 
 
@@ -66,10 +70,14 @@ def test_input_order_is_stable(mappings):
         "preset", "stage1_layers", "stage1_keep", "stage1_recycled", "stage2_layers", "stage2_keep",
         "stage2_recycled", "recycle_weighting", "score_chunk", "method", "budget",
     ]
-    assert names("iLLaVA_EncodeImage") == ["lvlm", "image", "config"]
+    assert names("iLLaVA_EncodeImage") == ["lvlm", "image", "config", "max_pixels", "min_pixels"]
     assert names("iLLaVA_Generate") == [
         "lvlm", "visuals", "prompt", "max_new_tokens", "sampling", "temperature", "top_p", "top_k",
-        "repetition_penalty", "seed", "per_image", "config", "system_prompt",
+        "repetition_penalty", "seed", "per_image", "config", "system_prompt", "style",
+    ]
+    assert names("iLLaVA_Caption") == [
+        "lvlm", "style", "prompt", "budget", "max_new_tokens", "sampling", "temperature", "top_p", "top_k",
+        "repetition_penalty", "seed", "image", "video", "max_frames", "max_pixels", "min_pixels",
     ]
     assert names("iLLaVA_PreviewTokens") == ["visuals", "trace"]
 

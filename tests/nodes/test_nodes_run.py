@@ -126,9 +126,14 @@ def test_generate_reports_progress_per_token(nodes, lvlm, images, monkeypatch):
 
 def test_cancel_stops_generation_and_the_model_stays_usable(nodes, lvlm, images, monkeypatch):
     from illava_pack.nodes import comfy_compat
+    from illava_pack.nodes.handle import SharedModel
+
+    def unremembered():
+        """A handle on the same model object with nothing remembered, so every answer is computed."""
+        return dataclasses.replace(lvlm, shared=SharedModel(lvlm=lvlm.shared.lvlm, patcher=lvlm.shared.patcher))
 
     visuals, _ = encode(nodes, lvlm, images, config_choice(nodes))
-    before = generate(nodes, lvlm, visuals, max_new_tokens=8)[0]
+    before = generate(nodes, unremembered(), visuals, max_new_tokens=8)[0]
     calls = []
 
     def interrupt():
@@ -138,9 +143,9 @@ def test_cancel_stops_generation_and_the_model_stays_usable(nodes, lvlm, images,
 
     monkeypatch.setattr(comfy_compat, "check_interrupt", interrupt)
     with pytest.raises(Interrupted):
-        generate(nodes, lvlm, visuals, max_new_tokens=8)
+        generate(nodes, unremembered(), visuals, max_new_tokens=8)
     monkeypatch.undo()
-    after = generate(nodes, lvlm, visuals, max_new_tokens=8)[0]
+    after = generate(nodes, unremembered(), visuals, max_new_tokens=8)[0]
     assert after[0] == before[0] and after[2].splitlines()[:2] == before[2].splitlines()[:2]
 
 
@@ -171,7 +176,7 @@ def test_generate_rejects_visuals_from_another_model(nodes, lvlm, images):
 
 def test_empty_prompt_names_the_fix(nodes, lvlm, images):
     visuals, _ = encode(nodes, lvlm, images[:1])
-    with pytest.raises(ValueError, match="prompt is empty"):
+    with pytest.raises(ValueError, match="^Generate: style 'question' takes its text from prompt, which is empty"):
         generate(nodes, lvlm, visuals, prompt="   ")
 
 

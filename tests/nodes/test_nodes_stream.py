@@ -7,11 +7,11 @@ from nodes_harness import run_node, widget_defaults
 
 def test_generate_streams_the_text_it_returns(mappings, lvlm, images, monkeypatch):
     from illava_pack.nodes import comfy_compat
-    from illava_pack.nodes import generate as generate_module
+    from illava_pack.nodes import run as run_module
 
     sent = []
     monkeypatch.setattr(comfy_compat, "send_progress_text", lambda text, node_id: sent.append((node_id, text)))
-    monkeypatch.setattr(generate_module, "PROGRESS_TEXT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(run_module, "PROGRESS_TEXT_INTERVAL_S", 0.0)
     (visuals,), _ = run_node(mappings["iLLaVA_EncodeImage"], lvlm=lvlm, image=images[:1])
     node = mappings["iLLaVA_Generate"]
     inputs = {**widget_defaults(node), "lvlm": lvlm, "visuals": visuals, "max_new_tokens": 5, "unique_id": "7"}

@@ -1,0 +1,67 @@
+"""What a model folder holds, without loading its weights: depths, usable stage-2 layers, presets, profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .backbones import backbone_for
+from .config import PRESETS, preset
+from .loading import ModelFolderError, check_model_folder
+from .profiles import find_profile
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's merge-relevant shape: what a settings readout needs before the model is loaded."""
+
+    model_type: str
+    vit_depth: int
+    llm_depth: int
+    stage2_choices: tuple[int, ...] | None
+    presets: dict[str, dict[str, Any]]
+    profile_budgets: dict[str, tuple[float, ...]]
+    profile_note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type,
+            "vit_depth": self.vit_depth,
+            "llm_depth": self.llm_depth,
+            "stage2_choices": list(self.stage2_choices) if self.stage2_choices is not None else None,
+            "presets": self.presets,
+            "profile": {kind: list(budgets) for kind, budgets in self.profile_budgets.items()} or None,
+            "profile_note": self.profile_note,
+        }
+
+
+def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -> ModelInfo:
+    """Read ``path``'s config into an empty (meta-device) model of its transformers class, so the backbone
+    adapter reports the true depths; nothing is loaded onto a device and no weights are read."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    folder = Path(path)
+    check_model_folder(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(config)
+    except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFolderError(f"could not read the model config in {str(folder)!r}: {first}") from error
+    backbone = backbone_for(model)
+    depths = (backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices)
+    profile, note = find_profile(folder, profile_stores)
+    budgets = {kind: tuple(entry.budget for entry in entries) for kind, entries in profile.entries.items()} if profile else {}
+    return ModelInfo(
+        model_type=config.model_type,
+        vit_depth=depths[0],
+        llm_depth=depths[1],
+        stage2_choices=depths[2],
+        presets={name: preset(name, *depths).to_dict() for name in PRESETS},
+        profile_budgets=budgets,
+        profile_note=note,
+    )
