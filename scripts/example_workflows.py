@@ -1,0 +1,190 @@
+"""Writes the example workflows (example_workflows/*.json, committed) from the nodes' own input lists, so every
+widget value sits where ComfyUI expects it. The file names are what ComfyUI's templates browser shows.
+
+Run from the repository root: python scripts/example_workflows.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
+DEMO_MODEL = "illava-scenes-qwen2.5-vl"
+IMAGE_QUESTION = "how many objects are there?"
+VIDEO_QUESTION = "which shape appears?"
+# Sockets ComfyUI core nodes used here take and give, with their widgets' values.
+CORE = {
+    "PreviewAny": {"inputs": [("source", "*")], "outputs": [], "widgets": []},
+}
+
+
+def load_pack():
+    spec = importlib.util.spec_from_file_location("illava_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["illava_pack"] = module
+    spec.loader.exec_module(module)
+    return module.NODE_CLASS_MAPPINGS
+
+
+class Workflow:
+    """A UI-format workflow built node by node; links are made from (node, output name) to (node, input name)."""
+
+    def __init__(self, mappings: dict) -> None:
+        self.mappings = mappings
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def node(self, kind: str, pos: tuple[int, int], size: tuple[int, int], title: str | None = None, **values) -> dict:
+        if kind in self.mappings:
+            cls = self.mappings[kind]
+            spec = cls.INPUT_TYPES()
+            entries = {**spec.get("required", {}), **spec.get("optional", {})}
+            widgets = [name for name, entry in entries.items() if isinstance(entry[0], list) or entry[0] in WIDGET_KINDS]
+            sockets = [(name, entry[0]) for name, entry in entries.items() if name not in widgets]
+            optional = set(spec.get("optional", {}))
+            outputs = list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))
+            lists = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(outputs))
+            defaults = {name: self._default(entries[name]) for name in widgets}
+        else:
+            core = CORE[kind]
+            widgets, sockets, optional, outputs = core["widgets"], core["inputs"], set(), core["outputs"]
+            lists, defaults = (False,) * len(outputs), {}
+        unknown = set(values) - set(widgets)
+        if unknown:
+            raise ValueError(f"{kind} has no widgets {sorted(unknown)}")
+        node = {
+            "id": len(self.nodes) + 1,
+            "type": kind,
+            "pos": list(pos),
+            "size": list(size),
+            "flags": {},
+            "order": len(self.nodes),
+            "mode": 0,
+            "inputs": [{"name": name, "type": socket, "link": None, **({"shape": 7} if name in optional else {})} for name, socket in sockets],
+            "outputs": [
+                {"name": name, "type": socket, "links": [], "slot_index": i, **({"shape": 6} if lists[i] else {})}
+                for i, (name, socket) in enumerate(outputs)
+            ],
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": [values.get(name, defaults.get(name)) for name in widgets],
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    @staticmethod
+    def _default(entry: tuple):
+        kind, options = entry[0], (entry[1] if len(entry) > 1 else {})
+        return options.get("default", kind[0] if isinstance(kind, list) else None)
+
+    def link(self, source: dict, output: str, target: dict, input_name: str) -> None:
+        slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
+        target_slot = next(i for i, s in enumerate(target["inputs"]) if s["name"] == input_name)
+        link_id = len(self.links) + 1
+        kind = source["outputs"][slot]["type"]
+        self.links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
+        source["outputs"][slot]["links"].append(link_id)
+        target["inputs"][target_slot]["link"] = link_id
+
+    def write(self, name: str) -> None:
+        workflow = {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+            "version": 0.4,
+        }
+        (OUT / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+
+
+def caption_in_one_node(mappings: dict) -> None:
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (20, 20), (320, 230), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (20, 290), (320, 120))
+    caption = w.node("iLLaVA_Caption", (370, 20), (420, 640), style="question", prompt=IMAGE_QUESTION, max_new_tokens=32)
+    truth = w.node("PreviewAny", (820, 20), (420, 240), title="questions and true answers")
+    w.link(model, "lvlm", caption, "lvlm")
+    w.link(example, "image", caption, "image")
+    w.link(example, "questions", truth, "source")
+    w.write("Caption an image in one node")
+
+
+def merging_off_and_on(mappings: dict) -> None:
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (20, 290), (300, 120))
+    off = w.node("iLLaVA_MergeConfig", (340, 20), (300, 150), title="merging off", preset="off")
+    auto = w.node("iLLaVA_MergeConfig", (340, 420), (300, 200), title="auto at a third of the tokens", preset="auto")
+    encode_off = w.node("iLLaVA_EncodeImage", (660, 20), (280, 200), title="Encode (off)")
+    encode_on = w.node("iLLaVA_EncodeImage", (660, 420), (280, 200), title="Encode (auto)")
+    answers = []
+    for index, (config, encoded, y) in enumerate(((off, encode_off, 20), (auto, encode_on, 420))):
+        title = "Generate (off)" if index == 0 else "Generate (auto)"
+        answer = w.node("iLLaVA_Generate", (960, y), (300, 380), title=title, prompt=IMAGE_QUESTION, max_new_tokens=16)
+        w.link(model, "lvlm", encoded, "lvlm")
+        w.link(example, "image", encoded, "image")
+        w.link(config, "config", encoded, "config")
+        w.link(model, "lvlm", answer, "lvlm")
+        w.link(encoded, "visuals", answer, "visuals")
+        answers.append(answer)
+    maps = w.node("iLLaVA_PreviewTokens", (20, 820), (940, 460), title="what auto kept (stage 1, then stage 2)")
+    w.link(encode_on, "visuals", maps, "visuals")
+    w.link(answers[1], "trace", maps, "trace")
+    truth = w.node("PreviewAny", (20, 450), (300, 200), title="questions and true answers")
+    w.link(example, "questions", truth, "source")
+    w.write("Compare merging off and on")
+
+
+def video_question(mappings: dict) -> None:
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleVideo", (20, 290), (300, 120))
+    config = w.node("iLLaVA_MergeConfig", (20, 450), (300, 200), preset="auto", budget=0.2)
+    encoded = w.node("iLLaVA_EncodeVideo", (350, 20), (300, 260), fps=2.0, max_frames=16)
+    answer = w.node("iLLaVA_Generate", (680, 20), (320, 420), prompt=VIDEO_QUESTION, max_new_tokens=16)
+    truth = w.node("PreviewAny", (1020, 20), (240, 200), title="questions and true answers")
+    maps = w.node("iLLaVA_PreviewTokens", (350, 480), (910, 420), title="what each stage kept, frame group by frame group")
+    w.link(model, "lvlm", encoded, "lvlm")
+    w.link(example, "video", encoded, "video")
+    w.link(config, "config", encoded, "config")
+    w.link(model, "lvlm", answer, "lvlm")
+    w.link(encoded, "visuals", answer, "visuals")
+    w.link(example, "questions", truth, "source")
+    w.link(encoded, "visuals", maps, "visuals")
+    w.link(answer, "trace", maps, "trace")
+    w.write("Ask about a video with a fifth of its tokens")
+
+
+def budgets(mappings: dict) -> None:
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (20, 290), (300, 120))
+    truth = w.node("PreviewAny", (20, 450), (300, 220), title="questions and true answers")
+    w.link(example, "questions", truth, "source")
+    for index, budget in enumerate((1.0, 0.33, 0.11)):
+        caption = w.node(
+            "iLLaVA_Caption", (340 + 310 * index, 20), (300, 700), title=f"budget {budget:.0%}",
+            style="question", prompt=IMAGE_QUESTION, budget=budget, max_new_tokens=16,
+        )
+        w.link(model, "lvlm", caption, "lvlm")
+        w.link(example, "image", caption, "image")
+    w.write("Compare token budgets on one image")
+
+
+def main() -> None:
+    mappings = load_pack()
+    for build in (caption_in_one_node, merging_off_and_on, video_question, budgets):
+        build(mappings)
+
+
+if __name__ == "__main__":
+    main()
