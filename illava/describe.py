@@ -1,4 +1,4 @@
-"""What a model folder holds, without loading its weights: depths, usable stage-2 layers, presets, profile."""
+"""What a model folder holds, without loading its weights: depths, usable stage-2 layers, merge profile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import torch
 
 from .backbones import backbone_for
-from .config import PRESETS, preset
 from .loading import ModelFolderError, check_model_folder
 from .profiles import find_profile
 
@@ -22,7 +21,6 @@ class ModelInfo:
     vit_depth: int
     llm_depth: int
     stage2_choices: tuple[int, ...] | None
-    presets: dict[str, dict[str, Any]]
     profile_budgets: dict[str, tuple[float, ...]]
     profile_note: str
 
@@ -32,7 +30,6 @@ class ModelInfo:
             "vit_depth": self.vit_depth,
             "llm_depth": self.llm_depth,
             "stage2_choices": list(self.stage2_choices) if self.stage2_choices is not None else None,
-            "presets": self.presets,
             "profile": {kind: list(budgets) for kind, budgets in self.profile_budgets.items()} or None,
             "profile_note": self.profile_note,
         }
@@ -53,15 +50,13 @@ def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) 
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not read the model config in {str(folder)!r}: {first}") from error
     backbone = backbone_for(model)
-    depths = (backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices)
     profile, note = find_profile(folder, profile_stores)
     budgets = {kind: tuple(entry.budget for entry in entries) for kind, entries in profile.entries.items()} if profile else {}
     return ModelInfo(
         model_type=config.model_type,
-        vit_depth=depths[0],
-        llm_depth=depths[1],
-        stage2_choices=depths[2],
-        presets={name: preset(name, *depths).to_dict() for name in PRESETS},
+        vit_depth=backbone.vit_depth,
+        llm_depth=backbone.llm_depth,
+        stage2_choices=backbone.stage2_choices,
         profile_budgets=budgets,
         profile_note=note,
     )

@@ -212,3 +212,16 @@ export function budgetText(values, modelState = null) {
     `LLM prefill compute saved: ${percent(budget.prefillSaved)} | vision encoder: ${percent(budget.vitSaved)}`,
   ].join("\n");
 }
+
+// The knobs custom starts from when the user switches to it: the settings the previous choice stands for on
+// this model (paper image after auto or off), so custom never starts from layers the model does not have.
+export function customStart(previousPreset, model = REFERENCE) {
+  const named = PRESET_LABELS[previousPreset];
+  const config = scaleLayers(PRESETS[named && named !== "off" ? named : "paper-image"], model);
+  return {
+    stage1_layers: config.stage1_layers.join(","),
+    stage1_keep: config.stage1_keep,
+    stage2_layers: config.stage2_layers.join(","),
+    stage2_keep: config.stage2_keep,
+  };
+}

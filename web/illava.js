@@ -4,7 +4,7 @@
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
-import { budgetText } from "./budget.js";
+import { REFERENCE, budgetText, customStart } from "./budget.js";
 import { DISPLAYS, DISPLAY_MIN_HEIGHT, parseLocator, rememberShown, rememberedTexts, textsFor } from "./display.js";
 import { LOADER, chosenModel, modelInfoCache } from "./model_info.js";
 import { HAS_RULES, hiddenWidgets } from "./visibility.js";
@@ -68,6 +68,16 @@ function refreshAllBudgets() {
   }
 }
 
+// Switching to custom fills the knobs with what the previous choice meant for the chosen model.
+function startCustom(node, previousPreset) {
+  const name = node.graph ? chosenModel(node, node.graph) : null;
+  const model = (name ? modelInfo.peek(name)?.model : null) ?? REFERENCE;
+  for (const [field, value] of Object.entries(customStart(previousPreset, model))) {
+    const widget = node.widgets?.find((w) => w.name === field);
+    if (widget) widget.value = value;
+  }
+}
+
 function showTexts(node, texts) {
   for (const [name, text] of Object.entries(texts)) {
     const widget = node.widgets?.find((w) => w.name === name);
@@ -125,6 +135,12 @@ app.registerExtension({
         const inputs = (this.widgets ?? []).map((w) => w.name);
         addDisplay(this, BUDGET_DISPLAY);
         growToFit(this, MIN_WIDTH);
+        const preset = this.widgets?.find((w) => w.name === "preset");
+        this.illavaPreset = preset?.value;
+        onChange(this, ["preset"], () => {
+          if (preset.value === "custom" && this.illavaPreset !== "custom") startCustom(this, this.illavaPreset);
+          this.illavaPreset = preset.value;
+        });
         onChange(this, inputs, () => refreshBudget(this));
       });
       // The readout needs the graph, to find the model: it exists from here on.
@@ -132,6 +148,7 @@ app.registerExtension({
         refreshBudget(this);
       });
       chain(proto, "onConfigure", function () {
+        this.illavaPreset = this.widgets?.find((w) => w.name === "preset")?.value;
         refreshBudget(this);
       });
     }

@@ -97,7 +97,7 @@ def test_model_info_route_reports_the_chosen_models_depths(pack, models_root):
 
     status, body = model_info("tiny-qwen2_5_vl")
     assert status == 200 and body["model_type"] == "qwen2_5_vl"
-    assert body["vit_depth"] >= 1 and body["llm_depth"] >= 2 and set(body["presets"]) >= {"paper-image", "fast"}
+    assert body["vit_depth"] >= 1 and body["llm_depth"] >= 2
     status, demo = model_info(DEMO_MODEL_NAME)
     assert status == 200 and demo["profile"]["image"]
     status, missing = model_info("no-such-model")

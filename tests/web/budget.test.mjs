@@ -4,6 +4,8 @@ import { test } from "node:test";
 import {
   PRESETS,
   budgetText,
+  checkDepths,
+  customStart,
   configFromWidgets,
   modelFromInfo,
   nearestStage2Layer,
@@ -127,4 +129,14 @@ test("auto says whether the chosen model has a calibrated profile", () => {
   const calibrated = { model: { ...small, profile: { image: [0.5, 0.33], video: [] } } };
   assert.match(budgetText({ preset: "auto", budget: 0.33 }, calibrated), /calibrated for image at 50%, 33%: auto uses the entry nearest 33%/);
   assert.match(budgetText({ preset: "auto", budget: 0.22 }, { model: small }), /Qwen2.5-VL-3B-Instruct has no merge profile: auto uses the paper preset at 22%/);
+});
+
+test("custom starts from the previous preset moved to the model, so its layers exist there", () => {
+  const start = customStart("fast", shallow);
+  assert.deepEqual(start, { stage1_layers: "1", stage1_keep: 0.33, stage2_layers: "1", stage2_keep: 0.33 });
+  for (const previous of ["auto", "off", "paper image", "paper video", "fast"]) {
+    const values = { preset: "custom", ...customStart(previous, shallow) };
+    assert.doesNotThrow(() => checkDepths(configFromWidgets(values, shallow), shallow), previous);
+  }
+  assert.equal(customStart("auto", shallow).stage1_layers, customStart("paper image", shallow).stage1_layers);
 });
