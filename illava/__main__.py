@@ -1,4 +1,4 @@
-"""Command line: ``python -m illava caption|calibrate|demo|eval|bench ...``."""
+"""Command line: ``python -m illava caption|calibrate|download|demo|eval|bench ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import math
 import re
 import sys
+from pathlib import Path
 
+from .backbones.catalogue import CATALOGUE
 from .calibrate import DEFAULT_BUDGETS
 from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
 from .config import PRESETS, MergeConfig, Resolution, preset_for
@@ -104,12 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
     bench.add_argument("--repeats", type=int, default=2, help="timed rounds per method after one warm-up run")
     bench.add_argument("--json", required=True, help="output JSON; a .md table and a .png chart are written beside it")
+    fetch = commands.add_parser(
+        "download", formatter_class=HelpWithDefaults, help="download a model folder from the Hugging Face Hub (resumable, verified)",
+        epilog="checkpoints the backbones load natively: " + ", ".join(c.repo_id for c in CATALOGUE),
+    )
+    fetch.add_argument("repo_id", metavar="REPO_ID", help="the hub repo, e.g. Qwen/Qwen2.5-VL-3B-Instruct")
+    fetch.add_argument("--to", default=".", metavar="DIR", help="folder the model folder goes in, named after the repo (ComfyUI: its models/LLM)")
+    fetch.add_argument("--revision", default=None, help="branch, tag or commit (default: the repo's main branch)")
     args = parser.parse_args(argv)
     try:
         if args.command == "caption":
             return _caption(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "download":
+            return _download(args)
         if args.command == "eval":
             return run_eval(args)
         if args.command == "bench":
@@ -128,6 +139,29 @@ def main(argv: list[str] | None = None) -> int:
             message = re.sub(r"\b(" + "|".join(FLAG_OF_FIELD) + r")\b", lambda m: FLAG_OF_FIELD[m.group(1)], message)
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _download(args: argparse.Namespace) -> int:
+    """Download a repo into ``--to``/<repo name>, with a progress bar on stderr; print the folder."""
+    from tqdm import tqdm
+
+    from .hub import download
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=args.repo_id, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        folder = download(args.repo_id, Path(args.to) / args.repo_id.rsplit("/", 1)[-1], args.revision, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(folder)
+    return 0
 
 
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Load LVLM: a supported model folder from models/LLM or models/VLM, never downloaded."""
+"""Load LVLM: a supported model folder from models/LLM or models/VLM, or a catalogue checkpoint downloaded
+there when the user picks it (never otherwise)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..illava import ModelFolderError
 from ..illava.backbones import supported_model_types
 from . import comfy_compat
 from .handle import LVLMHandle, shared_model
-from .model_folders import list_models, no_models_hint, resolve_model
+from .model_folders import check_model_choice, fetch_model, model_choices, resolve_model
 
 log = logging.getLogger("illava")
 
@@ -35,7 +36,8 @@ class LoadLVLM:
     OUTPUT_TOOLTIPS = ("The loaded model, for Encode Image and Generate.",)
     DESCRIPTION = (
         "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
-        "models/VLM with transformers' own classes. Nothing is downloaded. Supported model types: "
+        "models/VLM with transformers' own classes. Nothing is downloaded unless you pick a 'download:' entry "
+        "(a checkpoint of the catalogue, saved to models/LLM once). Supported model types: "
         f"{', '.join(supported_model_types())} (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL 2.5/3 in transformers "
         "format, LLaVA-OneVision, MiniCPM-V 4.6). The bundled illava-scenes-qwen2.5-vl is a small demo model "
         "for the example workflows."
@@ -43,10 +45,10 @@ class LoadLVLM:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        models = list_models() or [no_models_hint()]
+        models = model_choices()
         return {
             "required": {
-                "model": (models, {"tooltip": "A model folder under models/LLM or models/VLM (or extra_model_paths.yaml's LLM / VLM)."}),
+                "model": (models, {"tooltip": "A model folder under models/LLM or models/VLM (or extra_model_paths.yaml's LLM / VLM). A 'download:' entry downloads that checkpoint into models/LLM when the workflow runs (size, then memory needed in bf16); once there, its folder is listed instead."}),
                 "device": (devices(), {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU unless --cpu). cuda:N picks one of several GPUs."}),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."}),
                 "attention": (ATTENTIONS, {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
@@ -58,7 +60,7 @@ class LoadLVLM:
     @classmethod
     def VALIDATE_INPUTS(cls, model: str) -> bool | str:
         try:
-            resolve_model(model)
+            check_model_choice(model)
         except ModelFolderError as error:
             return str(error)
         return True
@@ -73,7 +75,7 @@ class LoadLVLM:
         return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in files)
 
     def load(self, model: str, device: str, dtype: str, attention: str, keep_loaded: bool, trust_remote_code: bool) -> tuple[LVLMHandle]:
-        folder = resolve_model(model)
+        folder = fetch_model(model)
         device = _device(device)
         try:
             shared = shared_model(folder, device, dtype, _attention(attention, device), trust_remote_code)
