@@ -11,6 +11,7 @@ import torch
 
 from .backbones import Backbone, backbone_for, supported_model_types
 from .profiles import MergeProfile, find_profile
+from .quantization import quantization_config
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -35,10 +36,16 @@ class LVLM:
     dtype: torch.dtype
     profile: MergeProfile | None = None
     profile_note: str = "no merge profile for this model"
+    quantization: str = "none"
 
     @property
     def model_id(self) -> str:
-        return f"{self.path}|{self.dtype}|{self.device}"
+        return f"{self.path}|{self.dtype}|{self.device}|{self.quantization}"
+
+    @property
+    def weights_bytes(self) -> int:
+        """Memory the weights take, quantized ones at their stored size."""
+        return self.model.get_memory_footprint()
 
     @property
     def pad_token_id(self) -> int:
@@ -135,9 +142,14 @@ def load(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     profile_stores: Sequence[str | Path] = (),
+    quantization: str = "none",
+    weights_device: str | torch.device | None = None,
 ) -> LVLM:
     """Load a supported model folder with transformers' own classes, from local files only.
 
+    ``quantization`` ("none", "8-bit", "4-bit") stores the weights in bitsandbytes' 8-bit or NF4 4-bit
+    form. ``weights_device`` is where the weights are put (default: ``device``, where inputs go): a
+    memory manager that moves them to ``device`` itself, as ComfyUI's does, loads them to its offload device.
     The model's merge profile (``auto``'s settings) is looked up in ``profile_stores``, then in the
     per-user store, then in the folder (``profiles.find_profile``); ``profile_note`` says what was found.
     """
@@ -149,6 +161,8 @@ def load(
         raise ValueError(f"attn_implementation must be one of {ATTENTIONS}, got {attn_implementation!r}")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    placed = resolve_device(weights_device) if weights_device is not None else torch_device
+    quantized = quantization_config(quantization, torch_dtype)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             folder,
@@ -157,12 +171,14 @@ def load(
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=not allow_pickle,
+            # Quantized weights are made where they will live: bitsandbytes quantizes as they are placed.
+            **({"quantization_config": quantized, "device_map": {"": placed}} if quantized is not None else {}),
         )
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
-    model = model.to(torch_device).eval()
+    model = (model if quantized is not None else model.to(placed)).eval()
     profile, note = find_profile(folder, profile_stores)
     return LVLM(
         model=model,
@@ -173,4 +189,5 @@ def load(
         dtype=torch_dtype,
         profile=profile,
         profile_note=note,
+        quantization=quantization,
     )

@@ -162,12 +162,20 @@ class _ModuleAdapter(torch.nn.Module):
         self.device = device
 
 
-def manage_model(model: torch.nn.Module, device: torch.device) -> Any:
-    """Hand a loaded model to ComfyUI's memory management; returns its patcher (None outside ComfyUI)."""
+def offload_device() -> torch.device | None:
+    """Where ComfyUI keeps weights it is not using (the CPU, unless told to keep them on the GPU); None
+    outside ComfyUI."""
+    return model_management.unet_offload_device() if model_management is not None else None
+
+
+def manage_model(model: torch.nn.Module, device: torch.device, size: int) -> Any:
+    """Hand a model whose weights sit on the offload device to ComfyUI's memory management, which moves
+    them to ``device`` when asked (freeing room for them first) and back when it needs the room; ``size``
+    is the weights' memory as ComfyUI should count it. Returns the patcher (None outside ComfyUI)."""
     if model_patcher is None:
         return None
-    offload = model_management.unet_offload_device()
-    return model_patcher.ModelPatcher(_ModuleAdapter(model, device), load_device=device, offload_device=offload)
+    adapter = _ModuleAdapter(model, offload_device())
+    return model_patcher.ModelPatcher(adapter, load_device=device, offload_device=offload_device(), size=size)
 
 
 def load_to_device(patcher: Any) -> None:

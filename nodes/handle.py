@@ -54,17 +54,24 @@ class LVLMHandle:
 _shared: "weakref.WeakValueDictionary[tuple, SharedModel]" = weakref.WeakValueDictionary()
 
 
-def shared_model(path: Path, device: str, dtype: str, attention: str, trust_remote_code: bool) -> SharedModel:
-    """Load the model, or reuse the one another node already loaded with the same settings."""
-    key = (str(path), dtype, device, attention)
+def shared_model(
+    path: Path, device: str, dtype: str, attention: str, trust_remote_code: bool, quantization: str = "none"
+) -> SharedModel:
+    """Load the model, or reuse the one another node already loaded with the same settings.
+
+    Inside ComfyUI the weights load to its offload device, and its memory management moves them to
+    ``device`` when a node needs them, after freeing room for them.
+    """
+    key = (str(path), dtype, device, attention, quantization)
     found = _shared.get(key)
     if found is not None:
         return found
     stores = [store] if (store := comfy_compat.profile_store()) else []
     lvlm = load(
         path, device=device, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code,
-        profile_stores=stores,
+        profile_stores=stores, quantization=quantization, weights_device=comfy_compat.offload_device(),
     )
-    shared = SharedModel(lvlm=lvlm, patcher=comfy_compat.manage_model(lvlm.model, lvlm.device))
+    patcher = comfy_compat.manage_model(lvlm.model, lvlm.device, lvlm.weights_bytes)
+    shared = SharedModel(lvlm=lvlm, patcher=patcher)
     _shared[key] = shared
     return shared

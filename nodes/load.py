@@ -8,8 +8,9 @@ import logging
 
 import torch
 
-from ..illava import ModelFolderError
+from ..illava import LVLM, ModelFolderError
 from ..illava.backbones import supported_model_types
+from ..illava.quantization import QUANTIZATIONS, check_quantization
 from . import comfy_compat
 from .handle import LVLMHandle, shared_model
 from .model_folders import check_model_choice, fetch_model, model_choices, resolve_model
@@ -54,16 +55,12 @@ class LoadLVLM:
                 "attention": (ATTENTIONS, {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
                 "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "Off: move the weights off the GPU after each Generate (slower, frees VRAM for other models)."}),
                 "trust_remote_code": ("BOOLEAN", {"default": False, "tooltip": "Lets the model folder run its own Python code while loading. Only turn on for folders from a source you trust; the supported models do not need it."}),
-            }
+            },
+            # Optional, so that saved workflows and API prompts from before it still load.
+            "optional": {
+                "quantization": (list(QUANTIZATIONS), {"default": "none", "tooltip": "8-bit or 4-bit (NF4) weights through bitsandbytes, on the GPU or the CPU: about half or a quarter of the memory, slightly different answers. Needs the bitsandbytes and accelerate packages."}),
+            },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model: str) -> bool | str:
-        try:
-            check_model_choice(model)
-        except ModelFolderError as error:
-            return str(error)
-        return True
 
     @classmethod
     def IS_CHANGED(cls, model: str, **_: object) -> str:
@@ -74,14 +71,41 @@ class LoadLVLM:
         files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.name.endswith(".safetensors"))
         return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in files)
 
-    def load(self, model: str, device: str, dtype: str, attention: str, keep_loaded: bool, trust_remote_code: bool) -> tuple[LVLMHandle]:
+    @classmethod
+    def VALIDATE_INPUTS(cls, model: str) -> bool | str:
+        # Only the model: ComfyUI reports a message once for every input this takes.
+        try:
+            check_model_choice(model)
+        except ModelFolderError as error:
+            return str(error)
+        return True
+
+    def load(
+        self, model: str, device: str, dtype: str, attention: str, keep_loaded: bool, trust_remote_code: bool,
+        quantization: str = "none",
+    ) -> dict:
         folder = fetch_model(model)
         device = _device(device)
         try:
-            shared = shared_model(folder, device, dtype, _attention(attention, device), trust_remote_code)
+            check_quantization(quantization)
+        except ValueError as error:
+            raise ValueError(f"Load LVLM: {error}") from None
+        try:
+            shared = shared_model(folder, device, dtype, _attention(attention, device), trust_remote_code, quantization)
         except ModelFolderError as error:
             raise ModelFolderError(f"Fix or replace the model folder {model!r}: {error}") from error
-        return (LVLMHandle(shared=shared, keep_loaded=keep_loaded),)
+        return {"ui": {"text": [model_summary(shared.lvlm)]}, "result": (LVLMHandle(shared=shared, keep_loaded=keep_loaded),)}
+
+
+def model_summary(lvlm: LVLM) -> str:
+    """E.g. 'qwen2_5_vl, ViT 32 / LLM 36 layers | weights 2.1 GB (4-bit, torch.bfloat16) for cuda:0'."""
+    backbone = lvlm.backbone
+    weights = f"{lvlm.weights_bytes / 1e9:.2f} GB" if lvlm.weights_bytes >= 1e8 else f"{lvlm.weights_bytes / 1e6:.1f} MB"
+    form = lvlm.quantization if lvlm.quantization != "none" else str(lvlm.dtype).removeprefix("torch.")
+    return (
+        f"{lvlm.model.config.model_type}, ViT {backbone.vit_depth} / LLM {backbone.llm_depth} layers | "
+        f"weights {weights} ({form}) for {lvlm.device}\n{lvlm.profile_note}"
+    )
 
 
 def _device(choice: str) -> str:

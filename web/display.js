@@ -28,6 +28,7 @@ const ANSWER = [
 // Which read-only display widgets each node type gets: the label and the placeholder shown (human words,
 // not the widget name), and which ui key fills each.
 export const DISPLAYS = {
+  iLLaVA_LoadLVLM: [{ name: "illava_model", label: "loaded model", key: "text", placeholder: "depths and memory appear here after a run" }],
   iLLaVA_EncodeImage: [COUNTS],
   iLLaVA_EncodeVideo: [COUNTS],
   iLLaVA_Generate: ANSWER,

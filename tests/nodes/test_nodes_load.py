@@ -129,7 +129,7 @@ def test_loads_share_one_model_and_hold_no_strong_reference(load_node, models_ro
     assert first.shared is second.shared
     assert first.keep_loaded and not second.keep_loaded
     assert first.shared.lvlm.dtype == torch.float32
-    key = (str(models_root / "tiny-qwen2_5_vl"), "fp32", "cpu", "eager")
+    key = (str(models_root / "tiny-qwen2_5_vl"), "fp32", "cpu", "eager", "none")
     assert key in handle_module._shared
     del first, second
     gc.collect()
@@ -152,3 +152,32 @@ def test_is_changed_follows_the_weights(load_node, models_root):
         assert load_node.IS_CHANGED(model="tiny-qwen2_5_vl") != before
     finally:
         os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_load_shows_the_model_and_its_weights_memory(load_node, models_root):
+    (handle,), ui = run_node(load_node, **load_inputs(load_node, model="tiny-qwen2_5_vl", dtype="fp32"))
+    summary = ui["text"][0]
+    assert summary.startswith("qwen2_5_vl, ViT ") and "(float32) for cpu" in summary
+    assert f"{handle.shared.lvlm.weights_bytes / 1e6:.1f} MB" in summary
+
+
+def test_a_quantized_load_is_its_own_model(load_node, models_root):
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("accelerate")
+    (plain,), _ = run_node(load_node, **load_inputs(load_node, model="tiny-qwen2_5_vl", dtype="fp32"))
+    (four_bit,), ui = run_node(load_node, **load_inputs(load_node, model="tiny-qwen2_5_vl", dtype="fp32", quantization="4-bit"))
+    assert four_bit.shared is not plain.shared and "(4-bit)" in ui["text"][0]
+    assert four_bit.shared.lvlm.weights_bytes < plain.shared.lvlm.weights_bytes
+
+
+def test_the_weights_go_to_comfyuis_offload_device_and_its_size_is_reported(load_node, models_root, monkeypatch):
+    from illava_pack.nodes import comfy_compat, handle
+
+    managed = []
+    monkeypatch.setattr(comfy_compat, "offload_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(comfy_compat, "manage_model", lambda model, device, size: managed.append((model, device, size)) or "patcher")
+    monkeypatch.setattr(handle, "_shared", type(handle._shared)())
+    (loaded,), _ = run_node(load_node, **load_inputs(load_node, model="tiny-qwen2_5_vl", dtype="fp32", attention="eager"))
+    model, device, size = managed[0]
+    assert next(model.parameters()).device.type == "meta" and device == torch.device("cpu")
+    assert size == loaded.shared.lvlm.weights_bytes and loaded.shared.patcher == "patcher"

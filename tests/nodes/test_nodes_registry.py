@@ -65,7 +65,7 @@ def test_input_order_is_stable(mappings):
         spec = mappings[node_id].INPUT_TYPES()
         return list(spec["required"]) + list(spec.get("optional", {}))
 
-    assert names("iLLaVA_LoadLVLM") == ["model", "device", "dtype", "attention", "keep_loaded", "trust_remote_code"]
+    assert names("iLLaVA_LoadLVLM") == ["model", "device", "dtype", "attention", "keep_loaded", "trust_remote_code", "quantization"]
     assert names("iLLaVA_MergeConfig") == [
         "preset", "stage1_layers", "stage1_keep", "stage1_recycled", "stage2_layers", "stage2_keep",
         "stage2_recycled", "recycle_weighting", "score_chunk", "method", "budget",
