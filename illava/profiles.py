@@ -193,11 +193,14 @@ def find_profile(folder: str | Path, stores: Sequence[str | Path] = ()) -> tuple
     identity = model_identity(folder)
     candidates = [store_path(identity, store) for store in (*stores, user_profile_dir())] + [folder / PROFILE_NAME]
     problems = []
+    shipped = folder / PROFILE_NAME
     for path in dict.fromkeys(candidates):
         if not path.is_file():
             continue
+        # Short, since the nodes show it: the folder's profile by its role, a stored one by its file.
+        where = "merge profile shipped with the model" if path == shipped else f"merge profile {path.name} in {path.parent}"
         try:
-            return read_profile(path, identity), f"merge profile {path}"
+            return read_profile(path, identity), where
         except ProfileError as error:
             problems.append(str(error))
     return None, "; ".join(problems) or "no merge profile for this model"

@@ -35,8 +35,16 @@ def _checked(name: str, names: list[str], node: str) -> Path:
         raise ValueError(f"{node}: example must be one of {', '.join(names)}; got {name!r}")
     path = INPUTS / name
     if not path.is_file():
-        raise ValueError(f"{node}: {path} is missing from the pack: restore it with git checkout, or reinstall the pack")
+        raise ValueError(
+            f"{node}: example {name!r} is missing from the pack ({path}): restore it with git checkout, or reinstall the pack"
+        )
     return path
+
+
+def _file_state(name: str) -> str:
+    """Changes when the file does, so ComfyUI re-runs the node (and notices a missing file) instead of reusing its cache."""
+    path = INPUTS / name
+    return str(path.stat().st_mtime_ns) if path.is_file() else "missing"
 
 
 class ExampleImage:
@@ -52,6 +60,10 @@ class ExampleImage:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {"example": (_examples(".png"), {"tooltip": "A scene shipped in example_workflows/inputs."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, example: str) -> str:
+        return _file_state(example)
 
     def load(self, example: str) -> tuple[torch.Tensor, str, str]:
         path = _checked(example, _examples(".png"), "iLLaVA Example Image")
@@ -72,6 +84,10 @@ class ExampleVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {"example": (_examples(".mp4"), {"tooltip": "A clip shipped in example_workflows/inputs."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, example: str) -> str:
+        return _file_state(example)
 
     def load(self, example: str) -> tuple[object, str, str]:
         path = _checked(example, _examples(".mp4"), "iLLaVA Example Video")

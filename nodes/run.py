@@ -95,7 +95,9 @@ def answer_remembered(
     found = lvlm.shared.answers.get(key)
     if found is not None and found[0]() is visuals:
         lvlm.finish()
-        return found[1]
+        joined, texts, stats, traces = found[1]
+        comfy_compat.send_progress_text("answered from memory: the same inputs ran before", node_id)
+        return joined, texts, f"{stats}\n(answered from memory: the timings are those of the run that made it)", traces
     progress = _TokenProgress(options.max_new_tokens, node_id, model.processor.tokenizer)
     try:
         result = generate(model, visuals, prompt, config, options, system_prompt or None, per_item=per_item, on_token=progress)

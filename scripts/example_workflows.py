@@ -108,10 +108,10 @@ class Workflow:
 
 def caption_in_one_node(mappings: dict) -> None:
     w = Workflow(mappings)
-    model = w.node("iLLaVA_LoadLVLM", (20, 20), (320, 230), model=DEMO_MODEL)
-    example = w.node("iLLaVA_ExampleImage", (20, 290), (320, 120))
-    caption = w.node("iLLaVA_Caption", (370, 20), (420, 640), style="question", prompt=IMAGE_QUESTION, max_new_tokens=32)
-    truth = w.node("PreviewAny", (820, 20), (420, 240), title="questions and true answers")
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (10, 420), (280, 130))
+    caption = w.node("iLLaVA_Caption", (310, 10), (420, 760), style="question", prompt=IMAGE_QUESTION, max_new_tokens=32)
+    truth = w.node("PreviewAny", (750, 10), (460, 260), title="questions and true answers")
     w.link(model, "lvlm", caption, "lvlm")
     w.link(example, "image", caption, "image")
     w.link(example, "questions", truth, "source")
@@ -120,39 +120,35 @@ def caption_in_one_node(mappings: dict) -> None:
 
 def merging_off_and_on(mappings: dict) -> None:
     w = Workflow(mappings)
-    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
-    example = w.node("iLLaVA_ExampleImage", (20, 290), (300, 120))
-    off = w.node("iLLaVA_MergeConfig", (340, 20), (300, 150), title="merging off", preset="off")
-    auto = w.node("iLLaVA_MergeConfig", (340, 420), (300, 200), title="auto at a third of the tokens", preset="auto")
-    encode_off = w.node("iLLaVA_EncodeImage", (660, 20), (280, 200), title="Encode (off)")
-    encode_on = w.node("iLLaVA_EncodeImage", (660, 420), (280, 200), title="Encode (auto)")
-    answers = []
-    for index, (config, encoded, y) in enumerate(((off, encode_off, 20), (auto, encode_on, 420))):
-        title = "Generate (off)" if index == 0 else "Generate (auto)"
-        answer = w.node("iLLaVA_Generate", (960, y), (300, 380), title=title, prompt=IMAGE_QUESTION, max_new_tokens=16)
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (10, 420), (280, 130))
+    truth = w.node("PreviewAny", (10, 580), (280, 260), title="questions and true answers")
+    w.link(example, "questions", truth, "source")
+    rows = (("off", "merging off", {"preset": "off"}, 10), ("auto", "auto at a third of the tokens", {"preset": "auto"}, 620))
+    for name, title, values, y in rows:
+        config = w.node("iLLaVA_MergeConfig", (310, y), (270, 300), title=title, **values)
+        encoded = w.node("iLLaVA_EncodeImage", (600, y), (250, 300), title=f"Encode ({name})")
+        answer = w.node("iLLaVA_Generate", (870, y), (340, 580), title=f"Generate ({name})", prompt=IMAGE_QUESTION, max_new_tokens=16)
         w.link(model, "lvlm", encoded, "lvlm")
         w.link(example, "image", encoded, "image")
         w.link(config, "config", encoded, "config")
         w.link(model, "lvlm", answer, "lvlm")
         w.link(encoded, "visuals", answer, "visuals")
-        answers.append(answer)
-    maps = w.node("iLLaVA_PreviewTokens", (20, 820), (940, 460), title="what auto kept (stage 1, then stage 2)")
-    w.link(encode_on, "visuals", maps, "visuals")
-    w.link(answers[1], "trace", maps, "trace")
-    truth = w.node("PreviewAny", (20, 450), (300, 200), title="questions and true answers")
-    w.link(example, "questions", truth, "source")
+    maps = w.node("iLLaVA_PreviewTokens", (10, 1230), (840, 520), title="what auto kept (stage 1, then stage 2)")
+    w.link(encoded, "visuals", maps, "visuals")
+    w.link(answer, "trace", maps, "trace")
     w.write("Compare merging off and on")
 
 
 def video_question(mappings: dict) -> None:
     w = Workflow(mappings)
-    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
-    example = w.node("iLLaVA_ExampleVideo", (20, 290), (300, 120))
-    config = w.node("iLLaVA_MergeConfig", (20, 450), (300, 200), preset="auto", budget=0.2)
-    encoded = w.node("iLLaVA_EncodeVideo", (350, 20), (300, 260), fps=2.0, max_frames=16)
-    answer = w.node("iLLaVA_Generate", (680, 20), (320, 420), prompt=VIDEO_QUESTION, max_new_tokens=16)
-    truth = w.node("PreviewAny", (1020, 20), (240, 200), title="questions and true answers")
-    maps = w.node("iLLaVA_PreviewTokens", (350, 480), (910, 420), title="what each stage kept, frame group by frame group")
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleVideo", (10, 420), (280, 130))
+    config = w.node("iLLaVA_MergeConfig", (10, 580), (280, 300), preset="auto", budget=0.2)
+    encoded = w.node("iLLaVA_EncodeVideo", (310, 10), (280, 400), fps=2.0, max_frames=16)
+    answer = w.node("iLLaVA_Generate", (610, 10), (340, 580), prompt=VIDEO_QUESTION, max_new_tokens=16)
+    truth = w.node("PreviewAny", (970, 10), (240, 260), title="questions and true answers")
+    maps = w.node("iLLaVA_PreviewTokens", (310, 640), (900, 460), title="what each stage kept, frame group by frame group")
     w.link(model, "lvlm", encoded, "lvlm")
     w.link(example, "video", encoded, "video")
     w.link(config, "config", encoded, "config")
@@ -166,13 +162,13 @@ def video_question(mappings: dict) -> None:
 
 def budgets(mappings: dict) -> None:
     w = Workflow(mappings)
-    model = w.node("iLLaVA_LoadLVLM", (20, 20), (300, 230), model=DEMO_MODEL)
-    example = w.node("iLLaVA_ExampleImage", (20, 290), (300, 120))
-    truth = w.node("PreviewAny", (20, 450), (300, 220), title="questions and true answers")
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (10, 420), (280, 130))
+    truth = w.node("PreviewAny", (10, 580), (280, 260), title="questions and true answers")
     w.link(example, "questions", truth, "source")
     for index, budget in enumerate((1.0, 0.33, 0.11)):
         caption = w.node(
-            "iLLaVA_Caption", (340 + 310 * index, 20), (300, 700), title=f"budget {budget:.0%}",
+            "iLLaVA_Caption", (310 + 305 * index, 10), (295, 800), title=f"budget {budget:.0%}",
             style="question", prompt=IMAGE_QUESTION, budget=budget, max_new_tokens=16,
         )
         w.link(model, "lvlm", caption, "lvlm")

@@ -74,7 +74,7 @@ def test_ignored_knobs_change_nothing(mappings, lvlm, images, counted):
     ignored_sampling = {"sampling": "greedy", "temperature": 2.0, "top_p": 0.5, "top_k": 3, "seed": 7}
     _, _, again = chain(mappings, lvlm, images[:1], ignored_config, ignored_sampling)
     assert counted == {"encode": 1, "generate": 1}
-    assert again == answer
+    assert again[0] == answer[0] and again[2].startswith(answer[2]) and "answered from memory" in again[2]
 
 
 def test_sampling_knobs_matter_when_sampling(mappings, lvlm, images, counted):

@@ -87,8 +87,10 @@ def test_a_missing_example_input_says_how_to_restore_it(mappings, monkeypatch, t
 
     (tmp_path / "questions.json").write_text((examples.INPUTS / "questions.json").read_text())
     monkeypatch.setattr(examples, "INPUTS", tmp_path)
-    with pytest.raises(ValueError, match="^iLLaVA Example Image: .*scene.png is missing from the pack: restore it"):
+    before = mappings["iLLaVA_ExampleImage"].IS_CHANGED(example="scene.png")
+    with pytest.raises(ValueError, match="^iLLaVA Example Image: example 'scene.png' is missing from the pack .*: restore it"):
         run_node(mappings["iLLaVA_ExampleImage"], example="scene.png")
+    assert before == "missing"
 
 
 def test_model_info_route_reports_the_chosen_models_depths(pack, models_root):
