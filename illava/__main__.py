@@ -19,6 +19,7 @@ from .lab.harness import method_config
 from .lab.harness import run as run_eval
 from .methods import METHODS
 from .profiles import auto_config, check_budget
+from .quantization import QUANTIZATIONS
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -105,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                        choices=["1 image", "4 images", "16-frame video"])
     bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
     bench.add_argument("--repeats", type=int, default=2, help="timed rounds per method after one warm-up run")
-    bench.add_argument("--json", required=True, help="output JSON; a .md table and a .png chart are written beside it")
+    bench.add_argument("--json", required=True, help="output JSON; a .md table (and for speed a .png chart) is written beside it")
+    bench.add_argument("--job", choices=["speed", "memory"], default="speed",
+                       help="speed: vanilla and presets per input; memory: weights and peaks per --quantizations")
+    bench.add_argument("--quantizations", nargs="+", default=list(QUANTIZATIONS), choices=list(QUANTIZATIONS),
+                       help="memory job: the weight formats to load the model in")
     fetch = commands.add_parser(
         "download", formatter_class=HelpWithDefaults, help="download a model folder from the Hugging Face Hub (resumable, verified)",
         epilog="checkpoints the backbones load natively: " + ", ".join(c.repo_id for c in CATALOGUE),
@@ -129,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.layers is not None:
                 args.llm_layers = args.llm_layers or args.layers
                 args.vit_layers = args.vit_layers or args.layers
+            if args.job == "memory":
+                from .lab.memory import run_memory_bench
+
+                return run_memory_bench(args)
             return run_bench(args)
         from .lab.demo import run_demo
 
@@ -186,6 +195,23 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
+    parser.add_argument("--quantization", choices=list(QUANTIZATIONS), default="none",
+                        help="8-bit or 4-bit weights through bitsandbytes (GPU or CPU; needs bitsandbytes and accelerate)")
+
+
+def _load(args: argparse.Namespace, path):
+    """The model as the runtime flags ask, with a line on stderr saying what was loaded and its weights' memory."""
+    from . import load
+
+    lvlm = load(path, device=args.device, dtype=args.dtype, attn_implementation=args.attention, quantization=args.quantization)
+    print(f"[{loaded_summary(lvlm)}]", file=sys.stderr)
+    return lvlm
+
+
+def loaded_summary(lvlm) -> str:
+    """E.g. 'models/x: qwen2_5_vl, weights 2140 MiB (4-bit) on cuda'."""
+    form = lvlm.quantization if lvlm.quantization != "none" else str(lvlm.dtype).replace("torch.", "")
+    return f"{lvlm.path}: {lvlm.model.config.model_type}, weights {lvlm.weights_bytes / 2**20:.0f} MiB ({form}) on {lvlm.device}"
 
 
 def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeConfig:
@@ -258,7 +284,6 @@ def style_prompt(style: str, prompt: str | None, kind: str) -> str:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from . import load
     from .media import to_pil_images
 
     if not args.image and not args.video:
@@ -271,7 +296,7 @@ def _caption(args: argparse.Namespace) -> int:
     style = caption_style(args)
     prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
     resolution = Resolution(args.min_pixels, args.max_pixels)
-    lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
+    lvlm = _load(args, args.model)
     configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
     for kind in kinds:
         if configs[kind].origin:
@@ -327,12 +352,11 @@ def _caption_group(
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from . import load
     from .calibrate import calibrate, parse_budgets, read_inputs
     from .profiles import store_path, write_profile
 
     budgets = parse_budgets(args.budgets)
-    lvlm = load(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
+    lvlm = _load(args, args.model)
     images, videos = _expand(args.images, IMAGE_SUFFIXES), _expand(args.videos, VIDEO_SUFFIXES)
     if images or videos:
         inputs, skipped = read_inputs(images, videos, args.prompt)

@@ -199,3 +199,17 @@ def test_max_pixels_lowers_the_token_count_and_a_bad_one_names_its_flag(model_di
     assert counts[1] < counts[0]
     assert main(["caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(path), "--max-pixels", "-5"]) == 2
     assert "error: --max-pixels must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_caption_loads_quantized_and_says_the_weights_memory(model_dirs, images, tmp_path, capsys):
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("accelerate")
+    from illava.__main__ import main
+
+    path = tmp_path / "picture.png"
+    images[0].save(path)
+    for quantization in ("none", "4-bit"):
+        assert main(["caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(path), "--quantization", quantization,
+                     "--max-new-tokens", "2", "--device", "cpu", "--dtype", "fp32"]) == 0
+        err = capsys.readouterr().err
+        assert "qwen2_5_vl, weights " in err and ("(4-bit)" in err) == (quantization == "4-bit")

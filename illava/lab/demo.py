@@ -40,9 +40,10 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = args.model or demo_model_folder()
-    lvlm = load(model_dir, device=args.device, dtype=args.dtype, attn_implementation=args.attention)
+    lvlm = load(model_dir, device=args.device, dtype=args.dtype, attn_implementation=args.attention, quantization=args.quantization)
     options = GenerationOptions(max_new_tokens=args.max_new_tokens)
-    print(f"model: {model_dir} ({lvlm.dtype}, {lvlm.device})")
+    weights = lvlm.quantization if lvlm.quantization != "none" else str(lvlm.dtype).replace("torch.", "")
+    print(f"model: {model_dir} (weights {lvlm.weights_bytes / 2**20:.0f} MiB, {weights}, {lvlm.device})")
 
     chat = scenes.conversation(DEMO_CONVERSATION, turns=5, split="test")
     image = chat.image
