@@ -15,6 +15,8 @@ backbone's hooks, reduced as the tokens were.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -80,6 +82,9 @@ class Stage2:
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
         model = self.text_model
+        # Before transformers 5.24 the cache argument was named past_key_values.
+        if cache is None:
+            cache = kwargs.pop("past_key_values", None)
         # Features some models add to the visual tokens after each of the first layers (DeepStack).
         extra = self.backbone.pop_layer_features(kwargs)
         visual_positions = extra.visual_mask if extra is not None else None
@@ -107,8 +112,8 @@ class Stage2:
             config=model.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            cache=cache,
             position_ids=text_position_ids,
+            **{_cache_argument(): cache},
         )
         padding = self._padding(inputs_embeds, attention_mask, cache)
         hidden = inputs_embeds
@@ -144,15 +149,15 @@ class Stage2:
                 attention_mask=padding if index in self.linear_layers else mask,
                 position_embeddings=rotary,
                 position_ids=text_position_ids,
-                cache=cache,
                 use_cache=use_cache,
+                **{_cache_argument(): cache},
                 **kwargs,
             )
             if layer_features is not None and index < len(layer_features):
                 hidden = self.backbone.add_layer_features(hidden, visual_positions, layer_features[index])
         if prefill:
             self.record = state.record(self.visual_mask)
-        return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), **{_cache_argument(): cache})
 
     def _mask(self, hidden, attention_mask, cache, layer_index):
         from transformers.masking_utils import create_causal_mask
@@ -166,9 +171,9 @@ class Stage2:
             config=self.text_model.config,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
-            cache=cache,
             position_ids=None,
             layer_idx=full[0],
+            **{_cache_argument(): cache},
         )
 
     def _padding(self, hidden, attention_mask, cache):
@@ -229,6 +234,14 @@ class Stage2:
         for rows, (reduction, weights, weighting) in zip(torch.split(features, counts), reductions):
             parts.append(apply_reduction(rows, weights, reduction, weighting))
         return torch.cat(parts)
+
+
+@functools.cache
+def _cache_argument() -> str:
+    """What transformers names the KV cache argument: ``cache`` since 5.24, ``past_key_values`` before."""
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 
 def _cached_keys(cache, layer_index: int, length: int) -> torch.Tensor | None:
