@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .backbones import Backbone, backbone_for, supported_model_types
+from .backbones import Backbone, backbone_for, supported_model_types, transformers_shortfall
 from .profiles import MergeProfile, find_profile
 from .quantization import quantization_config
 
@@ -108,6 +108,9 @@ def check_model_folder(path: str | Path, allow_pickle: bool = False) -> dict:
         raise ModelFolderError(
             f"{str(folder)!r} holds a {model_type!r} model; iLLaVA supports {', '.join(supported_model_types())}"
         )
+    shortfall = transformers_shortfall(model_type)
+    if shortfall is not None:
+        raise ModelFolderError(f"{str(folder)!r} holds a {model_type!r} model: {shortfall}")
     safetensors = list(folder.glob("*.safetensors"))
     pickles = list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))
     if not safetensors and pickles and not allow_pickle:

@@ -262,11 +262,44 @@ class Backbone:
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}
+# Per model type: its family's name and the oldest transformers release whose classes serve it.
+_REQUIREMENTS: dict[str, tuple[str, str]] = {}
 
 
-def register(model_type: str, adapter: type[Backbone]) -> None:
-    """Serve models whose ``config.model_type`` is ``model_type`` with ``adapter``."""
+def register(model_type: str, adapter: type[Backbone], name: str, min_transformers: str) -> None:
+    """Serve models whose ``config.model_type`` is ``model_type`` with ``adapter``.
+
+    ``name`` is the family as users know it; ``min_transformers`` the oldest transformers release
+    under which the tests pass for it (exactness and merged decoding).
+    """
     _REGISTRY[model_type] = adapter
+    _REQUIREMENTS[model_type] = (name, min_transformers)
+
+
+def min_transformers(model_type: str) -> str:
+    """The oldest transformers release that serves ``model_type``."""
+    return _REQUIREMENTS[model_type][1]
+
+
+def installed_transformers() -> str:
+    """The version of the transformers in use."""
+    import transformers
+
+    return transformers.__version__
+
+
+def transformers_shortfall(model_type: str) -> str | None:
+    """Why the installed transformers cannot serve ``model_type`` (too old), or None when it can."""
+    from packaging.version import Version
+
+    name, needed = _REQUIREMENTS[model_type]
+    installed = installed_transformers()
+    if Version(installed) >= Version(needed):
+        return None
+    return (
+        f"{name} needs transformers >= {needed} (installed: {installed}): "
+        f"upgrade with pip install -U 'transformers>={needed},<6'"
+    )
 
 
 def supported_model_types() -> list[str]:

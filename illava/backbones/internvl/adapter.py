@@ -189,4 +189,4 @@ class InternVLBackbone(FeatureLayerBackbone):
         )
 
 
-register("internvl", InternVLBackbone)
+register("internvl", InternVLBackbone, "InternVL", min_transformers="5.18.0")

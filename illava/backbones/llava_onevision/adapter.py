@@ -202,4 +202,4 @@ def _project(projector: torch.nn.Module, hidden: list[torch.Tensor]) -> list[tor
     return list(projector(torch.cat(hidden)).split([h.shape[0] for h in hidden]))
 
 
-register("llava_onevision", LlavaOnevisionBackbone)
+register("llava_onevision", LlavaOnevisionBackbone, "LLaVA-OneVision", min_transformers="5.18.0")

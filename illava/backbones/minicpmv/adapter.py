@@ -244,4 +244,5 @@ def _gated_queries(attn, x: torch.Tensor) -> torch.Tensor:
     return attn.q_norm(query).transpose(1, 2)
 
 
-register("minicpmv4_6", MiniCPMVBackbone)
+# 5.18 has the classes, but its vision tower fails on MiniCPM-V 4.6 inputs (fixed in 5.19).
+register("minicpmv4_6", MiniCPMVBackbone, "MiniCPM-V 4.6", min_transformers="5.19.0")

@@ -320,8 +320,8 @@ def _split_items(features, carried, raster, layouts, unit, status) -> EncodedVis
     )
 
 
-register("qwen2_vl", QwenVLBackbone)
-register("qwen2_5_vl", QwenVLBackbone)
+register("qwen2_vl", QwenVLBackbone, "Qwen2-VL", min_transformers="5.18.0")
+register("qwen2_5_vl", QwenVLBackbone, "Qwen2.5-VL", min_transformers="5.18.0")
 
 
 def pixel_range(processor, resolution: Resolution) -> dict[str, int]:

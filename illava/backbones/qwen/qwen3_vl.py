@@ -53,4 +53,4 @@ class Qwen3VLBackbone(QwenVLBackbone):
         return self.language_model._deepstack_process(hidden, visual_mask, features)
 
 
-register("qwen3_vl", Qwen3VLBackbone)
+register("qwen3_vl", Qwen3VLBackbone, "Qwen3-VL", min_transformers="5.18.0")
