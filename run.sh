@@ -2,17 +2,40 @@
 # Quick start on a fresh machine: `bash run.sh demo` runs the demo, `bash run.sh test` the tests.
 # Both create ./.venv on first use. torch is installed only where it is missing, pinned to a build
 # that pairs with torchvision (transformers' video processors need it); an existing torch is kept.
+# `bash run.sh test` without arguments also tests the oldest supported transformers, in ./.venv-oldest.
 set -euo pipefail
 cd "$(dirname "$0")"
-venv=.venv
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-py="$venv/bin/python"
-if ! "$py" -c "import torch, torchvision" >/dev/null 2>&1; then
-    "$py" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-fi
-"$py" -m pip install -q -r requirements.txt -r requirements-dev.txt
+
+# Make (or update) the venv $1 with torch and the requirements; further arguments go to pip.
+setup() {
+    local venv=$1
+    shift
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+        "$venv/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+    fi
+    "$venv/bin/python" -m pip install -q "$@" -r requirements.txt -r requirements-dev.txt
+}
+
+# Each family's exactness and merged-decoding tests, and the version checks, on the oldest
+# transformers each family supports: requirements.txt's floor, and MiniCPM-V 4.6's later minimum.
+test_oldest() {
+    local py=.venv-oldest/bin/python
+    local floor minicpmv
+    local select="equals_vanilla or cached_decoding or transformers_range"
+    floor=$(sed -n 's/^transformers>=\([0-9.]*\),.*/\1/p' requirements.txt)
+    setup .venv-oldest "transformers==$floor"
+    "$py" -m pytest -q -p no:cacheprovider -k "$select" tests/test_transformers_range.py \
+        tests/test_exactness.py tests/test_merged_decode.py tests/test_llava_onevision.py tests/test_internvl.py
+    minicpmv=$("$py" -c "from illava.backbones import min_transformers; print(min_transformers('minicpmv4_6'))")
+    "$py" -m pip install -q "transformers==$minicpmv"
+    "$py" -m pytest -q -p no:cacheprovider -k "$select" tests/test_minicpmv.py
+}
+
+setup .venv
+py=.venv/bin/python
 export HF_HUB_OFFLINE=1
 case "${1:-}" in
     demo)
@@ -22,6 +45,9 @@ case "${1:-}" in
     test)
         shift
         "$py" -m pytest -q "$@"
+        if [ $# -eq 0 ]; then
+            test_oldest
+        fi
         if command -v node >/dev/null 2>&1 && [ -d tests/web ]; then
             node --test tests/web/
         fi
