@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .backbones.catalogue import CATALOGUE
 from .calibrate import DEFAULT_BUDGETS
+from .caption_plan import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
 from .config import PRESETS, MergeConfig, Resolution, preset_for
 from .lab.bench import ARCHES, run_bench
@@ -50,17 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     caption.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
     caption.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
     caption.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
-    caption.add_argument("--max-pixels", type=int, default=0,
-                         help="most pixels each image is encoded with (fewer pixels, fewer visual tokens); 0 = the model's own")
-    caption.add_argument("--min-pixels", type=int, default=0, help="fewest pixels each image is encoded with; 0 = the model's own")
-    caption.add_argument(
-        "--style", type=_style_name, choices=list(CAPTION_STYLES), default=None, metavar="STYLE",
-        help=f"what to ask: {', '.join(_dashed(name) for name in CAPTION_STYLES)} (default: question when --prompt "
-             f"is given, else {_dashed(DEFAULT_STYLE)}); custom is an instruction in --prompt where {{kind}} stands "
-             "for image or video",
-    )
-    caption.add_argument("--prompt", default=None, help="the question (--style question) or instruction (--style custom)")
-    caption.add_argument("--system-prompt", default=None, help="a system message (default: the model's own)")
+    _style_arguments(caption)
     _merge_arguments(caption)
     _runtime_arguments(caption)
     caption.add_argument("--per-image", action="store_true",
@@ -68,6 +59,28 @@ def main(argv: list[str] | None = None) -> int:
     caption.add_argument("--json", action="store_true",
                          help="print one JSON object as the last line: inputs, prompt, text, ids, stats; with "
                               "--per-image, style and results, one such object per input")
+    folder = commands.add_parser(
+        "caption-folder", formatter_class=HelpWithDefaults,
+        help="caption every image and video of a folder into .txt files or one JSONL, batched and resumable",
+    )
+    folder.add_argument("inputs", nargs="+", metavar="IN", help="a folder of images and videos (or files)")
+    where = folder.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, metavar="DIR",
+                       help="write each caption as DIR/<input path>.txt, mirroring IN's tree (default: beside each input)")
+    where.add_argument("--jsonl", default=None, metavar="F", help="write one JSON record per input to F instead of .txt files")
+    folder.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
+    _style_arguments(folder)
+    _merge_arguments(folder)
+    sizing = folder.add_mutually_exclusive_group()
+    sizing.add_argument("--batch-size", type=_batch_size, default=4,
+                        help="prompts answered together, or auto: as many as the free memory holds")
+    sizing.add_argument("--memory-budget", type=_gigabytes, default=None, metavar="GB",
+                        help="pick the batch size so a batch's KV cache and activations fit in GB beyond the weights")
+    folder.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
+    folder.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
+    folder.add_argument("--recursive", action="store_true", help="also caption the inputs in IN's subfolders")
+    folder.add_argument("--overwrite", action="store_true", help="caption inputs again even when captioned already")
+    _runtime_arguments(folder)
     calibration = commands.add_parser(
         "calibrate", formatter_class=HelpWithDefaults, help="fit merge settings to a model on unlabeled inputs and save its merge profile"
     )
@@ -122,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "caption":
             return _caption(args)
+        if args.command == "caption-folder":
+            return _caption_folder(args)
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "download":
@@ -144,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     except (ValueError, OSError) as error:
         message = str(error)
-        if args.command == "caption":
+        if args.command in ("caption", "caption-folder"):
             message = re.sub(r"\b(" + "|".join(FLAG_OF_FIELD) + r")\b", lambda m: FLAG_OF_FIELD[m.group(1)], message)
         print(f"error: {message}", file=sys.stderr)
         return 2
@@ -188,6 +203,41 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=list(METHODS), default=None,
                         help="illava (default) or a peer to compare with; a peer without --preset runs at its usual "
                              "placement at --budget (e.g. tome in every ViT block, fastv early in the LLM)")
+
+
+def _style_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to ask and at what resolution: the flags ``caption`` and ``caption-folder`` share."""
+    parser.add_argument("--max-pixels", type=int, default=0,
+                        help="most pixels each image is encoded with (fewer pixels, fewer visual tokens); 0 = the model's own")
+    parser.add_argument("--min-pixels", type=int, default=0, help="fewest pixels each image is encoded with; 0 = the model's own")
+    parser.add_argument(
+        "--style", type=_style_name, choices=list(CAPTION_STYLES), default=None, metavar="STYLE",
+        help=f"what to ask: {', '.join(_dashed(name) for name in CAPTION_STYLES)} (default: question when --prompt "
+             f"is given, else {_dashed(DEFAULT_STYLE)}); custom is an instruction in --prompt where {{kind}} stands "
+             "for image or video",
+    )
+    parser.add_argument("--prompt", default=None, help="the question (--style question) or instruction (--style custom)")
+    parser.add_argument("--system-prompt", default=None, help="a system message (default: the model's own)")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number of at least 1, or ``auto``."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, or auto; got {text!r}")
+    return int(text)
+
+
+def _gigabytes(text: str) -> float:
+    """``--memory-budget`` in GB (2**30 bytes), a positive number, as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text!r}")
+    return value * 2**30
 
 
 def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -351,6 +401,71 @@ def _caption_group(
     return {**named, "prompt": prompts[kind], "text": text, "ids": result.ids[0], "stats": stats}
 
 
+def _caption_folder(args: argparse.Namespace) -> int:
+    """Caption a folder with a progress bar on stderr; the summary paragraph on stdout. The first Ctrl-C
+    stops after the batch in hand, a second one at once; either way what is finished is kept."""
+    import signal
+
+    from .caption_plan import scan
+    from .folder_captions import caption_folder
+    from .generation import GenerationOptions
+
+    entries, _, _ = scan(args.inputs, args.recursive)
+    style = caption_style(args)
+    kinds = sorted({entry.kind for entry in entries})
+    prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
+    resolution = Resolution(args.min_pixels, args.max_pixels)
+    lvlm = _load(args, args.model)
+    configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
+    for kind in kinds:
+        if configs[kind].origin:
+            print(f"[{configs[kind].origin}]", file=sys.stderr)
+        print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
+    stop = []
+
+    def on_interrupt(signum, frame) -> None:
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(True)
+        print("\nstopping after this batch (Ctrl-C again to stop now)", file=sys.stderr)
+
+    bar = _ProgressBar()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        summary = caption_folder(
+            lvlm, args.inputs, out=args.out, jsonl=args.jsonl, style=style, prompt=args.prompt or "", config=configs,
+            options=GenerationOptions(max_new_tokens=args.max_new_tokens),
+            batch_size="auto" if args.memory_budget else args.batch_size, memory_budget=args.memory_budget,
+            recursive=args.recursive, overwrite=args.overwrite, resolution=resolution, fps=args.fps,
+            max_frames=args.max_frames, system_prompt=args.system_prompt, progress=bar, should_stop=lambda: bool(stop),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    print(summary.text())
+    return 130 if summary.stopped and summary.stopped.startswith("Interrupted") else 0
+
+
+class _ProgressBar:
+    """tqdm on stderr for ``caption_folder``'s progress: items done of those to do, items/s, ETA, failures."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total, unit="item", desc="captioning", file=sys.stderr)
+        self.bar.update(progress.done - self.bar.n)
+        if progress.failed:
+            self.bar.set_postfix(failed=progress.failed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibrate import calibrate, parse_budgets, read_inputs
     from .profiles import store_path, write_profile
@@ -383,10 +498,6 @@ def _calibrate(args: argparse.Namespace) -> int:
         with open(args.json, "w") as handle:
             json.dump(payload, handle, indent=1)
     return 0
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
 
 def _expand(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:

@@ -52,6 +52,9 @@ def _one_image(image: Any, name: str) -> Image.Image:
             raise ValueError(f"{name}: file {str(path)!r} does not exist")
         try:
             with Image.open(path) as opened:
+                if opened.mode.startswith("I"):
+                    # 16-bit (and 32-bit integer) greyscale: PIL's convert clips at 255, so scale it instead.
+                    return _array_image(np.clip(np.asarray(opened), 0, 65535).astype(np.uint16), name)
                 return opened.convert("RGB")
         except OSError as error:
             raise ValueError(f"{name}: {str(path)!r} is not a readable image ({error})") from None
