@@ -4,6 +4,7 @@ from ..illava.lab.demo_model import shipped_models_root
 from . import comfy_compat, routes
 from .calibrate import Calibrate
 from .caption import Caption
+from .caption_folder import CaptionFolder
 from .config import MergeConfigNode
 from .encode import EncodeImage
 from .encode_video import EncodeVideo
@@ -26,6 +27,7 @@ NODE_CLASS_MAPPINGS = {
     "iLLaVA_PreviewTokens": PreviewTokens,
     "iLLaVA_Calibrate": Calibrate,
     "iLLaVA_Caption": Caption,
+    "iLLaVA_CaptionFolder": CaptionFolder,
     "iLLaVA_ExampleImage": ExampleImage,
     "iLLaVA_ExampleVideo": ExampleVideo,
 }
@@ -39,6 +41,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "iLLaVA_PreviewTokens": "Preview Retained Tokens (iLLaVA)",
     "iLLaVA_Calibrate": "iLLaVA Calibrate",
     "iLLaVA_Caption": "iLLaVA Caption",
+    "iLLaVA_CaptionFolder": "iLLaVA Caption Folder",
     "iLLaVA_ExampleImage": "iLLaVA Example Image",
     "iLLaVA_ExampleVideo": "iLLaVA Example Video",
 }

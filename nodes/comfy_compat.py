@@ -90,6 +90,16 @@ def input_path(path: str) -> str:
     return os.path.join(folder_paths.get_input_directory(), path)
 
 
+def output_path(path: str) -> str:
+    """A relative path is written under ComfyUI's output folder (outside ComfyUI: the system's temporary
+    folder's illava-output), never into the pack; absolute ones stay."""
+    if os.path.isabs(path):
+        return path
+    if folder_paths is None:
+        return os.path.join(tempfile.gettempdir(), "illava-output", path)
+    return os.path.join(folder_paths.get_output_directory(), path)
+
+
 def profile_store() -> str | None:
     """Where calibrated merge profiles go inside ComfyUI: its user directory's illava/profiles; None outside."""
     if folder_paths is None:

@@ -33,6 +33,7 @@ export const DISPLAYS = {
   iLLaVA_EncodeVideo: [COUNTS],
   iLLaVA_Generate: ANSWER,
   iLLaVA_Caption: ANSWER,
+  iLLaVA_CaptionFolder: [{ name: "illava_summary", label: "summary", key: "text", placeholder: "the summary appears here after a run" }],
   iLLaVA_Calibrate: [
     { name: "illava_profile", label: "profile", key: "text", placeholder: "the calibrated profile appears here after a run" },
   ],

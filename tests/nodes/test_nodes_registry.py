@@ -16,6 +16,7 @@ EXPECTED_IDS = {
     "iLLaVA_PreviewTokens",
     "iLLaVA_Calibrate",
     "iLLaVA_Caption",
+    "iLLaVA_CaptionFolder",
     "iLLaVA_ExampleImage",
     "iLLaVA_ExampleVideo",
 }
@@ -51,10 +52,11 @@ def test_output_nodes_and_lists(mappings):
     assert mappings["iLLaVA_Generate"].OUTPUT_IS_LIST == (False, True, False, False)
     assert mappings["iLLaVA_Caption"].OUTPUT_NODE is True
     assert mappings["iLLaVA_Caption"].OUTPUT_IS_LIST == (False, True, False)
+    assert mappings["iLLaVA_CaptionFolder"].OUTPUT_NODE is True
 
 
 def test_prompts_are_multiline_without_dynamic_prompts(mappings):
-    for node_id, name, section in (("iLLaVA_Generate", "prompt", "required"), ("iLLaVA_Generate", "system_prompt", "optional"), ("iLLaVA_Caption", "prompt", "required")):
+    for node_id, name, section in (("iLLaVA_Generate", "prompt", "required"), ("iLLaVA_Generate", "system_prompt", "optional"), ("iLLaVA_Caption", "prompt", "required"), ("iLLaVA_CaptionFolder", "prompt", "required")):
         options = mappings[node_id].INPUT_TYPES()[section][name][1]
         assert options["multiline"] is True and options["dynamicPrompts"] is False
 
@@ -80,6 +82,10 @@ def test_input_order_is_stable(mappings):
         "repetition_penalty", "seed", "image", "video", "max_frames", "max_pixels", "min_pixels",
     ]
     assert names("iLLaVA_PreviewTokens") == ["visuals", "trace"]
+    assert names("iLLaVA_CaptionFolder") == [
+        "lvlm", "folder", "output_folder", "style", "prompt", "budget", "max_new_tokens", "batch_size", "recursive",
+        "overwrite", "max_pixels", "min_pixels",
+    ]
 
 
 def test_only_compat_imports_comfyui():
