@@ -21,6 +21,9 @@ from illava.lab.demo import DEMO_CONVERSATION, DEMO_VIDEO_FAMILY
 from illava.lab.evaluate import VIDEO_FPS
 
 OUT = Path(__file__).resolve().parents[1] / "example_workflows" / "inputs"
+# The folder the Caption Folder example captions, below OUT.
+SCENES = "scenes"
+SCENE_COUNT = 4
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
@@ -45,7 +48,21 @@ def main() -> None:
         + [{"question": scenes.DESCRIBE_QUESTION, "answer": scenes.describe(list(chat.shapes))}],
         "scene-video.mp4": [{"question": clip.question, "answer": clip.answer}],
     }
+    questions.update(write_scenes(OUT / SCENES))
     (OUT / "questions.json").write_text(json.dumps(questions, indent=1) + "\n")
+
+
+def write_scenes(folder: Path) -> dict[str, list[dict[str, str]]]:
+    """A few more test-split scenes for the folder captioning example, each with the describe question."""
+    folder.mkdir(parents=True, exist_ok=True)
+    questions = {}
+    for index in range(SCENE_COUNT):
+        shown = scenes.sample("test", "image", index)
+        name = f"scene-{index + 1}.png"
+        Image.fromarray(shown.images[0]).save(folder / name, optimize=True)
+        truth = scenes.describe(list(shown.shapes[0]))
+        questions[f"{SCENES}/{name}"] = [{"question": scenes.DESCRIBE_QUESTION, "answer": truth}]
+    return questions
 
 
 if __name__ == "__main__":

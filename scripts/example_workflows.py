@@ -17,6 +17,7 @@ WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 DEMO_MODEL = "illava-scenes-qwen2.5-vl"
 IMAGE_QUESTION = "how many objects are there?"
 VIDEO_QUESTION = "which shape appears?"
+DESCRIBE_QUESTION = "what objects are there?"
 # Sockets ComfyUI core nodes used here take and give, with their widgets' values.
 CORE = {
     "PreviewAny": {"inputs": [("source", "*")], "outputs": [], "widgets": []},
@@ -176,9 +177,22 @@ def budgets(mappings: dict) -> None:
     w.write("Compare token budgets on one image")
 
 
+def caption_a_folder(mappings: dict) -> None:
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    # "scenes" is looked up in ComfyUI's input folder, then among the pack's example inputs; the captions go
+    # to ComfyUI's output folder, never into the pack.
+    caption = w.node(
+        "iLLaVA_CaptionFolder", (310, 10), (420, 760), folder="scenes", output_folder="illava-captions/scenes",
+        style="question", prompt=DESCRIBE_QUESTION, max_new_tokens=32,
+    )
+    w.link(model, "lvlm", caption, "lvlm")
+    w.write("Caption a folder into text files")
+
+
 def main() -> None:
     mappings = load_pack()
-    for build in (caption_in_one_node, merging_off_and_on, video_question, budgets):
+    for build in (caption_in_one_node, merging_off_and_on, video_question, budgets, caption_a_folder):
         build(mappings)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import torch
@@ -124,14 +125,21 @@ def test_example_workflow_is_consistent(path, mappings):
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_workflow_runs_as_shipped(path, mappings, runner):
+def test_example_workflow_runs_as_shipped(path, mappings, runner, tmp_path, monkeypatch):
     """On the bundled demo model and the bundled inputs, as a fresh install queues it."""
+    # Outside ComfyUI a relative output folder lands in the temporary folder: a fresh one per run.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     api = ui_to_api(json.loads(path.read_text()), mappings)
     outputs, ui = runner({"PreviewAny": PreviewAnyStandIn}).run(api)
     answering = [nid for nid, node in api.items() if node["class_type"] in ("iLLaVA_Generate", "iLLaVA_Caption")]
-    assert answering
+    folders = [nid for nid, node in api.items() if node["class_type"] == "iLLaVA_CaptionFolder"]
+    assert answering or folders
     for nid in answering:
         assert outputs[nid][0].strip() and ui[nid]["stats"][0].startswith("visual tokens:")
+    for nid in folders:
+        shipped = len(list((ROOT / "example_workflows" / "inputs" / api[nid]["inputs"]["folder"]).glob("*.png")))
+        assert outputs[nid][0].startswith(f"Captioned {shipped} of {shipped} inputs") and "failed" not in outputs[nid][0]
+        assert len(list(tmp_path.rglob("*.txt"))) == shipped
 
 
 def test_ab_example_compares_merging_off_and_on(mappings, runner):
