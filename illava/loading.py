@@ -151,7 +151,7 @@ def load(
     """Load a supported model folder with transformers' own classes, from local files only.
 
     ``quantization`` ("none", "8-bit", "4-bit") stores the weights in bitsandbytes' 8-bit or NF4 4-bit
-    form. ``weights_device`` is where the weights are put (default: ``device``, where inputs go): a
+    form; 8-bit with dtype auto computes in fp16, as its matmuls do anyway. ``weights_device`` is where the weights are put (default: ``device``, where inputs go): a
     memory manager that moves them to ``device`` itself, as ComfyUI's does, loads them to its offload device.
     The model's merge profile (``auto``'s settings) is looked up in ``profile_stores``, then in the
     per-user store, then in the folder (``profiles.find_profile``); ``profile_note`` says what was found.
@@ -163,7 +163,8 @@ def load(
     if attn_implementation not in ATTENTIONS:
         raise ValueError(f"attn_implementation must be one of {ATTENTIONS}, got {attn_implementation!r}")
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    # LLM.int8 multiplies in fp16 whatever the model's dtype (casting, and logging a warning, every call).
+    torch_dtype = torch.float16 if quantization == "8-bit" and dtype == "auto" else resolve_dtype(dtype, torch_device)
     placed = resolve_device(weights_device) if weights_device is not None else torch_device
     quantized = quantization_config(quantization, torch_dtype)
     try:

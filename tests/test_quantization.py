@@ -67,3 +67,8 @@ def test_merged_cached_decoding_matches_a_recomputation_as_vanilla_does(quantize
 def test_an_unknown_quantization_names_the_choices():
     with pytest.raises(ValueError, match="quantization must be one of none, 8-bit, 4-bit"):
         check_quantization("2-bit")
+
+
+def test_8bit_with_dtype_auto_computes_in_fp16_as_its_matmuls_do(model_dirs):
+    lvlm = illava.load(model_dirs["qwen2_5_vl"], device="cpu", quantization="8-bit")
+    assert lvlm.dtype == torch.float16

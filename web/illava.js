@@ -86,7 +86,8 @@ function showTexts(node, texts) {
   node.setDirtyCanvas?.(true, false);
 }
 
-// Cached runs report the cached ui through the same `executed` message, so they land here too.
+// ComfyUI re-sends the cached ui of cached output nodes through `executed`; other cached nodes (Encode,
+// Load LVLM) get no message, and keep the texts remembered in their properties.
 function showOutputs(node, output) {
   const texts = textsFor(node.comfyClass, output);
   if (!Object.keys(texts).length) return;
