@@ -19,6 +19,7 @@ const RULES = {
   },
   iLLaVA_Generate: generationRules(),
   iLLaVA_Caption: generationRules(),
+  iLLaVA_CaptionFolder: { prompt: generationRules().prompt },
 };
 
 function generationRules() {

@@ -27,6 +27,8 @@ test("the prompt shows for the styles that read it, and always without a style w
   assert.deepEqual(hiddenWidgets("iLLaVA_Caption", generate("sample", "detailed caption")), ["prompt"]);
   assert.deepEqual(hiddenWidgets("iLLaVA_Generate", generate("sample", "custom")), []);
   assert.deepEqual(hiddenWidgets("iLLaVA_Generate", generate("sample")), []);
+  assert.deepEqual(hiddenWidgets("iLLaVA_CaptionFolder", { style: "tags", prompt: "" }), ["prompt"]);
+  assert.deepEqual(hiddenWidgets("iLLaVA_CaptionFolder", { style: "custom", prompt: "" }), []);
 });
 
 test("widgets a node lacks are never named, and other nodes hide nothing", () => {
