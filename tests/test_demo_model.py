@@ -46,7 +46,9 @@ def test_demo_model_answers_held_out_questions_from_the_visuals(demo, kind):
 
 
 def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
-    args = argparse.Namespace(model=None, out=str(tmp_path), device="cpu", dtype="auto", attention="sdpa", max_new_tokens=12)
+    args = argparse.Namespace(
+        model=None, out=str(tmp_path), device="cpu", dtype="auto", attention="sdpa", quantization="none", max_new_tokens=12
+    )
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
     assert "paper-image" in printed and "paper-video" in printed and "speedup" in printed
