@@ -117,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"], choices=sorted(PRESETS))
     bench.add_argument("--inputs", nargs="+", default=["1 image", "4 images", "16-frame video"],
                        choices=["1 image", "4 images", "16-frame video"])
-    bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run")
+    bench.add_argument("--new-tokens", type=int, default=None, help="tokens generated per run (default: 32; caption job: 128)")
     bench.add_argument("--repeats", type=int, default=2, help="timed rounds per method after one warm-up run")
     bench.add_argument("--json", required=True, help="output JSON; a .md table (and for speed a .png chart) is written beside it")
-    bench.add_argument("--job", choices=["speed", "memory"], default="speed",
-                       help="speed: vanilla and presets per input; memory: weights and peaks per --quantizations")
+    bench.add_argument("--job", choices=["speed", "memory", "caption"], default="speed",
+                       help="speed: vanilla and presets per input; memory: weights and peaks per --quantizations; "
+                            "caption: whole captions of batches of items, items per minute")
     bench.add_argument("--quantizations", nargs="+", default=list(QUANTIZATIONS), choices=list(QUANTIZATIONS),
                        help="memory job: the weight formats to load the model in")
     fetch = commands.add_parser(
@@ -149,10 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.layers is not None:
                 args.llm_layers = args.llm_layers or args.layers
                 args.vit_layers = args.vit_layers or args.layers
+            args.new_tokens = args.new_tokens or (128 if args.job == "caption" else 32)
             if args.job == "memory":
                 from .lab.memory import run_memory_bench
 
                 return run_memory_bench(args)
+            if args.job == "caption":
+                from .lab.caption_bench import run_caption_bench
+
+                return run_caption_bench(args)
             return run_bench(args)
         from .lab.demo import run_demo
 

@@ -25,6 +25,7 @@ class Dims:
     llm_hidden: int
     llm_layer_params: int
     llm_layers: int
+    vocab: int = 0
 
     @classmethod
     def from_config(cls, config) -> "Dims":
@@ -54,6 +55,7 @@ class Dims:
             llm_hidden=text.hidden_size,
             llm_layer_params=attention + 3 * text.hidden_size * text.intermediate_size,
             llm_layers=text.num_hidden_layers,
+            vocab=text.vocab_size,
         )
 
 
@@ -91,3 +93,21 @@ def llm_prefill_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: 
         n = text_tokens + visual
         total += 2 * dims.llm_layer_params * n + 2 * dims.llm_hidden * n * n
     return total
+
+
+def llm_decode_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: MergeConfig, new_tokens: int) -> float:
+    """FLOPs of generating ``new_tokens`` after that prompt: every layer's weights and its attention over the
+    cache it holds (the whole prompt before a stage-2 layer, the reduced one after), plus the LM head."""
+    schedule = {
+        layer: stage_targets([visual_tokens], config.stage2_keep, len(config.stage2_layers), j + 1)[0]
+        for j, layer in enumerate(config.stage2_layers)
+    }
+    visual = visual_tokens
+    total = 0.0
+    for layer in range(dims.llm_layers):
+        visual = schedule.get(layer, visual)
+        cached = text_tokens + visual
+        # Step t attends over cached + t keys: the sum over t of 4 * hidden * (cached + t).
+        total += new_tokens * (2 * dims.llm_layer_params + 4 * dims.llm_hidden * cached)
+        total += 2 * dims.llm_hidden * new_tokens * (new_tokens - 1)
+    return total + 2 * dims.llm_hidden * dims.vocab * new_tokens

@@ -1,0 +1,31 @@
+"""The end-to-end caption benchmark: both sides caption the same items, and the ideal counts decoding."""
+
+from __future__ import annotations
+
+import argparse
+
+from illava import MergeConfig
+from illava.lab import caption_bench
+from illava.lab.flops import Dims, llm_decode_flops
+
+
+def test_decoding_flops_grow_with_the_cache_and_merging_shrinks_them(qwen25):
+    dims = Dims.from_config(qwen25.model.config)
+    merged = MergeConfig(stage2_layers=(2,), stage2_keep=0.25)
+    assert llm_decode_flops(dims, 40, 800, MergeConfig(), 16) > llm_decode_flops(dims, 40, 100, MergeConfig(), 16)
+    assert llm_decode_flops(dims, 40, 800, merged, 16) < llm_decode_flops(dims, 40, 800, MergeConfig(), 16)
+    assert llm_decode_flops(dims, 40, 800, MergeConfig(), 32) > 2 * llm_decode_flops(dims, 40, 800, MergeConfig(), 15)
+
+
+def test_every_row_measures_both_sides_on_the_same_items(monkeypatch, qwen25):
+    # The tiny fixture stands in for the real-width model, whose 128-token captions take minutes on a CPU.
+    monkeypatch.setattr(caption_bench, "build_lvlm", lambda *args, **kwargs: qwen25)
+    monkeypatch.setattr(caption_bench, "BATCH_SIZES", {"image": (1, 2), "16-frame video": (1,)})
+    args = argparse.Namespace(arch="qwen2.5-vl-3b", device="cpu", dtype="fp32", full_depth=False, llm_layers=None,
+                              vit_layers=None, repeats=1, new_tokens=3)
+    result = caption_bench.caption_benchmark(args, log=lambda line: None)
+    assert [(row["input"], row["batch_size"]) for row in result["rows"]] == [("image", 1), ("image", 2), ("16-frame video", 1)]
+    for row in result["rows"]:
+        assert row["items_per_min"]["vanilla"] > 0 and row["items_per_min"]["illava"] > 0
+        assert 0 < row["decode_share"]["vanilla"] < 1 and row["ideal_speedup"] > 1
+    assert caption_bench.caption_table(result).count("\n| ") == 4
