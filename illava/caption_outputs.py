@@ -1,12 +1,13 @@
 """Where a folder job's captions and errors go, written so a killed run leaves only whole outputs.
 
 A ``.txt`` file is written to a hidden temporary file beside it and renamed into place (``os.replace``); a
-JSONL record is one line appended, flushed and synced before the next. So what exists is finished, and a
-restarted run skips exactly that.
+JSONL record is one line appended, flushed and synced before the next; a Parquet part is written whole the
+same way. So what exists is finished, and a restarted run skips exactly that.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -16,6 +17,9 @@ from typing import Any, Protocol
 from .caption_plan import Entry
 
 ERRORS_NAME = "illava-errors.jsonl"
+# Records a Parquet part holds: large enough that a big job makes few files, small enough that a killed run
+# loses little (the records not yet in a part are captioned again).
+PARQUET_ROWS = 256
 
 
 class CaptionOutputs(Protocol):
@@ -29,6 +33,8 @@ class CaptionOutputs(Protocol):
     def target(self, entry: Entry) -> str: ...
 
     def write(self, entry: Entry, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TextFiles:
@@ -49,6 +55,9 @@ class TextFiles:
 
     def write(self, entry: Entry, record: dict[str, Any]) -> None:
         write_atomically(Path(self.target(entry)), record["caption"] + "\n")
+
+    def close(self) -> None:
+        """Nothing is held back: each caption is written as it comes."""
 
 
 class JsonLines:
@@ -79,6 +88,59 @@ class JsonLines:
         append_line(self.where, record)
         self.names.add(entry.name)
 
+    def close(self) -> None:
+        """Nothing is held back: each record is written as it comes."""
+
+
+class ParquetFiles:
+    """The JSONL records as Parquet files in one folder (``part-00000.parquet``, ...), which pandas, pyarrow,
+    Ray Data and ``datasets`` read as one table. A part is written once ``rows`` records are held, and when the
+    run ends; a killed run loses only the records not yet in a part. Needs pyarrow."""
+
+    def __init__(self, folder: str | Path, overwrite: bool, rows: int = PARQUET_ROWS) -> None:
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ValueError("Parquet output needs pyarrow: pip install pyarrow (requirements-ray.txt brings it)")
+        import pyarrow.parquet as pq
+
+        self.where = Path(folder)
+        # Beside the folder, not in it: a reader takes every file in the folder for a part.
+        self.errors_path = self.where.with_name(self.where.name + ".errors.jsonl")
+        self.rows = rows
+        self.held: list[dict[str, Any]] = []
+        self.names: set[str] = set()
+        self.where.mkdir(parents=True, exist_ok=True)
+        parts = sorted(self.where.glob("part-*.parquet"))
+        for part in parts:
+            if overwrite:
+                part.unlink()
+            else:
+                self.names.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        self.next = 0 if overwrite or not parts else int(parts[-1].stem.split("-")[1]) + 1
+
+    def target(self, entry: Entry) -> str:
+        return str(self.where)
+
+    def done(self, entry: Entry) -> bool:
+        return entry.name in self.names
+
+    def write(self, entry: Entry, record: dict[str, Any]) -> None:
+        self.held.append(record)
+        self.names.add(entry.name)
+        if len(self.held) >= self.rows:
+            self.close()
+
+    def close(self) -> None:
+        """Write the records held as the next part."""
+        if not self.held:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(self.held), sink)
+        write_atomically(self.where / f"part-{self.next:05}.parquet", sink.getvalue().to_pybytes())
+        self.held, self.next = [], self.next + 1
+
 
 class ErrorLog:
     """This run's failures, one JSON line each (``path``, ``error``); the file exists only when one failed."""
@@ -92,13 +154,15 @@ class ErrorLog:
         append_line(self.path, {"path": name, "error": reason})
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a hidden temporary file renamed over it: never a partial file."""
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """``data`` into ``path`` through a hidden temporary file renamed over it: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    binary = isinstance(data, bytes)
+    handle = tempfile.NamedTemporaryFile("wb" if binary else "w", encoding=None if binary else "utf-8", dir=path.parent,
+                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)

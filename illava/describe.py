@@ -8,9 +8,21 @@ from typing import Any, Sequence
 
 import torch
 
-from .backbones import backbone_for
+from .backbones import Backbone, backbone_for
 from .loading import ModelFolderError, check_model_folder
-from .profiles import find_profile
+from .profiles import MergeProfile, find_profile
+
+
+@dataclass(frozen=True)
+class ModelOutline:
+    """A model folder's adapter over an empty model, and its merge profile: what a preset or ``auto``
+    (``auto_config``) reads from a loaded ``LVLM``, for a process that never loads the weights (a Ray driver)."""
+
+    path: Path
+    model_type: str
+    backbone: Backbone
+    profile: MergeProfile | None
+    profile_note: str
 
 
 @dataclass(frozen=True)
@@ -35,9 +47,10 @@ class ModelInfo:
         }
 
 
-def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -> ModelInfo:
+def outline_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -> ModelOutline:
     """Read ``path``'s config into an empty (meta-device) model of its transformers class, so the backbone
-    adapter reports the true depths; nothing is loaded onto a device and no weights are read."""
+    adapter reports the true depths; nothing is loaded onto a device and no weights are read. The profile is
+    found as ``load`` finds it."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     folder = Path(path)
@@ -49,14 +62,20 @@ def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) 
     except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not read the model config in {str(folder)!r}: {first}") from error
-    backbone = backbone_for(model)
     profile, note = find_profile(folder, profile_stores)
+    return ModelOutline(folder, config.model_type, backbone_for(model), profile, note)
+
+
+def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -> ModelInfo:
+    """The depths, usable stage-2 layers and profile budgets of ``path`` (``outline_model``: no weights read)."""
+    outline = outline_model(path, profile_stores)
+    backbone, profile = outline.backbone, outline.profile
     budgets = {kind: tuple(entry.budget for entry in entries) for kind, entries in profile.entries.items()} if profile else {}
     return ModelInfo(
-        model_type=config.model_type,
+        model_type=outline.model_type,
         vit_depth=backbone.vit_depth,
         llm_depth=backbone.llm_depth,
         stage2_choices=backbone.stage2_choices,
         profile_budgets=budgets,
-        profile_note=note,
+        profile_note=outline.profile_note,
     )

@@ -1,8 +1,9 @@
-"""caption_folder(): caption every image and video of a folder into .txt files or one JSONL, resumably.
+"""caption_folder(): caption every image and video of a folder into .txt files, one JSONL or Parquet, resumably.
 
 Files already captioned are skipped; inputs are ordered by size and answered in batches (``caption_batch``);
 a bad file is named in the summary and the errors file and the run goes on; ``should_stop()`` (checked
-between batches) or Ctrl-C ends the run with everything finished so far kept.
+between batches) or Ctrl-C ends the run with everything finished so far kept. ``plan_folder`` is the part
+that needs no model, shared with the Ray engine (``ray_engine``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import Callable, Mapping, Sequence
 
 from .batch_memory import batch_size_for, free_memory_bytes
 from .caption_batch import CaptionSpec, ItemResult, Prepared, generate_prepared, prepare
-from .caption_outputs import CaptionOutputs, ErrorLog, JsonLines, TextFiles
+from .caption_outputs import CaptionOutputs, ErrorLog, JsonLines, ParquetFiles, TextFiles
 from .caption_plan import KINDS, Entry, by_size, scan
 from .captioning import DEFAULT_STYLE, caption_prompt
 from .config import MergeConfig, Resolution
 from .generation import GenerationOptions
 from .loading import LVLM
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+
+STOPPED = "Stopped when asked, after the batch in hand"
+INTERRUPTED = "Interrupted: the batch in hand was not written"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ def caption_folder(
     inputs: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     jsonl: str | Path | None = None,
+    parquet: str | Path | None = None,
     style: str = DEFAULT_STYLE,
     prompt: str = "",
     config: MergeConfig | Mapping[str, MergeConfig] | None = None,
@@ -91,22 +96,69 @@ def caption_folder(
     """Caption the images and videos of ``inputs`` (a folder, a file or a list) in ``style``.
 
     Captions go to a .txt beside each input, or under ``out`` mirroring the folder's tree, or as records of
-    one ``jsonl`` file (path, caption, prompt, tokens, timing). Inputs already captioned there are skipped
-    unless ``overwrite``. ``config`` is one MergeConfig, or one per kind ("image", "video"). ``batch_size``
-    is a number, or "auto": as many prompts as ``memory_budget`` bytes hold beyond the loaded weights
-    (``batch_memory.item_bytes``; default: a share of the device's free memory). Bad files are named in the
-    summary and the errors file; ``progress(Progress)`` follows each batch. Raises ValueError for bad
-    arguments before any file is read.
+    one ``jsonl`` file (path, caption, prompt, tokens, timing), or of Parquet files in the folder ``parquet``.
+    Inputs already captioned there are skipped unless ``overwrite``. ``config`` is one MergeConfig, or one per
+    kind ("image", "video"). ``batch_size`` is a number, or "auto": as many prompts as ``memory_budget`` bytes
+    hold beyond the loaded weights (``batch_memory.item_bytes``; default: a share of the device's free memory).
+    Bad files are named in the summary and the errors file; ``progress(Progress)`` follows each batch. Raises
+    ValueError for bad arguments before any file is read.
     """
-    if out is not None and jsonl is not None:
-        raise ValueError("give out (a folder for .txt files) or jsonl (one file), not both")
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a whole number of at least 1, or 'auto'; got {batch_size!r}")
+    if batch_size != "auto":
+        check_batch_size(batch_size)
     if memory_budget is not None and memory_budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    start = time.perf_counter()
+    job = plan_folder(inputs, out, jsonl, parquet, style, prompt, config, options, recursive, overwrite, resolution,
+                      fps, max_frames, system_prompt, progress)
+    budget = None
+    if batch_size == "auto":
+        budget = int(memory_budget) if memory_budget is not None else free_memory_bytes(lvlm.device)
+    try:
+        for batch in _batches(lvlm, job.todo, job.spec, batch_size, budget, job):
+            job.finish(generate_prepared(lvlm, batch, job.spec))
+            if should_stop is not None and should_stop():
+                job.summary.stopped = STOPPED
+                break
+    except KeyboardInterrupt:
+        job.summary.stopped = INTERRUPTED
+    return job.end()
+
+
+def check_batch_size(batch_size: object) -> None:
+    """Refuse anything but a whole number of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, or 'auto'; got {batch_size!r}")
+
+
+def plan_folder(
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    jsonl: str | Path | None = None,
+    parquet: str | Path | None = None,
+    style: str = DEFAULT_STYLE,
+    prompt: str = "",
+    config: MergeConfig | Mapping[str, MergeConfig] | None = None,
+    options: GenerationOptions | None = None,
+    recursive: bool = False,
+    overwrite: bool = False,
+    resolution: Resolution = Resolution(),
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    system_prompt: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> FolderJob:
+    """The part of a run that needs no model: scan ``inputs``, open the outputs, list what is left to caption
+    (smallest first, see ``by_size``) and the spec that captions it, and report name clashes; an engine then
+    answers ``todo`` and hands the results to ``finish`` (arguments as ``caption_folder``'s)."""
+    if sum(where is not None for where in (out, jsonl, parquet)) > 1:
+        raise ValueError("give one of out (a folder for .txt files), jsonl (one file) or parquet (a folder), not several")
     entries, ignored, root = scan(inputs, recursive)
-    outputs: CaptionOutputs = JsonLines(jsonl, overwrite) if jsonl is not None else TextFiles(out, root)
+    outputs: CaptionOutputs
+    if jsonl is not None:
+        outputs = JsonLines(jsonl, overwrite)
+    elif parquet is not None:
+        outputs = ParquetFiles(parquet, overwrite)
+    else:
+        outputs = TextFiles(out, root)
     summary = Summary(found=len(entries), ignored=ignored, output=str(outputs.where))
     todo, clashes = _todo(entries, outputs, overwrite)
     summary.skipped = len(entries) - len(todo) - len(clashes)
@@ -117,31 +169,19 @@ def caption_folder(
         options=options or GenerationOptions(), resolution=resolution, fps=fps, max_frames=max_frames,
         system_prompt=system_prompt,
     )
-    errors = ErrorLog(outputs.errors_path)
-    job = _Job(outputs, errors, summary, len(todo) + len(clashes), progress)
+    job = FolderJob(by_size(todo), spec, outputs, ErrorLog(outputs.errors_path), summary, len(todo) + len(clashes), progress)
     for entry, reason in clashes:
         job.fail(entry.name, reason)
-    budget = None
-    if batch_size == "auto":
-        budget = int(memory_budget) if memory_budget is not None else free_memory_bytes(lvlm.device)
-    try:
-        for batch in _batches(lvlm, by_size(todo), spec, batch_size, budget, job):
-            job.finish(generate_prepared(lvlm, batch, spec))
-            if should_stop is not None and should_stop():
-                summary.stopped = "Stopped when asked, after the batch in hand"
-                break
-    except KeyboardInterrupt:
-        summary.stopped = "Interrupted: the batch in hand was not written"
-    summary.seconds = time.perf_counter() - start
-    summary.errors_path = str(errors.path) if summary.failed else None
-    return summary
+    return job
 
 
-class _Job:
-    """A run's bookkeeping: writes each result or error as it comes, and reports progress."""
+class FolderJob:
+    """A planned run: ``todo`` and its ``spec``; writes each result or error as it comes, reports progress."""
 
-    def __init__(self, outputs: CaptionOutputs, errors: ErrorLog, summary: Summary, total: int, progress) -> None:
-        self.outputs, self.errors, self.summary, self.total, self.progress = outputs, errors, summary, total, progress
+    def __init__(self, todo: list[Entry], spec: CaptionSpec, outputs: CaptionOutputs, errors: ErrorLog, summary: Summary,
+                 total: int, progress: Callable[[Progress], None] | None) -> None:
+        self.todo, self.spec, self.outputs, self.errors, self.summary = todo, spec, outputs, errors, summary
+        self.total, self.progress = total, progress
         self.finished = 0
         self.start = time.perf_counter()
 
@@ -163,6 +203,13 @@ class _Job:
             rate = self.finished / elapsed if elapsed > 0 else 0.0
             eta = (self.total - self.finished) / rate if rate > 0 else None
             self.progress(Progress(self.finished, self.total, len(self.summary.failed), rate, eta))
+
+    def end(self) -> Summary:
+        """Write what the outputs still hold and return the summary, timed from the plan."""
+        self.outputs.close()
+        self.summary.seconds = time.perf_counter() - self.start
+        self.summary.errors_path = str(self.errors.path) if self.summary.failed else None
+        return self.summary
 
 
 def _todo(entries: Sequence[Entry], outputs: CaptionOutputs, overwrite: bool) -> tuple[list[Entry], list[tuple[Entry, str]]]:
@@ -187,7 +234,7 @@ def _config_for(config: MergeConfig | Mapping[str, MergeConfig] | None, kind: st
     return config[kind]
 
 
-def _batches(lvlm: LVLM, entries: Sequence[Entry], spec: CaptionSpec, batch_size: int | str, budget: int | None, job: _Job):
+def _batches(lvlm: LVLM, entries: Sequence[Entry], spec: CaptionSpec, batch_size: int | str, budget: int | None, job: FolderJob):
     """Prepared inputs of one kind, grouped into batches of ``batch_size``, or as many as ``budget`` holds
     (sized by the longest prompt of the batch: inputs come shortest first). Failures go to ``job``."""
     pending: list[Prepared] = []
