@@ -44,6 +44,8 @@ case "${1:-}" in
         ;;
     test)
         shift
+        # The optional Ray engine is tested too; the demo never needs it.
+        "$py" -m pip install -q -r requirements-ray.txt
         "$py" -m pytest -q "$@"
         if [ $# -eq 0 ]; then
             test_oldest

@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                               "--per-image, style and results, one such object per input")
     folder = commands.add_parser(
         "caption-folder", formatter_class=HelpWithDefaults,
-        help="caption every image and video of a folder into .txt files or one JSONL, batched and resumable",
+        help="caption every image and video of a folder into .txt files, one JSONL or Parquet, batched and resumable",
     )
     folder.add_argument("inputs", nargs="+", metavar="IN", help="a folder of images and videos (or files)")
     where = folder.add_mutually_exclusive_group()
     where.add_argument("--out", default=None, metavar="DIR",
                        help="write each caption as DIR/<input path>.txt, mirroring IN's tree (default: beside each input)")
     where.add_argument("--jsonl", default=None, metavar="F", help="write one JSON record per input to F instead of .txt files")
+    where.add_argument("--parquet", default=None, metavar="DIR",
+                       help="write the JSONL records as Parquet files in DIR (part-00000.parquet, ...; needs pyarrow)")
     folder.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
     _style_arguments(folder)
     _merge_arguments(folder)
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     folder.add_argument("--recursive", action="store_true", help="also caption the inputs in IN's subfolders")
     folder.add_argument("--overwrite", action="store_true", help="caption inputs again even when captioned already")
     _runtime_arguments(folder)
+    _engine_arguments(folder)
     calibration = commands.add_parser(
         "calibrate", formatter_class=HelpWithDefaults, help="fit merge settings to a model on unlabeled inputs and save its merge profile"
     )
@@ -255,6 +258,26 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
                         help="8-bit or 4-bit weights through bitsandbytes (GPU or CPU; needs bitsandbytes and accelerate)")
 
 
+def _engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where caption-folder runs: this process, or a pool of Ray actors (requirements-ray.txt)."""
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: in this process; ray: on Ray Data, one model per actor (and per GPU)")
+    parser.add_argument("--actors", type=_positive_int, default=2, help="with --engine ray: the actors, each loading the model")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="with --engine ray: join this cluster (auto, or host:port; default: RAY_ADDRESS, as ray job "
+                             "submit sets it, else a local instance on 127.0.0.1 for the run)")
+    parser.add_argument("--cpus-per-actor", type=float, default=None,
+                        help="with --engine ray: CPUs (and torch threads) each actor takes (default: on a local instance "
+                             "the cores but one shared out, on a cluster 1)")
+
+
+def _positive_int(text: str) -> int:
+    """``--actors``: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _load(args: argparse.Namespace, path):
     """The model as the runtime flags ask, with a line on stderr saying what was loaded and its weights' memory."""
     from . import load
@@ -421,7 +444,16 @@ def _caption_folder(args: argparse.Namespace) -> int:
     kinds = sorted({entry.kind for entry in entries})
     prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
     resolution = Resolution(args.min_pixels, args.max_pixels)
-    lvlm = _load(args, args.model)
+    if args.engine == "ray":
+        if args.memory_budget is not None or args.batch_size == "auto":
+            raise ValueError("--memory-budget and --batch-size auto size batches in one process: with --engine ray give --batch-size N")
+        from .describe import outline_model
+
+        # The actors load the model; here its outline (no weights) resolves the presets and auto as a load would.
+        lvlm = outline_model(args.model)
+        print(f"[ray: {args.actors} actors, each loading {args.model}]", file=sys.stderr)
+    else:
+        lvlm = _load(args, args.model)
     configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
     for kind in kinds:
         if configs[kind].origin:
@@ -437,14 +469,23 @@ def _caption_folder(args: argparse.Namespace) -> int:
 
     bar = _ProgressBar()
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    job = dict(
+        out=args.out, jsonl=args.jsonl, parquet=args.parquet, style=style, prompt=args.prompt or "", config=configs,
+        options=GenerationOptions(max_new_tokens=args.max_new_tokens), recursive=args.recursive,
+        overwrite=args.overwrite, resolution=resolution, fps=args.fps, max_frames=args.max_frames,
+        system_prompt=args.system_prompt, progress=bar, should_stop=lambda: bool(stop),
+    )
     try:
-        summary = caption_folder(
-            lvlm, args.inputs, out=args.out, jsonl=args.jsonl, style=style, prompt=args.prompt or "", config=configs,
-            options=GenerationOptions(max_new_tokens=args.max_new_tokens),
-            batch_size="auto" if args.memory_budget else args.batch_size, memory_budget=args.memory_budget,
-            recursive=args.recursive, overwrite=args.overwrite, resolution=resolution, fps=args.fps,
-            max_frames=args.max_frames, system_prompt=args.system_prompt, progress=bar, should_stop=lambda: bool(stop),
-        )
+        if args.engine == "ray":
+            from .ray_engine import caption_folder_ray
+
+            loading = dict(device=args.device, dtype=args.dtype, attn_implementation=args.attention, quantization=args.quantization)
+            summary = caption_folder_ray(args.model, args.inputs, actors=args.actors, address=args.ray_address,
+                                         batch_size=args.batch_size, load_options=loading,
+                                         cpus_per_actor=args.cpus_per_actor, **job)
+        else:
+            summary = caption_folder(lvlm, args.inputs, batch_size="auto" if args.memory_budget else args.batch_size,
+                                     memory_budget=args.memory_budget, **job)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
