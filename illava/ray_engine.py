@@ -105,9 +105,13 @@ def local_instance(actors: int = DEFAULT_ACTORS, cpus_per_actor: float | None = 
     ray = _import_ray()
     per_actor, cpus = local_sizes(actors, cpus_per_actor)
 
+    # The workers import this package from where this process found it, installed or not.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+
     def start() -> None:
         with _loopback():
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
 
     with _connected(start):
         yield per_actor
