@@ -63,7 +63,8 @@ def caption_folder_ray(
             cpus_per_actor = session.enter_context(local_instance(actors, cpus_per_actor))
         elif not ray.is_initialized():
             session.enter_context(_connected(lambda: ray.init(address=address)))
-        _run(ray, model, plan, actors, batch_size, load_options, cpus_per_actor or 1, gpus_per_actor, should_stop)
+        _run(ray, model, plan, actors, batch_size, load_options, 1 if cpus_per_actor is None else cpus_per_actor,
+             gpus_per_actor, should_stop)
     return plan.end()
 
 
@@ -124,9 +125,10 @@ def _connected(connect: Callable[[], Any]) -> Iterator[None]:
     import ray
 
     environ, sigterm = dict(os.environ), signal.getsignal(signal.SIGTERM)
-    connect()
-    changed = {name: environ.get(name) for name in {*environ, *os.environ} if environ.get(name) != os.environ.get(name)}
+    changed: dict[str, str | None] = {}
     try:
+        connect()
+        changed = {name: environ.get(name) for name in {*environ, *os.environ} if environ.get(name) != os.environ.get(name)}
         yield
     finally:
         ray.shutdown()
@@ -176,6 +178,7 @@ def _answers(ray: Any, model: str | Path, todo: Sequence[Entry], spec: CaptionSp
 
 
 def _item(entry: Entry, answer: dict[str, Any]) -> ItemResult:
+    """An actor's JSON answer as the local engine's result (without the ids, which no output holds)."""
     return ItemResult(entry, answer["caption"], answer["error"], answer["prompt"], [], answer["tokens"], answer["timing"])
 
 
