@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,17 +156,18 @@ class ErrorLog:
 def write_atomically(path: Path, data: str | bytes) -> None:
     """``data`` into ``path`` through a hidden temporary file renamed over it: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    binary = isinstance(data, bytes)
-    handle = tempfile.NamedTemporaryFile("wb" if binary else "w", encoding=None if binary else "utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    # os.open with 0o666 gives the file the mode the user's umask asks for, as an ordinary write would
+    # (a NamedTemporaryFile is always 0600, and the rename would keep that).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with handle:
-            handle.write(data)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data if isinstance(data, bytes) else data.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

@@ -236,3 +236,15 @@ def test_the_kv_estimate_matches_the_cache_a_batch_leaves(qwen25, tmp_path, monk
     estimate = len(entries) * kv_bytes(qwen25, config, tokens["prompt"], tokens["llm_input"], OPTIONS.max_new_tokens)
     # The cache holds every token but the last generated one.
     assert 0.9 * estimate <= measured <= estimate
+
+
+def test_a_caption_file_gets_the_mode_the_umask_asks_for(tmp_path):
+    from illava.caption_outputs import write_atomically
+
+    previous = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "a.txt", "a caption")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.txt").read_text() == "a caption" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
