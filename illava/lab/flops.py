@@ -80,16 +80,23 @@ def vit_flops(dims: Dims, frame_groups: list[int], config: MergeConfig) -> float
     return total + 2 * dims.merger_params * sum(groups)
 
 
-def llm_prefill_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: MergeConfig) -> float:
-    """LLM prefill FLOPs for a prompt of ``text_tokens`` plus ``visual_tokens``, with stage 2 as configured."""
+def llm_visual_tokens(dims: Dims, visual_tokens: int, config: MergeConfig) -> list[int]:
+    """The visual tokens each LLM layer runs on (and caches), with stage 2 as configured."""
     schedule = {
         layer: stage_targets([visual_tokens], config.stage2_keep, len(config.stage2_layers), j + 1)[0]
         for j, layer in enumerate(config.stage2_layers)
     }
-    visual = visual_tokens
-    total = 0.0
+    visual, per_layer = visual_tokens, []
     for layer in range(dims.llm_layers):
         visual = schedule.get(layer, visual)
+        per_layer.append(visual)
+    return per_layer
+
+
+def llm_prefill_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: MergeConfig) -> float:
+    """LLM prefill FLOPs for a prompt of ``text_tokens`` plus ``visual_tokens``, with stage 2 as configured."""
+    total = 0.0
+    for visual in llm_visual_tokens(dims, visual_tokens, config):
         n = text_tokens + visual
         total += 2 * dims.llm_layer_params * n + 2 * dims.llm_hidden * n * n
     return total
@@ -98,14 +105,8 @@ def llm_prefill_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: 
 def llm_decode_flops(dims: Dims, text_tokens: int, visual_tokens: int, config: MergeConfig, new_tokens: int) -> float:
     """FLOPs of generating ``new_tokens`` after that prompt: every layer's weights and its attention over the
     cache it holds (the whole prompt before a stage-2 layer, the reduced one after), plus the LM head."""
-    schedule = {
-        layer: stage_targets([visual_tokens], config.stage2_keep, len(config.stage2_layers), j + 1)[0]
-        for j, layer in enumerate(config.stage2_layers)
-    }
-    visual = visual_tokens
     total = 0.0
-    for layer in range(dims.llm_layers):
-        visual = schedule.get(layer, visual)
+    for visual in llm_visual_tokens(dims, visual_tokens, config):
         cached = text_tokens + visual
         # Step t attends over cached + t keys: the sum over t of 4 * hidden * (cached + t).
         total += new_tokens * (2 * dims.llm_layer_params + 4 * dims.llm_hidden * cached)
