@@ -376,17 +376,23 @@ def _caption(args: argparse.Namespace) -> int:
     prompts = {kind: style_prompt(style, args.prompt, kind) for kind in kinds}
     resolution = Resolution(args.min_pixels, args.max_pixels)
     lvlm = _load(args, args.model)
-    configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
-    for kind in kinds:
-        if configs[kind].origin:
-            print(f"[{configs[kind].origin}]", file=sys.stderr)
-        print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
+    configs = _announced_configs(args, lvlm, style, prompts)
     pictures = dict(zip(args.image or [], to_pil_images(args.image))) if args.image else {}
     _warn_small(lvlm, pictures)
     records = [_caption_group(args, lvlm, group, pictures, configs, prompts, style, resolution) for group in groups]
     if args.json:
         print(json.dumps({"style": style, "results": records} if args.per_image else records[0]))
     return 0
+
+
+def _announced_configs(args: argparse.Namespace, lvlm, style: str, prompts: dict[str, str]) -> dict[str, MergeConfig]:
+    """The merge settings per kind of input (the keys of ``prompts``), each said on stderr with its origin and prompt."""
+    configs = {kind: merge_config(args, lvlm, kind) for kind in prompts}
+    for kind, config in configs.items():
+        if config.origin:
+            print(f"[{config.origin}]", file=sys.stderr)
+        print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
+    return configs
 
 
 def _warn_small(lvlm, pictures: dict) -> None:
@@ -454,11 +460,7 @@ def _caption_folder(args: argparse.Namespace) -> int:
         print(f"[ray: {args.actors} actors, each loading {args.model}]", file=sys.stderr)
     else:
         lvlm = _load(args, args.model)
-    configs = {kind: merge_config(args, lvlm, kind) for kind in kinds}
-    for kind in kinds:
-        if configs[kind].origin:
-            print(f"[{configs[kind].origin}]", file=sys.stderr)
-        print(f"[{style}, {kind}: {prompts[kind]}]", file=sys.stderr)
+    configs = _announced_configs(args, lvlm, style, prompts)
     stop = []
 
     def on_interrupt(signum, frame) -> None:
