@@ -8,6 +8,7 @@ time, so only the file that causes it fails.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -87,7 +88,7 @@ def prepare(lvlm: LVLM, entry: Entry, spec: CaptionSpec) -> Prepared | ItemResul
             visuals = encode(lvlm, None, config, video=str(entry.path), fps=spec.fps, max_frames=spec.max_frames)
         length = build_inputs(lvlm, [(visuals.items, spec.prompts[entry.kind])], spec.system_prompt)["input_ids"].shape[1]
     except Exception as error:  # noqa: BLE001 - any unreadable file fails alone, named with the reason
-        return ItemResult(entry, error=_reason(error))
+        return ItemResult(entry, error=_file_reason(error, entry))
     return Prepared(entry, visuals, int(length))
 
 
@@ -115,3 +116,10 @@ def generate_prepared(lvlm: LVLM, batch: Sequence[Prepared], spec: CaptionSpec) 
 def _reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return text if isinstance(error, ValueError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+def _file_reason(error: Exception, entry: Entry) -> str:
+    """Why ``entry`` could not be read, without its path or its place in a list ("image 0"): the summary and
+    the errors file name the file already."""
+    text = _reason(error).replace(repr(str(entry.path)), "the file").replace(str(entry.path), "the file")
+    return re.sub(r"^image 0 ", "the image ", re.sub(r"^image 0: ", "", text))

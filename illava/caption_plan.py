@@ -44,17 +44,18 @@ def entry_for(path: str | Path, root: str | Path | None = None) -> Entry:
     return Entry(path, name, kind)
 
 
-def scan(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> tuple[list[Entry], int, Path]:
+def scan(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> tuple[list[Entry], list[str], Path]:
     """The images and videos of ``inputs`` (a folder, a file, or a list of them), sorted by name.
 
-    Returns (entries, how many other files (not captions) were passed over, the root that names are relative to: the first
-    folder given, else the first file's folder). Hidden files and folders are passed over silently.
+    Returns (entries, the names of the other files passed over (captions not counted), the root that names are
+    relative to: the first folder given, else the first file's folder). Hidden files and folders are passed over
+    silently.
     """
     given = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(path) for path in inputs]
     if not given:
         raise ValueError("no inputs: give a folder or files to caption")
     entries: list[Entry] = []
-    ignored = 0
+    passed_over: list[str] = []
     for path in given:
         if path.is_dir():
             files = path.rglob("*") if recursive else path.iterdir()
@@ -62,7 +63,8 @@ def scan(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> 
                 if not file.is_file() or any(part.startswith(".") for part in file.relative_to(path).parts):
                     continue
                 if kind_of(file) is None:
-                    ignored += file.suffix.lower() not in OWN_SUFFIXES
+                    if file.suffix.lower() not in OWN_SUFFIXES:
+                        passed_over.append(file.relative_to(path).as_posix())
                 else:
                     entries.append(entry_for(file, path))
         elif path.is_file():
@@ -70,7 +72,7 @@ def scan(inputs: str | Path | Sequence[str | Path], recursive: bool = False) -> 
         else:
             raise ValueError(f"{str(path)!r} does not exist: give a folder of images or videos, or files")
     root = next((path for path in given if path.is_dir()), given[0].parent)
-    return entries, ignored, root
+    return entries, passed_over, root
 
 
 def by_size(entries: Sequence[Entry]) -> list[Entry]:

@@ -24,6 +24,8 @@ from .loading import LVLM
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 STOPPED = "Stopped when asked, after the batch in hand"
+# The summary names at most this many passed-over files, so a folder of thousands stays one readable paragraph.
+NAMED_PASSED_OVER = 5
 INTERRUPTED = "Interrupted: the batch in hand was not written"
 
 
@@ -40,12 +42,13 @@ class Progress:
 
 @dataclass
 class Summary:
-    """What a run did. ``failed`` holds (name, reason) per bad file; ``stopped`` says why it ended early."""
+    """What a run did. ``failed`` holds (name, reason) per bad file; ``passed_over`` names the files that are
+    neither images nor videos; ``stopped`` says why it ended early."""
 
     found: int = 0
     done: int = 0
     skipped: int = 0
-    ignored: int = 0
+    passed_over: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str | None = None
@@ -58,11 +61,12 @@ class Summary:
 
     def text(self) -> str:
         """One paragraph: captioned, skipped, failed (each named), the rate and where things went."""
-        parts = [f"Captioned {self.done} of {self.found} inputs in {self.seconds:.1f} s ({self.items_per_minute:.1f} items/min)"]
+        inputs = "input" if self.found == 1 else "inputs"
+        parts = [f"Captioned {self.done} of {self.found} {inputs} in {self.seconds:.1f} s ({self.items_per_minute:.1f} items/min)"]
         if self.skipped:
-            parts.append(f"{self.skipped} already captioned were skipped")
-        if self.ignored:
-            parts.append(f"{self.ignored} other files were passed over")
+            parts.append(f"{self.skipped} already captioned {'was' if self.skipped == 1 else 'were'} skipped")
+        if self.passed_over:
+            parts.append(_passed_over(self.passed_over))
         text = "; ".join(parts) + f". Captions: {self.output}."
         if self.failed:
             named = ", ".join(f"{name} ({reason})" for name, reason in self.failed)
@@ -151,7 +155,7 @@ def plan_folder(
     answers ``todo`` and hands the results to ``finish`` (arguments as ``caption_folder``'s)."""
     if sum(where is not None for where in (out, jsonl, parquet)) > 1:
         raise ValueError("give one of out (a folder for .txt files), jsonl (one file) or parquet (a folder), not several")
-    entries, ignored, root = scan(inputs, recursive)
+    entries, passed_over, root = scan(inputs, recursive)
     outputs: CaptionOutputs
     if jsonl is not None:
         outputs = JsonLines(jsonl, overwrite)
@@ -159,7 +163,7 @@ def plan_folder(
         outputs = ParquetFiles(parquet, overwrite)
     else:
         outputs = TextFiles(out, root)
-    summary = Summary(found=len(entries), ignored=ignored, output=str(outputs.where))
+    summary = Summary(found=len(entries), passed_over=passed_over, output=str(outputs.where))
     todo, clashes = _todo(entries, outputs, overwrite)
     summary.skipped = len(entries) - len(todo) - len(clashes)
     kinds = [kind for kind in KINDS if any(entry.kind == kind for entry in todo)]
@@ -261,3 +265,10 @@ def _limit(lvlm: LVLM, spec: CaptionSpec, batch: Sequence[Prepared], batch_size:
     visual = sum(item.tokens_kept for item in longest.visuals.items)
     config = spec.configs[longest.entry.kind]
     return batch_size_for(lvlm, config, budget, longest.prompt_tokens, visual, spec.options.max_new_tokens)
+
+
+def _passed_over(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMED_PASSED_OVER])
+    more = f" and {len(names) - NAMED_PASSED_OVER} more" if len(names) > NAMED_PASSED_OVER else ""
+    were = "file that is neither an image nor a video was" if len(names) == 1 else "files that are neither images nor videos were"
+    return f"{len(names)} {were} passed over ({shown}{more})"

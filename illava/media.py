@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # Qwen's image processor refuses anything more elongated than this.
 MAX_ASPECT = 200
@@ -57,7 +57,9 @@ def _one_image(image: Any, name: str) -> Image.Image:
                     return _array_image(np.clip(np.asarray(opened), 0, 65535).astype(np.uint16), name)
                 return opened.convert("RGB")
         except OSError as error:
-            raise ValueError(f"{name}: {str(path)!r} is not a readable image ({error})") from None
+            # PIL's "cannot identify image file '<path>'" says no more than this, and the path is named already.
+            detail = "unknown format, or corrupt" if isinstance(error, UnidentifiedImageError) else str(error)
+            raise ValueError(f"{name}: {str(path)!r} is not a readable image ({detail})") from None
     if isinstance(image, torch.Tensor):
         return _tensor_image(image, name)
     if isinstance(image, np.ndarray):

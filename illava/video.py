@@ -85,7 +85,7 @@ def _from_file(path: Path, fps: float, max_frames: int) -> Frames:
     if not path.is_file():
         raise ValueError(f"video file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
-        raise ValueError(f"video file {str(path)!r} is empty")
+        raise ValueError(f"{str(path)!r} is empty (0 bytes): give a complete video file")
     decord = _decord()
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)

@@ -65,10 +65,15 @@ class _NodeProgress:
         if self.bar is None:
             self.bar = comfy_compat.progress_bar(progress.total)
         self.bar.update_absolute(progress.done, progress.total)
-        eta = f", {progress.eta_s:.0f} s left" if progress.eta_s is not None else ""
-        failed = f", {progress.failed} failed" if progress.failed else ""
-        text = f"{progress.done} / {progress.total} captioned ({progress.items_per_s:.2f} items/s{eta}{failed})"
-        comfy_compat.send_progress_text(text, self.node_id)
+        comfy_compat.send_progress_text(progress_text(progress), self.node_id)
+
+
+def progress_text(progress: Progress) -> str:
+    """E.g. "12 of 40 done: 11 captioned, 1 failed (0.50 items/s, 56 s left)"."""
+    eta = f", {progress.eta_s:.0f} s left" if progress.eta_s is not None else ""
+    failed = f", {progress.failed} failed" if progress.failed else ""
+    captioned = progress.done - progress.failed
+    return f"{progress.done} of {progress.total} done: {captioned} captioned{failed} ({progress.items_per_s:.2f} items/s{eta})"
 
 
 def _stop_when_cancelled() -> bool:

@@ -17,7 +17,7 @@ from illava.__main__ import main
 from illava.batch_memory import batch_size_for, item_bytes, kv_bytes
 from illava.caption_batch import CaptionSpec, caption_batch
 from illava.caption_plan import by_size, entry_for, scan
-from illava.folder_captions import caption_folder
+from illava.folder_captions import Summary, caption_folder
 
 OPTIONS = illava.GenerationOptions(max_new_tokens=3)
 MERGED = illava.MergeConfig(stage1_layers=(1,), stage1_keep=0.5, stage2_layers=(1,), stage2_keep=0.5)
@@ -151,8 +151,10 @@ def test_bad_files_are_named_and_the_run_goes_on(qwen25, tmp_path):
     broken, fine = _bad_folder(folder)
     summary = caption_folder(qwen25, folder, jsonl=tmp_path / "c.jsonl", options=illava.GenerationOptions(max_new_tokens=1), batch_size=8)
     failed = dict(summary.failed)
-    assert summary.found == 40 and summary.ignored == 3
+    assert summary.found == 40 and summary.passed_over == ["data.csv", "model.safetensors", "notes.md"]
     assert set(failed) - {"tiny1x1.png"} == broken
+    assert not any(str(folder) in reason or "image 0" in reason for reason in failed.values()), failed
+    assert failed["text.webp"] == "the file is not a readable image (unknown format, or corrupt)"
     assert summary.done + len(failed) == 40
     records = _records(tmp_path / "c.jsonl")
     assert fine <= set(records)
@@ -162,6 +164,16 @@ def test_bad_files_are_named_and_the_run_goes_on(qwen25, tmp_path):
     assert errors == failed and all(errors.values())
     assert summary.errors_path == str(tmp_path / "c.errors.jsonl")
     assert all(name in summary.text() for name in broken)
+    assert "3 files that are neither images nor videos were passed over (data.csv, model.safetensors, notes.md)" in summary.text()
+
+
+def test_the_summary_counts_in_words_and_names_a_few_passed_over_files():
+    one = Summary(found=1, done=0, skipped=1, passed_over=["notes.md"], output="here")
+    assert one.text().startswith("Captioned 0 of 1 input in")
+    assert "1 already captioned was skipped" in one.text()
+    assert "1 file that is neither an image nor a video was passed over (notes.md)" in one.text()
+    many = Summary(found=2, passed_over=[f"f{i}.md" for i in range(8)], output="here")
+    assert "8 files that are neither images nor videos were passed over (f0.md, f1.md, f2.md, f3.md, f4.md and 3 more)" in many.text()
 
 
 def test_16_bit_images_keep_their_levels(tmp_path):

@@ -26,9 +26,14 @@ def _inputs(node, lvlm, **values):
     return inputs
 
 
-def test_captions_go_beside_the_images_and_the_summary_names_the_bad_file(mappings, lvlm, folder):
+def test_captions_go_beside_the_images_and_the_summary_names_the_bad_file(mappings, lvlm, folder, monkeypatch, pack):
+    from illava_pack.nodes import comfy_compat
+
+    shown = []
+    monkeypatch.setattr(comfy_compat, "send_progress_text", lambda text, node_id: shown.append(text))
     node = mappings["iLLaVA_CaptionFolder"]
     (summary,), ui = run_node(node, **_inputs(node, lvlm, folder=str(folder)))
+    assert shown[-1].startswith("6 of 6 done: 5 captioned, 1 failed (")
     assert sorted(p.name for p in folder.glob("*.txt")) == [f"img{i}.txt" for i in range(5)]
     assert "Captioned 5 of 6" in summary and "broken.jpg" in summary and ui["text"] == [summary]
     errors = [json.loads(line) for line in (folder / "illava-errors.jsonl").read_text().splitlines()]
