@@ -67,3 +67,10 @@ export function textsFor(nodeType, output) {
   const texts = outputTexts(output);
   return Object.fromEntries((DISPLAYS[nodeType] ?? []).filter((d) => texts[d.key] !== undefined).map((d) => [d.name, texts[d.key]]));
 }
+
+// The texts to show after a run of the node failed ({display name: text}): the error in the first display,
+// the others emptied, so that an earlier run's result is not taken for this one's.
+export function failureTexts(nodeType, message) {
+  const reason = String(message ?? "").trim() || "see the error report";
+  return Object.fromEntries((DISPLAYS[nodeType] ?? []).map((d, i) => [d.name, i === 0 ? `The last run failed: ${reason}` : ""]));
+}

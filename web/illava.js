@@ -5,7 +5,7 @@ import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 import { REFERENCE, budgetText, customStart } from "./budget.js";
-import { DISPLAYS, DISPLAY_MIN_HEIGHT, parseLocator, rememberShown, rememberedTexts, textsFor } from "./display.js";
+import { DISPLAYS, DISPLAY_MIN_HEIGHT, failureTexts, parseLocator, rememberShown, rememberedTexts, textsFor } from "./display.js";
 import { LOADER, chosenModel, modelInfoCache } from "./model_info.js";
 import { HAS_RULES, hiddenWidgets } from "./visibility.js";
 import { growToFit, showOnly } from "./widgets.js";
@@ -89,7 +89,10 @@ function showTexts(node, texts) {
 // ComfyUI re-sends the cached ui of cached output nodes through `executed`; other cached nodes (Encode,
 // Load LVLM) get no message, and keep the texts remembered in their properties.
 function showOutputs(node, output) {
-  const texts = textsFor(node.comfyClass, output);
+  showAndRemember(node, textsFor(node.comfyClass, output));
+}
+
+function showAndRemember(node, texts) {
   if (!Object.keys(texts).length) return;
   showTexts(node, texts);
   node.properties = rememberShown(node.properties, texts);
@@ -126,6 +129,14 @@ function onChange(node, names, after) {
 
 app.registerExtension({
   name: "illava.nodes",
+
+  // A failed run sends no `executed`: the node says so instead of keeping an earlier run's result.
+  setup() {
+    api.addEventListener("execution_error", ({ detail }) => {
+      const node = detail?.node_id == null ? null : findNode(detail.node_id);
+      if (node && DISPLAYS[node.comfyClass]) showAndRemember(node, failureTexts(node.comfyClass, detail.exception_message));
+    });
+  },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const type = nodeData.name;

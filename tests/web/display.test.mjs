@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  DISPLAYS, MAX_KEPT_CHARS, SHOWN_PROPERTY, outputTexts, parseLocator, rememberShown, rememberedTexts, textsFor,
+  DISPLAYS, MAX_KEPT_CHARS, SHOWN_PROPERTY, failureTexts, outputTexts, parseLocator, rememberShown, rememberedTexts, textsFor,
 } from "../../web/display.js";
 
 test("generate ui lists are joined into the shown text", () => {
@@ -53,4 +53,13 @@ test("shown texts are remembered in the node properties and come back after a re
 test("a very long text is cut before it is kept", () => {
   const kept = rememberShown({}, { illava_text: "x".repeat(MAX_KEPT_CHARS + 10) })[SHOWN_PROPERTY].illava_text;
   assert.ok(kept.length < MAX_KEPT_CHARS + 10 && kept.endsWith("[cut]"));
+});
+
+test("a failed run replaces the earlier result with the error, in every display of the node", () => {
+  const error = "iLLaVA Caption Folder: folder 'x' is not a folder";
+  assert.deepEqual(failureTexts("iLLaVA_CaptionFolder", `${error}\n`), { illava_summary: `The last run failed: ${error}` });
+  assert.deepEqual(failureTexts("iLLaVA_Generate", ""), { illava_text: "The last run failed: see the error report", illava_stats: "" });
+  assert.deepEqual(failureTexts("NotOurs", error), {});
+  const remembered = rememberShown({ [SHOWN_PROPERTY]: { illava_text: "old answer", illava_stats: "old stats" } }, failureTexts("iLLaVA_Generate", error));
+  assert.deepEqual(rememberedTexts("iLLaVA_Generate", remembered), { illava_text: `The last run failed: ${error}`, illava_stats: "" });
 });
