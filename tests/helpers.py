@@ -201,3 +201,29 @@ def extended_inputs(lvlm, requests, generated):
         mm_encoder_outputs=inputs["mm_encoder_outputs"],
         use_cache=False,
     )
+
+
+def cached_and_fresh_logits(lvlm: illava.LVLM, images, config, prompts, steps: int):
+    """Qwen: the logits of iLLaVA's cached decoding of ``images[:2]``, and those of one uncached forward over
+    the reduced prompt plus the generated ids with the same stage 2 installed; also that stage 2 (None when
+    off) and the prompt's inputs.
+
+    The first of ``prompts`` that decodes ``steps`` ids without stopping or emitting a placeholder id is
+    used: random weights can emit the end token early, or a placeholder that would read as an image when
+    the answer is fed back.
+    """
+    placeholders = {lvlm.model.config.image_token_id, lvlm.model.config.video_token_id}
+    for prompt in prompts:
+        requests = [([images[0], images[1]], prompt)]
+        result = illava_generate(lvlm, requests, config, max_new_tokens=steps)
+        if len(result.ids[0]) == steps and not placeholders & set(result.ids[0]):
+            break
+    assert len(result.ids[0]) == steps and not placeholders & set(result.ids[0]), "no prompt decoded cleanly"
+    visuals = illava.encode(lvlm, requests[0][0], config)
+    inputs, fresh = extended_inputs(lvlm, [(visuals.items, requests[0][1])], torch.tensor([result.ids[0][:-1]]))
+    stage2 = None
+    if config.stage2_active:
+        stage2 = Stage2(lvlm.backbone, config, fresh["mm_token_type_ids"] != 0, score_position=inputs["input_ids"].shape[1] - 1)
+    with installed(lvlm.backbone, stage2):
+        logits = lvlm.model(**fresh).logits[0, -steps:]
+    return result.logits[0], logits, stage2, inputs

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import illava
-from helpers import assert_equals_vanilla, extended_inputs, illava_generate, vanilla_generate
+from helpers import assert_equals_vanilla, cached_and_fresh_logits, illava_generate, vanilla_generate
 from illava import MergeConfig
-from illava.llm_stage import Stage2, installed
 from illava.quantization import check_quantization
 
 pytest.importorskip("bitsandbytes")
@@ -38,21 +37,8 @@ def test_merging_off_equals_the_quantized_model_in_vanilla_transformers(quantize
 
 def _cached_minus_fresh(lvlm: illava.LVLM, images, config: MergeConfig) -> float:
     """Largest gap between the logits of cached decoding and of one fresh forward over the same sequence."""
-    placeholders = {lvlm.model.config.image_token_id, lvlm.model.config.video_token_id}
-    for prompt in PROMPTS:
-        requests = [([images[0], images[1]], prompt)]
-        result = illava_generate(lvlm, requests, config, max_new_tokens=STEPS)
-        if len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]):
-            break
-    assert len(result.ids[0]) == STEPS and not placeholders & set(result.ids[0]), "no prompt decoded cleanly"
-    visuals = illava.encode(lvlm, requests[0][0], config)
-    prompt, fresh = extended_inputs(lvlm, [(visuals.items, requests[0][1])], torch.tensor([result.ids[0][:-1]]))
-    stage2 = None
-    if config.stage2_active:
-        stage2 = Stage2(lvlm.backbone, config, fresh["mm_token_type_ids"] != 0, score_position=prompt["input_ids"].shape[1] - 1)
-    with installed(lvlm.backbone, stage2):
-        logits = lvlm.model(**fresh).logits[0, -STEPS:]
-    return (result.logits[0] - logits).abs().max().item()
+    cached, fresh, _, _ = cached_and_fresh_logits(lvlm, images, config, PROMPTS, STEPS)
+    return (cached - fresh).abs().max().item()
 
 
 def test_merged_cached_decoding_matches_a_recomputation_as_vanilla_does(quantized, images):
