@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from illava import MergeConfig
 from illava.lab import caption_bench
 from illava.lab.flops import Dims, llm_decode_flops
@@ -28,4 +30,14 @@ def test_every_row_measures_both_sides_on_the_same_items(monkeypatch, qwen25):
     for row in result["rows"]:
         assert row["items_per_min"]["vanilla"] > 0 and row["items_per_min"]["illava"] > 0
         assert 0 < row["decode_share"]["vanilla"] < 1 and row["ideal_speedup"] > 1
+        # Stage 1 shrinks what enters the LLM, and the FLOP count follows it.
+        assert row["llm_input_per_item"]["illava"] < row["llm_input_per_item"]["vanilla"] == row["visual_tokens_per_item"]
+        before, decoding = (row["flops"]["vanilla"][p] / row["flops"]["illava"][p] for p in caption_bench.PHASES)
+        assert min(before, decoding) <= row["phase_ideal_speedup"] <= max(before, decoding)
     assert caption_bench.caption_table(result).count("\n| ") == 4
+
+
+def test_the_ideal_by_phase_weighs_each_phase_by_its_measured_time():
+    assert caption_bench.phase_ideal(10.0, 4.0, 1.5, 1.5) == pytest.approx(1.5)
+    # Decoding takes 90% of the time and merging barely shortens it: the job cannot speed up by much more.
+    assert caption_bench.phase_ideal(10.0, 9.0, 3.0, 1.0) == pytest.approx(10.0 / (1.0 / 3.0 + 9.0))

@@ -4,7 +4,11 @@ when the machine was too busy for them to mean much."""
 from __future__ import annotations
 
 import os
+import platform
 import statistics
+from pathlib import Path
+
+import torch
 
 # Repeats whose middle half spans more than this share of their median were disturbed by other work.
 NOISY_SPREAD = 0.25
@@ -41,3 +45,16 @@ def busy_note(times: dict[str, list[float]], load: float | None = None, cpus: in
         f"note: the machine is busy (load average {load:.1f} on {cpus} CPUs; repeats varied by up to {worst:.0%} "
         "of their median): the times and speedups are rough; rerun on an idle machine to compare them"
     )
+
+
+def device_name(device: torch.device) -> str:
+    """What ran the timings: the GPU's name, or the CPU's model name (from /proc/cpuinfo on Linux), since one
+    CPU computes bfloat16 natively and another emulates it several times slower."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
