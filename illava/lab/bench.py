@@ -357,10 +357,17 @@ def run_bench(args: argparse.Namespace) -> int:
     from .chart import speed_chart
 
     result = benchmark(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown_table(result) + "\n")
+    out = write_result(args.json, result, markdown_table(result))
     speed_chart(result["rows"]).save(out.with_suffix(".png"))
     print(f"wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
     return 0
+
+
+def write_result(json_path: str | Path, result: dict[str, Any], table: str) -> Path:
+    """A benchmark's ``result`` as JSON at ``json_path`` and its markdown ``table`` beside it (.md);
+    returns the JSON's path."""
+    out = Path(json_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
+    return out

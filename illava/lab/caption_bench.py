@@ -13,10 +13,8 @@ The model is the speed benchmark's: real widths, random weights, fewer layers on
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ from PIL import Image
 
 from ..config import MergeConfig, preset
 from ..loading import synchronize
-from .bench import CPU_LLM_LAYERS, CPU_VIT_LAYERS, PROMPT, build_lvlm
+from .bench import CPU_LLM_LAYERS, CPU_VIT_LAYERS, PROMPT, build_lvlm, write_result
 from .flops import Dims, llm_decode_flops, llm_prefill_flops, vit_flops
 from .timing import device_name, paired_speedups
 
@@ -203,9 +201,6 @@ def caption_table(result: dict) -> str:
 
 def run_caption_bench(args: argparse.Namespace) -> int:
     result = caption_benchmark(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(caption_table(result) + "\n")
+    out = write_result(args.json, result, caption_table(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

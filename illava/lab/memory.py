@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import preset
 from ..quantization import check_quantization
-from .bench import CPU_LLM_LAYERS, CPU_VIT_LAYERS, bench_inputs, build_lvlm, run_illava, run_vanilla
+from .bench import CPU_LLM_LAYERS, CPU_VIT_LAYERS, bench_inputs, build_lvlm, run_illava, run_vanilla, write_result
 
 MEMORY_INPUT = "1 image"
 MEMORY_PRESET = "paper-image"
@@ -94,10 +92,7 @@ def memory_table(result: dict) -> str:
 
 def run_memory_bench(args: argparse.Namespace) -> int:
     result = memory_benchmark(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(memory_table(result) + "\n")
+    out = write_result(args.json, result, memory_table(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
