@@ -11,7 +11,7 @@ from .captioning import CAPTION_STYLES, caption_prompt
 from .config import PRESETS, MergeConfig, Resolution, preset
 from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
-from .profiles import auto_config
+from .resolve import auto_config, resolve
 from .visuals import VisualItem, VisualTokens, encode
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "generate_batch",
     "load",
     "preset",
+    "resolve",
 ]

@@ -13,13 +13,14 @@ from .backbones.catalogue import CATALOGUE
 from .calibrate import DEFAULT_BUDGETS
 from .caption_plan import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
-from .config import PRESETS, MergeConfig, Resolution, preset_for
+from .config import PRESETS, MergeConfig, Resolution
 from .lab.bench import ARCHES, run_bench
 from .lab.harness import add_arguments as add_eval_arguments
-from .lab.harness import method_config
 from .lab.harness import run as run_eval
 from .methods import METHODS
-from .profiles import auto_config, check_budget
+from .budget import DEFAULT_BUDGET, check_budget
+from .lab.bench import BUDGETS as BENCH_BUDGETS
+from .resolve import resolve
 from .quantization import QUANTIZATIONS
 
 
@@ -38,8 +39,6 @@ FLAG_OF_FIELD = {
     "stage2_keep": "--stage2-keep", "stage1_recycled": "--recycled", "stage2_recycled": "--recycled",
     "min_pixels": "--min-pixels", "max_pixels": "--max-pixels",
 }
-# The budget ``auto`` uses unless told otherwise: about a third of the visual tokens, the paper's image setting.
-AUTO_BUDGET = 0.33
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration.add_argument("--videos", nargs="+", default=[], help="video files or folders of them")
     calibration.add_argument("--prompt", default=None, help="what to ask of every input (default: describe it)")
     calibration.add_argument("--budgets", default=",".join(str(b) for b in DEFAULT_BUDGETS),
-                             help="fractions of visual tokens to fit, comma-separated")
+                             help="shares of the work on the picture to fit settings for, comma-separated")
     calibration.add_argument("--kl-tolerance", type=float, default=0.0,
                              help="let a cheaper configuration win when its KL is within this of the most faithful one")
     calibration.add_argument("--out", default=None, help="where to write the profile (default: the per-user profile store)")
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--model", default=None, help="a model folder to use instead of the built-in demo model")
     demo.add_argument("--out", default="illava-demo", help="folder for the retained-token maps")
     _runtime_arguments(demo)
-    evaluation = commands.add_parser("eval", formatter_class=HelpWithDefaults, help="accuracy retention of iLLaVA and its peers at matched token budgets")
+    evaluation = commands.add_parser("eval", formatter_class=HelpWithDefaults, help="accuracy retention of iLLaVA and its peers at matched work")
     add_eval_arguments(evaluation)
     evaluation.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
     evaluation.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -117,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype", default="bf16",
         help="bf16, fp16 or fp32; on a CPU without native bfloat16 (AVX512-BF16, AMX) fp32 is several times faster",
     )
-    bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"], choices=sorted(PRESETS))
+    bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"],
+                       choices=["auto", *sorted(PRESETS)], help="auto runs once per --budgets entry")
+    bench.add_argument("--budgets", nargs="+", type=_budget, default=list(BENCH_BUDGETS),
+                       help="work shares auto runs at (with --presets auto)")
     bench.add_argument("--inputs", nargs="+", default=["1 image", "4 images", "16-frame video"],
                        choices=["1 image", "4 images", "16-frame video"])
     bench.add_argument("--new-tokens", type=int, default=None, help="tokens generated per run (default: 32; caption job: 128)")
@@ -202,8 +204,9 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (the default): the model's calibrated settings at --budget, or the paper preset "
                              "without a profile; with stage flags and no preset, only the flags apply (on top of a "
                              "peer --method's usual placement)")
-    parser.add_argument("--budget", type=_budget, default=AUTO_BUDGET,
-                        help="with auto or a peer --method: the fraction of visual tokens that reach the later LLM layers")
+    parser.add_argument("--budget", type=_budget, default=DEFAULT_BUDGET,
+                        help="with auto or a peer --method: the share of the work on the picture that remains "
+                             "(every ViT and LLM layer's work on visual tokens; 0.33 = a third)")
     parser.add_argument("--stage1-layer", default=None, help="ViT layer(s) that first run on the reduced tokens, e.g. 16 or 8,16")
     parser.add_argument("--stage1-keep", type=float, default=None, help="fraction of patch groups that leave the ViT")
     parser.add_argument("--stage2-layer", default=None, help="LLM layer(s) that first run on the reduced tokens")
@@ -298,11 +301,11 @@ def merge_config(args: argparse.Namespace, lvlm, kind: str = "image") -> MergeCo
     at ``--budget``, with explicit stage flags on top."""
     flags = (args.stage1_layer, args.stage1_keep, args.stage2_layer, args.stage2_keep, args.recycled)
     if args.preset is None and args.method not in (None, "illava"):
-        config = method_config(args.method, args.budget, lvlm.backbone, kind)
-        config = config.with_(origin=f"{args.method}: its usual placement at {args.budget:.0%}: {_as_flags(config)}")
+        config = resolve(args.method, args.budget, lvlm, kind)
+        config = config.with_(origin=f"{config.origin}: {_as_flags(config)}")
     else:
         name = args.preset or ("off" if any(flag is not None for flag in flags) else "auto")
-        config = auto_config(lvlm, args.budget, kind) if name == "auto" else preset_for(name, lvlm.backbone)
+        config = resolve(name, args.budget, lvlm, kind)
     changes = {}
     if args.stage1_layer is not None:
         changes["stage1_layers"] = args.stage1_layer
@@ -429,6 +432,7 @@ def _caption_group(
     print(
         f"[{', '.join(paths)}: visual tokens: ViT {tokens['vit_input']} patches -> {tokens['vit_output']} tokens, "
         f"LLM {tokens['llm_input']} -> {tokens['llm_after_stage2']} (full: {tokens['llm_input_full']}); "
+        f"work {stats['work']:.2f}, estimated ViT + prefill speedup {stats['predicted_speedup']:.1f}x; "
         f"ViT {stats['vit_s']:.3f}s, prefill {stats['prefill_s']:.3f}s, decode {stats['decode_s']:.3f}s]",
         file=sys.stderr,
     )
@@ -541,7 +545,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"calibrated on {len(inputs)} inputs in {report.seconds:.0f} s; profile written to {path}")
     if args.json:
         front = {kind: [{"config": m.config.to_dict(), "kl": m.kl, "agreement": m.agreement,
-                         "token_fraction": m.token_fraction, "cost": m.cost} for m in rows]
+                         "work": m.work, "token_fraction": m.token_fraction} for m in rows]
                  for kind, rows in report.measured.items()}
         payload = {"profile": report.profile.to_dict(), "measured": front, "skipped": skipped, "seconds": report.seconds}
         with open(args.json, "w") as handle:

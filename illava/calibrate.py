@@ -8,13 +8,15 @@ labels, reads the whole distribution (so near misses count before they flip an a
 one prefill plus a few decoding steps per candidate and input. The share of inputs whose answer
 survives every step (``agreement``) is reported beside it.
 
-The search runs per kind of input (images, video) and per budget, coarse to fine: stage 2 alone
-at each usable LLM layer, stage 1 alone at several relative depths of the encoder (the encoder
-output included) and with the peer methods that work there (ToMe, VisionZip), then both stages at
-the best placements with the budget split two ways, then the best one's recycled tokens and their
-weighting. Encoder passes are shared between candidates with the same stage 1. For each budget
-the configuration with the lowest KL whose measured token fraction is within 2 points of the
-budget wins (a cheaper one within ``kl_tolerance`` of it, when asked).
+The search runs per kind of input (images, video) and per budget (a share of the work on the
+picture, as everywhere), coarse to fine. Every candidate is a placement whose keep ratios are solved
+so that its work meets the budget (``budget.fit``): stage 2 alone at each usable LLM layer and
+spread over the first layers, stage 1 alone at several relative depths of the encoder (from its
+first block to its output) and spread over every block, the peer methods that work there (ToMe,
+VisionZip), then both stages at the best placements with the work split three ways, then the best
+one's recycled tokens and their weighting. Encoder passes are shared between candidates with the
+same stage 1. For each budget the configuration with the lowest KL whose measured work is within 2
+points of the budget wins (a cheaper one within ``kl_tolerance`` of it, when asked).
 """
 
 from __future__ import annotations
@@ -27,22 +29,24 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__
+from .budget import BUDGET_SLACK, check_budget
 from .config import MergeConfig
-from .cost import CostModel
+from .cost import cost_model
 from .generation import GenerationOptions, generate_batch
 from .loading import LVLM
 from .media import to_pil_images
-from .profiles import KINDS, MergeProfile, ProfileEntry, check_budget, model_identity
+from .profiles import KINDS, MergeProfile, ProfileEntry, model_identity
+from .resolve import fitted
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
 from .visuals import VisualTokens, encode
 
-DEFAULT_BUDGETS = (0.5, 0.33, 0.22, 0.11, 0.05)
-# Measured token fraction may exceed the budget by this much (tokens come in whole merge groups).
-BUDGET_SLACK = 0.02
+DEFAULT_BUDGETS = (0.5, 0.33, 0.22, 0.11)
 # KL differences below this (nats per answer token) are ties, which the cheaper configuration wins.
 KL_TIE = 1e-3
-STAGE1_DEPTHS = (0.25, 0.5, 0.75, 1.0)
+STAGE1_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STAGE2_DEPTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.65)
+# Stage 1's share of the reduction (in log ratio) when both stages run.
+STAGE1_SHARES = (0.25, 0.5, 0.75)
 RECYCLED_CHOICES = (0, 1, 2, 4)
 WEIGHTINGS = ("score", "paper", "mean")
 ProgressCallback = Callable[[int, int, str], None]
@@ -76,8 +80,8 @@ class Measured:
     config: MergeConfig
     kl: float
     agreement: float
+    work: float
     token_fraction: float
-    cost: float
 
 
 @dataclass
@@ -91,15 +95,15 @@ class CalibrationReport:
 
     def table(self) -> str:
         """The chosen configuration per kind and budget, as a Markdown table."""
-        rows = ["| kind | budget | stage 1 | stage 2 | recycled | tokens kept | KL | answers kept | est. cost |",
+        rows = ["| kind | budget | stage 1 | stage 2 | recycled | work | tokens kept | KL | answers kept |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for kind, entries in self.profile.entries.items():
             for e in entries:
                 rows.append(
                     f"| {kind} | {e.budget:.0%} | {_stage_text(e.config, 1)} | {_stage_text(e.config, 2)} | "
                     f"{e.config.stage1_recycled if e.config.stage1_active else e.config.stage2_recycled} "
-                    f"({e.config.recycle_weighting}) | {e.token_fraction:.1%} | {e.kl:.3f} | {e.agreement:.0%} | "
-                    f"{e.cost:.2f} |"
+                    f"({e.config.recycle_weighting}) | {e.work:.2f} | {e.token_fraction:.1%} | {e.kl:.3f} | "
+                    f"{e.agreement:.0%} |"
                 )
         return "\n".join(rows)
 
@@ -218,7 +222,7 @@ class _Search:
                  kl_tolerance: float):
         self.lvlm = lvlm
         self.kl_tolerance = kl_tolerance
-        self.cost = CostModel(lvlm.backbone)
+        self.cost = cost_model(lvlm.backbone)
         self.inputs = inputs
         self.batch_size = batch_size
         self.check_interrupt = check_interrupt
@@ -227,6 +231,7 @@ class _Search:
         self.encoded: dict[tuple, list[VisualTokens]] = {}
         backbone = lvlm.backbone
         self.stage1_layers = sorted({min(backbone.vit_depth, max(1, round(d * backbone.vit_depth))) for d in STAGE1_DEPTHS})
+        self.kind = inputs[0].kind
         choices = backbone.stage2_choices or tuple(range(1, backbone.llm_depth))
         if len(choices) > len(STAGE2_DEPTHS):
             choices = tuple(sorted({min(choices, key=lambda c: abs(c - d * backbone.llm_depth)) for d in STAGE2_DEPTHS}))
@@ -238,28 +243,34 @@ class _Search:
 
     def planned(self, budgets: Sequence[float]) -> int:
         """Candidates the search measures (the progress bar's length)."""
-        first = len(self.stage2_layers) + len(self.stage1_layers) + 2
-        return len(budgets) * (first + 8 + (len(RECYCLED_CHOICES) - 1) + (len(WEIGHTINGS) - 1))
+        first = len(self.stage2_layers) + 1 + len(self.stage1_layers) + 1 + 2
+        return len(budgets) * (first + 2 * 2 * len(STAGE1_SHARES) + (len(RECYCLED_CHOICES) - 1) + (len(WEIGHTINGS) - 1))
 
     def run(self, budgets: Sequence[float]) -> list[ProfileEntry]:
         return [self._best_at(budget) for budget in budgets]
 
     def _best_at(self, budget: float) -> ProfileEntry:
         depth = self.lvlm.backbone.vit_depth
-        stage2 = [self.measure(MergeConfig(stage2_layers=(layer,), stage2_keep=budget)) for layer in self.stage2_layers]
-        stage1 = [self.measure(MergeConfig(stage1_layers=(layer,), stage1_keep=budget)) for layer in self.stage1_layers]
+
+        def at(config: MergeConfig) -> Measured | None:
+            return self.measure(fitted(config, budget, self.lvlm, self.kind).config)
+
+        early = tuple(self.stage2_layers[:2])
+        stage2 = [at(MergeConfig(stage2_layers=(layer,))) for layer in self.stage2_layers]
+        stage2.append(at(MergeConfig(stage2_layers=early)) if len(early) > 1 else None)
+        stage1 = [at(MergeConfig(stage1_layers=(layer,))) for layer in self.stage1_layers]
+        stage1.append(at(MergeConfig(stage1_layers=tuple(range(1, depth + 1)))))
         peers = [
-            self.measure(MergeConfig(method="tome", stage1_layers=tuple(range(1, depth + 1)), stage1_keep=budget)),
-            self.measure(MergeConfig(method="visionzip", stage1_layers=(depth,), stage1_keep=budget)),
+            at(MergeConfig(method="tome", stage1_layers=tuple(range(1, depth + 1)))),
+            at(MergeConfig(method="visionzip", stage1_layers=(depth,))),
         ]
         both = []
         for s2 in _best(stage2, budget, 2, self.kl_tolerance):
             for s1 in _best(stage1, budget, 2, self.kl_tolerance):
-                for share in (0.5, 1 / 3):
-                    keep1 = budget**share
-                    both.append(self.measure(MergeConfig(
-                        stage1_layers=s1.config.stage1_layers, stage1_keep=keep1,
-                        stage2_layers=s2.config.stage2_layers, stage2_keep=budget / keep1,
+                for share in STAGE1_SHARES:
+                    both.append(at(MergeConfig(
+                        stage1_layers=s1.config.stage1_layers, stage1_keep=0.5**share,
+                        stage2_layers=s2.config.stage2_layers, stage2_keep=0.5 ** (1 - share),
                     )))
         best = _best(stage2 + stage1 + peers + both, budget, 1, self.kl_tolerance)[0]
         if best.config.method == "illava":
@@ -268,10 +279,10 @@ class _Search:
             if (best.config.stage1_recycled if best.config.stage1_active else best.config.stage2_recycled) > 0:
                 weighted = [self.measure(best.config.with_(recycle_weighting=w)) for w in WEIGHTINGS]
                 best = _best(weighted, budget, 1, self.kl_tolerance)[0]
-        return ProfileEntry(budget, best.config, best.kl, best.agreement, best.token_fraction, best.cost)
+        return ProfileEntry(budget, best.config, best.kl, best.agreement, best.work, best.token_fraction)
 
     def measure(self, config: MergeConfig) -> Measured | None:
-        """KL, agreement, token fraction and cost of ``config`` over this kind's inputs (memoised); None
+        """KL, agreement, work and token fraction of ``config`` over this kind's inputs (memoised); None
         where the model cannot run it (a method a backbone refuses for this kind of input)."""
         if config in self.results:
             return self.results[config]
@@ -281,9 +292,9 @@ class _Search:
             results = self._generate(config, forced=True)
         except ValueError:
             return None
-        kls, kept, fractions, costs = [], [], [], []
+        kls, kept, works, fractions = [], [], [], []
         offset = 0
-        for result, visuals in zip(results, self._chunks(config)):
+        for result in results:
             for b, stats in enumerate(result.stats):
                 i = offset + b
                 steps = self.steps[i]
@@ -293,10 +304,9 @@ class _Search:
                 kept.append(bool(torch.equal(reference.argmax(-1), merged.argmax(-1))))
                 tokens = stats["visual_tokens"]
                 fractions.append(tokens["llm_after_stage2"] / tokens["llm_input_full"])
-                text_tokens = stats["prompt_tokens"] - tokens["llm_input"]
-                costs.append(self.cost.relative(visuals[b].items, text_tokens, config))
+                works.append(stats["work"])
             offset += len(result.stats)
-        measured = Measured(config, _mean(kls), _mean(kept), _mean(fractions), _mean(costs))
+        measured = Measured(config, _mean(kls), _mean(kept), _mean(works), _mean(fractions))
         self.results[config] = measured
         self.on_candidate(f"{self.inputs[0].kind}: {len(self.results)} configurations measured")
         return measured
@@ -331,15 +341,15 @@ def _recycled(config: MergeConfig, n: int) -> MergeConfig:
 
 
 def _best(candidates: list[Measured | None], budget: float, count: int, tolerance: float = 0.0) -> list[Measured]:
-    """The ``count`` best candidates within the budget (any, nearest the budget first, if none is): those
-    within ``tolerance`` (or a tie) of the lowest KL, cheapest first, then the rest by KL."""
+    """The ``count`` best candidates within the budget (the cheapest first, if none is): those within
+    ``tolerance`` (or a tie) of the lowest KL, cheapest first, then the rest by KL."""
     candidates = [c for c in candidates if c is not None]
-    fitting = [c for c in candidates if c.token_fraction <= budget + BUDGET_SLACK]
+    fitting = [c for c in candidates if c.work <= budget + BUDGET_SLACK]
     if not fitting:
-        return sorted(candidates, key=lambda c: c.token_fraction)[:count]
+        return sorted(candidates, key=lambda c: c.work)[:count]
     floor = min(c.kl for c in fitting) + max(tolerance, KL_TIE)
-    near = sorted((c for c in fitting if c.kl <= floor), key=lambda c: (c.cost, c.kl))
-    rest = sorted((c for c in fitting if c.kl > floor), key=lambda c: (c.kl, c.cost))
+    near = sorted((c for c in fitting if c.kl <= floor), key=lambda c: (c.work, c.kl))
+    rest = sorted((c for c in fitting if c.kl > floor), key=lambda c: (c.kl, c.work))
     return (near + rest)[:count]
 
 

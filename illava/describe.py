@@ -16,11 +16,12 @@ from .profiles import MergeProfile, find_profile
 @dataclass(frozen=True)
 class ModelOutline:
     """A model folder's adapter over an empty model, and its merge profile: what a preset or ``auto``
-    (``auto_config``) reads from a loaded ``LVLM``, for a process that never loads the weights (a Ray driver)."""
+    (``resolve``) reads from a loaded ``LVLM``, for a process that never loads the weights (a Ray driver)."""
 
     path: Path
     model_type: str
     backbone: Backbone
+    processor: Any
     profile: MergeProfile | None
     profile_note: str
 
@@ -51,7 +52,7 @@ def outline_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -
     """Read ``path``'s config into an empty (meta-device) model of its transformers class, so the backbone
     adapter reports the true depths; nothing is loaded onto a device and no weights are read. The profile is
     found as ``load`` finds it."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     folder = Path(path)
     check_model_folder(folder)
@@ -59,11 +60,12 @@ def outline_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         with torch.device("meta"):
             model = AutoModelForImageTextToText.from_config(config)
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not read the model config in {str(folder)!r}: {first}") from error
     profile, note = find_profile(folder, profile_stores)
-    return ModelOutline(folder, config.model_type, backbone_for(model), profile, note)
+    return ModelOutline(folder, config.model_type, backbone_for(model), processor, profile, note)
 
 
 def describe_model(path: str | Path, profile_stores: Sequence[str | Path] = ()) -> ModelInfo:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence, TypedDict
 import torch
 
 from .config import MergeConfig
+from .cost import cost_model
 from .llm_stage import Stage2, installed
 from .loading import LVLM, synchronize
 from .prompt import Request, build_inputs
@@ -20,9 +21,13 @@ TokenCallback = Callable[[int, int, list], None]
 
 
 class Stats(TypedDict):
-    """What one prompt of a generation cost."""
+    """What one prompt of a generation cost; ``work`` is the share of the work on its visual tokens that
+    remained (the budget's measure) and ``predicted_speedup`` the cost model's ViT + prefill speedup, both
+    for this prompt's own input."""
 
     visual_tokens: VisualTokenCounts
+    work: float
+    predicted_speedup: float
     prompt_tokens: int
     new_tokens: int
     vit_s: float
@@ -158,12 +163,18 @@ def generate_batch(
     ids = [_trim(row.tolist(), lvlm.eos_token_ids, lvlm.pad_token_id) for row in new_ids]
     texts = [lvlm.processor.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
     stats, traces = [], []
+    cost = cost_model(backbone)
     for b, (items, _) in enumerate(requests):
         after2 = stage2.record.visual_after[b] if stage2 is not None else None
+        counts = visual_token_counts(items, after2)
+        prompt_tokens = int(inputs["attention_mask"][b].sum())
+        estimate = cost.estimate([item.layout for item in items], prompt_tokens - counts["llm_input"], config)
         stats.append(
             Stats(
-                visual_tokens=visual_token_counts(items, after2),
-                prompt_tokens=int(inputs["attention_mask"][b].sum()),
+                visual_tokens=counts,
+                work=estimate.work,
+                predicted_speedup=estimate.speedup,
+                prompt_tokens=prompt_tokens,
                 new_tokens=len(ids[b]),
                 vit_s=vit_s,
                 prefill_s=clock.prefill_s,

@@ -1,7 +1,7 @@
 """The merging methods, one record each: what a method scores, which stages it may run in, how it selects.
 
 iLLaVA is the method this library is about; the others are its peers, written from their papers,
-so that the accuracy harness can compare them at matched token budgets. ``MergeConfig.method``
+so that the accuracy harness can compare them at matched work. ``MergeConfig.method``
 names one of them, and every stage looks the record up here instead of testing names.
 """
 
@@ -34,6 +34,7 @@ class Method:
     scored: whether it ranks tokens by attention (so a stage must compute attention scores for it).
     stages: the stages it may run in (1: inside the vision encoder, 2: inside the language model).
     select: how it reduces one group of tokens to ``n_out`` (see ``select``).
+    placement: where its paper runs it, one of ``PLACEMENTS`` (``resolve.placed`` puts it in a model).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Method:
     scored: bool
     stages: frozenset[int]
     select: Selector
+    placement: str
 
 
 def _illava(scores, similarity, n_out, recycled, weighting, sizes):
@@ -68,20 +70,33 @@ def _tome(scores, similarity, n_out, recycled, weighting, sizes):
     return bipartite_reduction(similarity, n_out), sizes, "score"
 
 
+# Where a method usually runs, as its paper places it; the layers follow each model's depths.
+PLACEMENTS = {
+    "paper": "iLLaVA's paper preset for the kind of input: both stages",
+    "paper-stage1": "the vision-encoder blocks of iLLaVA's paper preset",
+    "llm-early": "once, at layer 2 of a 32-layer LLM (FastV's K = 2), at the same relative depth",
+    "encoder-output": "once, at the vision encoder's output",
+    "every-encoder-block": "a little in every vision-encoder block",
+}
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("illava", "attention scores; the discarded tokens recycled into a few tokens", True, frozenset({1, 2}), _illava),
-        Method("fastv", "drop by the last prompt token's attention, nothing recycled (stage 2)", True, frozenset({2}), _drop),
+        Method("illava", "attention scores; the discarded tokens recycled into a few tokens", True, frozenset({1, 2}), _illava,
+               "paper"),
+        Method("fastv", "drop by the last prompt token's attention, nothing recycled (stage 2)", True, frozenset({2}), _drop,
+               "llm-early"),
         Method(
             "visionzip",
             "dominant tokens by attention received, plus contextual tokens merged by similarity (stage 1)",
             True,
             frozenset({1}),
             _visionzip,
+            "encoder-output",
         ),
-        Method("tome", "bipartite soft matching with size-weighted averages (stage 1)", False, frozenset({1}), _tome),
-        Method("random", "drop uniformly at random, nothing recycled", False, frozenset({1, 2}), _random),
+        Method("tome", "bipartite soft matching with size-weighted averages (stage 1)", False, frozenset({1}), _tome,
+               "every-encoder-block"),
+        Method("random", "drop uniformly at random, nothing recycled", False, frozenset({1, 2}), _random, "paper-stage1"),
     )
 }
 

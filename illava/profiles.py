@@ -1,14 +1,14 @@
 """Merge profiles: the merge settings calibration fitted to one model, found when the model loads.
 
 A profile is a small JSON file: the model's identity, per kind of input (image, video) and per
-token budget the configuration calibration chose with its measured fidelity and cost, a
-description of the calibration inputs and the library version. It lives in the model folder
+budget (a share of the work on the picture, ``budget``) the configuration calibration chose with its
+measured fidelity and work, a description of the calibration inputs and the library version. It lives in the model folder
 (``illava_profile.json``, as the demo model ships it) or in a per-user store named by the model's
 identity, which wins over the folder's. A profile is never applied to another model: its identity
 must match.
 
-``auto_config`` turns a budget into a configuration: the profile's, or without one the paper
-preset at that budget, saying which it used.
+``resolve.auto_config`` turns a budget into a configuration from the profile. A profile of format 1
+counted budgets in visual tokens after the last merge; it is refused, with a note to calibrate again.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import MergeConfig, preset
+from .budget import check_budget
+from .config import MergeConfig
 
 PROFILE_NAME = "illava_profile.json"
-FORMAT = 1
+FORMAT = 2
 KINDS = ("image", "video")
 # Bytes of each weight file's data read into the identity: enough to tell a fine-tune from its base.
 SAMPLE_BYTES = 1 << 16
@@ -35,22 +36,26 @@ class ProfileError(ValueError):
     """A profile that cannot be used; the message says which file and why."""
 
 
+class OutdatedProfile(ValueError):
+    """A profile of format 1, whose budgets counted visual tokens after the last merge, not work."""
+
+
 @dataclass(frozen=True)
 class ProfileEntry:
     """The configuration calibration chose for one kind of input at one budget, and what it measured.
 
-    budget: the fraction of visual tokens meant to reach the later LLM layers; token_fraction: the
-    fraction measured on the calibration inputs; kl: mean KL divergence of the next-token
-    distributions from the unmerged model's along its own answers; agreement: the share of inputs
-    whose answer every step keeps; cost: estimated ViT + prefill FLOPs relative to merging off.
+    budget: the share of the work on visual tokens it was chosen for; work: the share measured on the
+    calibration inputs; kl: mean KL divergence of the next-token distributions from the unmerged
+    model's along its own answers; agreement: the share of inputs whose answer every step keeps;
+    token_fraction: the visual tokens left after the last merge, for reference.
     """
 
     budget: float
     config: MergeConfig
     kl: float
     agreement: float
+    work: float
     token_fraction: float
-    cost: float
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +63,8 @@ class ProfileEntry:
             "config": self.config.to_dict(),
             "kl": self.kl,
             "agreement": self.agreement,
+            "work": self.work,
             "token_fraction": self.token_fraction,
-            "cost": self.cost,
         }
 
     @classmethod
@@ -69,8 +74,8 @@ class ProfileEntry:
             config=MergeConfig.from_dict(data["config"]),
             kl=float(data["kl"]),
             agreement=float(data["agreement"]),
+            work=float(data["work"]),
             token_fraction=float(data["token_fraction"]),
-            cost=float(data["cost"]),
         )
 
 
@@ -94,6 +99,8 @@ class MergeProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MergeProfile":
+        if data.get("format") == 1:
+            raise OutdatedProfile("format 1")
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r} is not {FORMAT}")
         entries = {}
@@ -109,16 +116,6 @@ class MergeProfile:
         if not entries:
             return None
         return min(entries, key=lambda e: abs(math.log(e.budget / budget)))
-
-
-def check_budget(budget: Any) -> float:
-    """``budget`` as a float, or a ValueError saying it must be a fraction of the visual tokens in (0, 1]."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or not 0.0 < budget <= 1.0:
-        raise ValueError(
-            f"the budget must be in (0, 1] (the fraction of visual tokens that reach the later LLM layers, "
-            f"e.g. 0.33), got {budget!r}"
-        )
-    return float(budget)
 
 
 def model_identity(folder: str | Path) -> str:
@@ -157,6 +154,11 @@ def read_profile(path: str | Path, identity: str | None = None) -> MergeProfile:
     path = Path(path)
     try:
         profile = MergeProfile.from_dict(json.loads(path.read_text()))
+    except OutdatedProfile:
+        raise ProfileError(
+            f"the merge profile {str(path)!r} counts its budgets in visual tokens, as versions before budgets of "
+            f"work did, so its settings would buy little speed: calibrate again"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ProfileError(f"the merge profile {str(path)!r} is unreadable or malformed ({error}): calibrate again") from None
     if identity is not None and profile.identity != identity:
@@ -204,43 +206,3 @@ def find_profile(folder: str | Path, stores: Sequence[str | Path] = ()) -> tuple
         except ProfileError as error:
             problems.append(str(error))
     return None, "; ".join(problems) or "no merge profile for this model"
-
-
-def auto_config(lvlm, budget: float, kind: str = "image") -> MergeConfig:
-    """The configuration ``auto`` uses for ``kind`` at ``budget`` in a loaded model (``LVLM``): its profile's
-    entry nearest the budget with the keep ratios moved to the budget, or without a profile the paper
-    preset for ``kind`` at that budget.
-
-    The result's ``origin`` says which, so the stats and the nodes can show it.
-    """
-    budget = check_budget(budget)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    profile, note, backbone = lvlm.profile, lvlm.profile_note, lvlm.backbone
-    entry = profile.entry(kind, budget) if profile is not None else None
-    if entry is not None:
-        config = at_budget(entry.config, budget)
-        origin = f"auto: {kind} profile entry for {entry.budget:.0%} (calibrated; {note}), at {budget:.0%}"
-    else:
-        name = f"paper-{kind}"
-        config = at_budget(preset(name, backbone.vit_depth, backbone.llm_depth, backbone.stage2_choices), budget)
-        origin = f"auto: {note}, so the {name} preset at {budget:.0%} (not fitted to this model; calibrate it)"
-    return replace(config, origin=origin)
-
-
-def at_budget(config: MergeConfig, budget: float) -> MergeConfig:
-    """``config`` with its keep ratios scaled so that together they keep ``budget``, split between the stages
-    as before (in log ratio); a config without stages gains nothing."""
-    keeps = {}
-    if config.stage1_active:
-        keeps["stage1_keep"] = config.stage1_keep
-    if config.stage2_active:
-        keeps["stage2_keep"] = config.stage2_keep
-    if not keeps:
-        return config
-    total = math.log(math.prod(keeps.values()))
-    if total == 0.0:
-        share = {name: 1.0 / len(keeps) for name in keeps}
-    else:
-        share = {name: math.log(keep) / total for name, keep in keeps.items()}
-    return replace(config, **{name: min(1.0, budget ** share[name]) for name in keeps})

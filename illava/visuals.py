@@ -10,6 +10,7 @@ import torch
 
 from .backbones import EncodedVision, ItemLayout
 from .config import MergeConfig, Resolution
+from .cost import TYPICAL_TEXT_TOKENS, Estimate, cost_model
 from .loading import LVLM, synchronize
 from .media import to_pil_images
 from .trace import ItemTrace, stage1_trace
@@ -81,12 +82,17 @@ def visual_token_counts(items: Sequence[VisualItem], after_stage2: int | None = 
 
 @dataclass(frozen=True)
 class VisualTokens:
-    """The visual inputs of one prompt after stage 1 (``encode``'s result)."""
+    """The visual inputs of one prompt after stage 1 (``encode``'s result).
+
+    estimate: what ``config`` (both stages) costs on these items, with a typical prompt's text: the work
+    share and the predicted ViT + prefill speedup, before stage 2 has run.
+    """
 
     items: tuple[VisualItem, ...]
     config: MergeConfig
     vit_s: float
     model_id: str
+    estimate: Estimate = Estimate(1.0, 1.0)
 
     def counts(self) -> VisualTokenCounts:
         """The items' token counts after stage 1 (stage 2 has not run yet)."""
@@ -130,7 +136,8 @@ def encode(
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "video", config, check_interrupt)
         vit_s += seconds
         items.append(_item("video", encoded, 0, frames.fps, frames.metadata()))
-    return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id)
+    estimate = cost_model(backbone).estimate([item.layout for item in items], TYPICAL_TEXT_TOKENS, config)
+    return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id, estimate=estimate)
 
 
 def _timed_encoder(lvlm: LVLM, pixel_values, grid, kind: str, config: MergeConfig, check_interrupt):

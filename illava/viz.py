@@ -179,25 +179,25 @@ def save_png(array: np.ndarray, path) -> None:
 
 
 def front_chart(measured: Sequence, chosen: Sequence, width: int = 480, height: int = 300) -> np.ndarray:
-    """(h, w, 3) uint8 scatter of calibration candidates: estimated cost (x) against answers kept (y);
-    the chosen configurations ringed. ``measured``, ``chosen``: objects with ``cost`` and ``agreement``."""
+    """(h, w, 3) uint8 scatter of calibration candidates: work share (x) against answers kept (y); the chosen
+    configurations ringed. ``measured``, ``chosen``: objects with ``work`` and ``agreement``."""
     margin = 40
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     x0, y0, x1, y1 = margin, 12, width - 12, height - margin
 
-    def point(cost: float, agreement: float) -> tuple[float, float]:
-        return x0 + (x1 - x0) * min(max(cost, 0.0), 1.0), y1 - (y1 - y0) * min(max(agreement, 0.0), 1.0)
+    def point(work: float, agreement: float) -> tuple[float, float]:
+        return x0 + (x1 - x0) * min(max(work, 0.0), 1.0), y1 - (y1 - y0) * min(max(agreement, 0.0), 1.0)
 
     draw.rectangle((x0, y0, x1, y1), outline=(120, 120, 120))
     for row in measured:
-        x, y = point(row.cost, row.agreement)
+        x, y = point(row.work, row.agreement)
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(150, 170, 200))
     for row in chosen:
-        x, y = point(row.cost, row.agreement)
+        x, y = point(row.work, row.agreement)
         draw.ellipse((x - 5, y - 5, x + 5, y + 5), outline=(214, 39, 40), width=2)
     draw.text((x0, y1 + 8), "0", fill="black")
-    draw.text((x1 - 60, y1 + 8), "cost 1 = off", fill="black")
+    draw.text((x1 - 60, y1 + 8), "work 1 = off", fill="black")
     draw.text((x0 + 4, y0 + 2), "answers kept 100%", fill="black")
-    draw.text((x0 + 90, y1 + 22), "estimated ViT + prefill cost (ringed: chosen)", fill="black")
+    draw.text((x0 + 90, y1 + 22), "work on the picture (ringed: chosen)", fill="black")
     return np.asarray(image)

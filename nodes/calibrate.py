@@ -25,8 +25,8 @@ class Calibrate:
     RETURN_TYPES = ("STRING", "IMAGE")
     RETURN_NAMES = ("table", "chart")
     OUTPUT_TOOLTIPS = (
-        "The chosen settings per budget: tokens kept, fidelity (KL, answers kept) and estimated cost.",
-        "Every measured setting, estimated cost against answers kept; the chosen ones ringed.",
+        "The chosen settings per budget: their work, tokens kept and fidelity (KL, answers kept).",
+        "Every measured setting, its work against answers kept; the chosen ones ringed.",
     )
     DESCRIPTION = (
         "Label-free: the unmerged model answers each input, and every candidate is scored by how closely it "
@@ -40,7 +40,7 @@ class Calibrate:
             "required": {
                 "lvlm": ("ILLAVA_LVLM", {"tooltip": "From Load LVLM: the model to calibrate."}),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "Describe this image.", "tooltip": "What to ask of every input: the kind of prompt you will use."}),
-                "budgets": ("STRING", {"default": ", ".join(str(b) for b in DEFAULT_BUDGETS), "tooltip": "Fractions of visual tokens to fit settings for."}),
+                "budgets": ("STRING", {"default": ", ".join(str(b) for b in DEFAULT_BUDGETS), "tooltip": "Shares of the work on the picture to fit settings for (0.33 = a third)."}),
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "A batch of your own images; each is one calibration input."}),

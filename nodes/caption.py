@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 
+from ..illava.budget import DEFAULT_BUDGET
 from ..illava.captioning import DEFAULT_STYLE
 from ..illava.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
-from .config import DEFAULT_BUDGET, MergeChoice, build_choice
+from . import comfy_compat
+from .config import MergeChoice, build_choice
 from .encode import check_image_batch, encode_images, image_resolution, resolution_inputs
 from .encode_video import encode_clip, video_source
 from .generate import sampling_inputs, style_input, styled_prompt
@@ -40,7 +42,7 @@ class Caption:
     )
     DESCRIPTION = (
         "Load LVLM + an image batch or a video -> one caption per image (or for the video). The budget is the share "
-        "of visual tokens kept (auto: the settings calibrated for the model, or the paper's); 1.0 = no merging. "
+        "of the work on the picture that remains (auto: the settings calibrated for the model, or the paper's); 1.0 = no merging. "
         "Encode + Generate do the same in steps, with every setting exposed."
     )
 
@@ -51,7 +53,7 @@ class Caption:
                 "lvlm": ("ILLAVA_LVLM", {"tooltip": "From Load LVLM."}),
                 "style": style_input(DEFAULT_STYLE),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "", "tooltip": "Your question (style question) or instruction (style custom); unused by the other styles."}),
-                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Share of the visual tokens that reach the later LLM layers (0.33 = a third); 1.0 = no merging."}),
+                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Share of the work on the picture that remains, every vision-encoder and LLM layer counted (0.33 = about three times less); 1.0 = no merging."}),
                 **sampling_inputs(),
             },
             "optional": {
@@ -62,6 +64,11 @@ class Caption:
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
+
+    @classmethod
+    def IS_CHANGED(cls, budget: float = 1.0, **_: Any) -> str:
+        """Merging by auto: re-run after Calibrate writes a profile."""
+        return comfy_compat.profile_store_state() if budget < 1.0 else ""
 
     def caption(
         self,

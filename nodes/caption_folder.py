@@ -6,13 +6,13 @@ import hashlib
 import os
 from pathlib import Path
 
+from ..illava.budget import DEFAULT_BUDGET
 from ..illava.caption_plan import KINDS
 from ..illava.captioning import DEFAULT_STYLE
 from ..illava.folder_captions import Progress, caption_folder
 from ..illava.generation import GenerationOptions
 from . import comfy_compat
 from .caption import caption_choice
-from .config import DEFAULT_BUDGET
 from .encode import image_resolution, resolution_inputs
 from .examples import INPUTS
 from .generate import style_input
@@ -105,7 +105,7 @@ class CaptionFolder:
                 "output_folder": ("STRING", {"default": "", "tooltip": "Where the .txt files go: empty = beside each input; else absolute, or relative to ComfyUI's output folder (the input folder's tree mirrored)."}),
                 "style": style_input(DEFAULT_STYLE),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "", "tooltip": "Your question (style question) or instruction (style custom); unused by the other styles."}),
-                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Share of the visual tokens that reach the later LLM layers (0.33 = a third); 1.0 = no merging."}),
+                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Share of the work on the picture that remains, every vision-encoder and LLM layer counted (0.33 = about three times less); 1.0 = no merging."}),
                 "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 32768, "tooltip": "Most tokens per caption (greedy decoding)."}),
                 "batch_size": ("INT", {"default": 4, "min": 0, "max": 256, "tooltip": "Files answered together; 0 = as many as the free memory holds (merged prompts need less, so more fit)."}),
                 "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also caption the files in subfolders."}),
@@ -117,9 +117,10 @@ class CaptionFolder:
 
     @classmethod
     def IS_CHANGED(cls, folder: str = "", output_folder: str = "", **_) -> str:
-        """Re-run when a file in the folder or its captions changed (a caption deleted, an image added)."""
+        """Re-run when a file in the folder or its captions changed (a caption deleted, an image added), or
+        when Calibrate wrote a profile that auto now uses."""
         try:
-            return _listing(source_folder(folder), target_folder(output_folder))
+            return _listing(source_folder(folder), target_folder(output_folder)) + comfy_compat.profile_store_state()
         except ValueError:
             return "missing"
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..illava.profiles import user_profile_dir
+
 try:
     import folder_paths
 except ImportError:
@@ -105,6 +107,15 @@ def profile_store() -> str | None:
     if folder_paths is None:
         return None
     return os.path.join(folder_paths.get_user_directory(), "illava", "profiles")
+
+
+def profile_store_state() -> str:
+    """Changes whenever a merge profile is written to the store (``os.replace`` renews the folder's mtime):
+    what nodes using ``auto`` add to their cache key, so a new calibration takes effect on the next queue."""
+    try:
+        return str(os.stat(profile_store() or user_profile_dir()).st_mtime_ns)
+    except OSError:
+        return ""
 
 
 def add_json_route(path: str, handler: Callable[[dict[str, str]], tuple[int, Any]]) -> None:

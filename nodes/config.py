@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..illava import PRESETS, LVLM, MergeConfig
-from ..illava.config import RECYCLE_WEIGHTINGS, preset_for
+from ..illava.budget import DEFAULT_BUDGET, check_budget
+from ..illava.config import RECYCLE_WEIGHTINGS
 from ..illava.methods import METHODS
-from ..illava.profiles import auto_config, check_budget
+from ..illava.resolve import resolve, typical_estimate
+from . import comfy_compat
 
 # Menu label -> library preset name; "auto" uses the model's merge profile at the budget, "custom" the knobs.
 PRESET_CHOICES = {
@@ -16,7 +18,6 @@ PRESET_CHOICES = {
 }
 CUSTOM_DEFAULTS = PRESETS["paper-image"]
 NODE_NAME = "iLLaVA Merge Config"
-DEFAULT_BUDGET = 0.33
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,40 @@ class MergeChoice:
     def resolve(self, lvlm: LVLM, kind: str = "image") -> MergeConfig:
         """The config for this model and kind of input; a layer past the model's depth is an error naming
         Merge Config's field to change."""
-        if self.preset_name == "auto":
-            config = auto_config(lvlm, self.budget, kind)
-        elif self.preset_name is None:
-            config = self.config
-        else:
-            config = preset_for(self.preset_name, lvlm.backbone)
+        config = self.config if self.preset_name is None else resolve(self.preset_name, self.budget, lvlm, kind)
         try:
             config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
         except ValueError as error:
             raise ValueError(f"{NODE_NAME}: {error} (the loaded model is {lvlm.path.name})") from None
         return config
+
+
+def readout(choice: MergeChoice, model, name: str) -> str:
+    """What ``choice`` buys on ``model`` (a loaded ``LVLM`` or a ``describe.ModelOutline`` named ``name``) for a
+    typical image and a 16-frame video: its work and predicted speedup, its settings and where they came from.
+    Raises ValueError naming the field to change."""
+    lead = f"auto at budget {choice.budget:.2f}" if choice.preset_name == "auto" else (choice.preset_name or "custom")
+    lines = [f"{lead} on {name}:"]
+    settings = []
+    for kind, what in (("image", "1024x768 image"), ("video", "16-frame video")):
+        config = choice.resolve(model, kind)
+        estimate = typical_estimate(config, model, kind)
+        less = f"about {1 / estimate.work:.1f}x less work on the picture" if estimate.work < 0.995 else "no work saved"
+        lines.append(f"{what}: work {estimate.work:.2f}, {less}; estimated ViT + prefill speedup {estimate.speedup:.1f}x")
+        settings.append(f"{kind}: {settings_text(config)}" + (f" ({config.origin})" if config.origin else ""))
+    return "\n".join(lines + settings)
+
+
+def settings_text(config: MergeConfig) -> str:
+    """E.g. 'stage 1 before encoder block 1 keeps 24% | stage 2 before LLM layer 1 keeps 50%'."""
+    parts = []
+    for stage, layers, keep, where in ((1, config.stage1_layers, config.stage1_keep, "encoder block"),
+                                       (2, config.stage2_layers, config.stage2_keep, "LLM layer")):
+        if layers:
+            at = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+            parts.append(f"stage {stage} before {where} {at} keeps {keep:.0%}")
+    method = "" if config.method == "illava" else f" ({config.method})"
+    return (" | ".join(parts) or "no merging") + method
 
 
 def build_choice(preset: str = "custom", budget: float = DEFAULT_BUDGET, **knobs: Any) -> MergeChoice:
@@ -79,8 +103,9 @@ class MergeConfigNode:
     RETURN_NAMES = ("config",)
     OUTPUT_TOOLTIPS = ("The merge settings, for Encode Image (stage 1) and Generate (stage 2).",)
     DESCRIPTION = (
-        "auto keeps the budget's share of the visual tokens with the settings calibrated for the loaded model "
-        "(iLLaVA Calibrate), or the paper preset when it has none, and says which on Encode. Named presets are "
+        "auto spends the budget's share of the work on the picture (every vision-encoder and LLM layer counted) "
+        "with the settings calibrated for the loaded model (iLLaVA Calibrate), or the paper preset scaled to the "
+        "budget when it has none, and says which on Encode. Named presets are "
         "written for Qwen2.5-VL-7B and scaled to the loaded model's depth; the knobs below apply only with "
         "preset = custom, where layers are used exactly as written."
     )
@@ -104,9 +129,14 @@ class MergeConfigNode:
             },
             # Optional and after method, so that saved workflows and API prompts from before it still load.
             "optional": {
-                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto only: the fraction of visual tokens that reach the later LLM layers (0.33 = a third)."}),
+                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto only: the share of the work on the picture that remains, every vision-encoder and LLM layer counted (0.33 = about three times less)."}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, preset: str = "auto", **_: Any) -> str:
+        """auto re-runs after Calibrate writes a profile, and with it every node it feeds."""
+        return comfy_compat.profile_store_state() if preset == "auto" else ""
 
     def build(self, preset: str, **knobs: Any) -> tuple[MergeChoice]:
         return (build_choice(preset, **knobs),)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import illava
-from helpers import random_image, write_video
+from helpers import TEST_DEVICE, TEST_DTYPE, random_image, write_video
 from illava.testing.models import build_model_folder
 
 ARCHES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
@@ -29,7 +29,7 @@ def model_dirs(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def lvlms(model_dirs) -> dict[str, illava.LVLM]:
-    return {arch: illava.load(path, device="cpu", dtype="fp32") for arch, path in model_dirs.items()}
+    return {arch: illava.load(path, device=TEST_DEVICE, dtype=TEST_DTYPE) for arch, path in model_dirs.items()}
 
 
 @pytest.fixture(params=ARCHES)
@@ -46,21 +46,21 @@ def qwen25(lvlms) -> illava.LVLM:
 def llava_onevision(tmp_path_factory) -> illava.LVLM:
     """A tiny LLaVA-OneVision, apart from ``ARCHES``: its prompts and tiles differ from Qwen's."""
     path = build_model_folder(tmp_path_factory.mktemp("models") / "llava_onevision", arch="llava_onevision", initializer_range=0.1)
-    return illava.load(path, device="cpu", dtype="fp32")
+    return illava.load(path, device=TEST_DEVICE, dtype=TEST_DTYPE)
 
 
 @pytest.fixture(scope="session")
 def internvl(tmp_path_factory) -> illava.LVLM:
     """A tiny InternVL, apart from ``ARCHES``: its tiles and prompts differ from Qwen's."""
     path = build_model_folder(tmp_path_factory.mktemp("models") / "internvl", arch="internvl", initializer_range=0.1)
-    return illava.load(path, device="cpu", dtype="fp32")
+    return illava.load(path, device=TEST_DEVICE, dtype=TEST_DTYPE)
 
 
 @pytest.fixture(scope="session")
 def minicpmv(tmp_path_factory) -> illava.LVLM:
     """A tiny MiniCPM-V 4.6 (SigLIP encoder with its window merger, Qwen3.5 text with linear-attention layers)."""
     path = build_model_folder(tmp_path_factory.mktemp("models") / "minicpmv", arch="minicpmv", initializer_range=0.1)
-    return illava.load(path, device="cpu", dtype="fp32")
+    return illava.load(path, device=TEST_DEVICE, dtype=TEST_DTYPE)
 
 
 @pytest.fixture(scope="session")

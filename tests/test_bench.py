@@ -1,4 +1,4 @@
-"""The benchmark's FLOP model and a miniature run of the real benchmark command."""
+"""The benchmark's models, its cost figures, and a miniature run of the real benchmark command."""
 
 import json
 import subprocess
@@ -7,16 +7,9 @@ import sys
 import pytest
 
 from illava.lab.bench import ARCHES, build_lvlm
+from illava.backbones.base import ItemShape
 from illava.config import MergeConfig
-from illava.lab.flops import Dims, llm_prefill_flops, vit_flops
-
-
-@pytest.fixture(scope="module")
-def dims():
-    import torch
-
-    lvlm = build_lvlm("qwen2-vl-2b", torch.device("cpu"), torch.bfloat16, llm_layers=2, vit_layers=2)
-    return Dims.from_config(lvlm.model.config)
+from illava.cost import cost_model
 
 
 def test_models_have_the_published_dimensions():
@@ -30,35 +23,42 @@ def test_models_have_the_published_dimensions():
     assert next(lvlm.model.parameters()).dtype == torch.bfloat16
 
 
-def test_flops_fall_with_the_tokens_kept(dims):
+def test_flops_of_a_real_width_model_fall_with_the_tokens_kept():
+    import torch
+
+    lvlm = build_lvlm("qwen2-vl-2b", torch.device("cpu"), torch.bfloat16, llm_layers=2, vit_layers=2)
+    cost, image = cost_model(lvlm.backbone), ItemShape((1, 16, 16), 256, 1024)
     off = MergeConfig()
     half = MergeConfig(stage1_layers=(1,), stage1_keep=0.5, stage2_layers=(1,), stage2_keep=0.5)
-    assert vit_flops(dims, [256], half) < vit_flops(dims, [256], off)
-    assert llm_prefill_flops(dims, 40, 128, half) < llm_prefill_flops(dims, 40, 128, off) < llm_prefill_flops(dims, 40, 256, off)
-    # With nothing merged, FLOPs are linear in the frame count for per-frame attention.
-    assert vit_flops(dims, [256, 256], off) == pytest.approx(2 * vit_flops(dims, [256], off))
+    assert cost.flops([image], 40, half).vit < cost.flops([image], 40, off).vit
+    assert cost.flops([image], 40, half).llm_visual < cost.flops([image], 40, off).llm_visual
+    # With nothing merged, encoder FLOPs are linear in the frame count for per-frame attention.
+    frames = ItemShape((2, 16, 16), 512, 2048)
+    assert cost.flops([frames], 40, off).vit == pytest.approx(2 * cost.flops([image], 40, off).vit)
+    assert 0.0 < cost.work([image], 40, half) < 1.0 < cost.estimate([image], 40, half).speedup
 
 
 def test_the_bench_command_writes_rows_a_table_and_a_chart(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "illava", "bench", "--arch", "qwen2-vl-2b", "--layers", "2", "--inputs", "1 image",
-         "--presets", "off", "fast", "--new-tokens", "3", "--repeats", "1", "--json", str(out)],
+         "--presets", "off", "fast", "auto", "--budgets", "0.5", "--new-tokens", "3", "--repeats", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     rows = result["rows"]
-    assert [row["preset"] for row in rows] == [None, "off", "fast"]
-    keys = {"arch", "input", "method", "preset", "visual_tokens", "vit_s", "prefill_s", "decode_tok_s",
-            "peak_mem_bytes", "speedup_prefill", "ideal_speedup_prefill", "memory_ratio"}
+    assert [(row["preset"], row["budget"]) for row in rows] == [(None, None), ("off", None), ("fast", None), ("auto", 0.5)]
+    keys = {"arch", "input", "method", "preset", "budget", "work", "predicted_speedup", "visual_tokens", "vit_s",
+            "prefill_s", "decode_tok_s", "peak_mem_bytes", "speedup_prefill", "measured_over_predicted", "memory_ratio"}
     for row in rows:
         assert keys <= set(row)
         assert row["depth"].startswith("LLM 2/28 layers, ViT 2/32 layers")
-    vanilla, off, fast = rows
-    assert vanilla["speedup_prefill"] == 1.0 and vanilla["memory_ratio"] == 1.0
-    assert off["visual_tokens"] == vanilla["visual_tokens"] and off["ideal_speedup_prefill"] == pytest.approx(1.0)
+    vanilla, off, fast, auto = rows
+    assert vanilla["speedup_prefill"] == 1.0 and vanilla["memory_ratio"] == 1.0 and vanilla["work"] == 1.0
+    assert off["visual_tokens"] == vanilla["visual_tokens"] and off["predicted_speedup"] == pytest.approx(1.0)
     assert fast["visual_tokens"]["llm_after_stage2"] < vanilla["visual_tokens"]["llm_input_full"]
-    assert fast["ideal_speedup_prefill"] > 1.0
-    assert out.with_suffix(".md").read_text().count("\n") == 5
+    assert fast["predicted_speedup"] > 1.0 and fast["work"] < 1.0
+    assert auto["work"] == pytest.approx(0.5, abs=0.03) and auto["predicted_speedup"] > 1.5
+    assert out.with_suffix(".md").read_text().count("\n") == 6
     assert out.with_suffix(".png").stat().st_size > 1000

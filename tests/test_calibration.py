@@ -14,11 +14,11 @@ from helpers import extended_inputs, random_image
 from illava import MergeConfig
 from illava.calibrate import CalibrationInput, _Search, calibrate, read_inputs
 from illava.llm_stage import Stage2, installed
+from illava.resolve import auto_config
 from illava.profiles import (
     PROFILE_NAME,
     MergeProfile,
     ProfileError,
-    auto_config,
     model_identity,
     read_profile,
     write_profile,
@@ -72,20 +72,19 @@ def test_the_fidelity_measure_equals_an_independent_recomputation(qwen25, inputs
     assert measured.kl > 0, "a real reduction should move the distributions a little"
 
 
-def test_each_chosen_configuration_meets_its_budget(qwen25, inputs, report):
+def test_each_chosen_configuration_spends_its_budget(qwen25, inputs, report):
     entries = report.profile.entries["image"]
     assert [entry.budget for entry in entries] == list(BUDGETS)
     for entry in entries:
-        fractions = []
+        works = []
         for item in inputs:
             visuals = illava.encode(qwen25, list(item.images), entry.config)
             result = illava.generate(qwen25, visuals, item.prompt, entry.config, illava.GenerationOptions(max_new_tokens=1))
-            tokens = result.stats[0]["visual_tokens"]
-            fractions.append(tokens["llm_after_stage2"] / tokens["llm_input_full"])
-        measured = sum(fractions) / len(fractions)
+            works.append(result.stats[0]["work"])
+        measured = sum(works) / len(works)
         assert abs(measured - entry.budget) <= 0.02, (entry.budget, measured, entry.config)
-        assert measured == pytest.approx(entry.token_fraction)
-        assert 0 < entry.cost < 1
+        assert measured == pytest.approx(entry.work)
+        assert 0 < entry.token_fraction < 1
 
 
 def test_calibration_is_deterministic(qwen25, inputs, report):
@@ -141,7 +140,7 @@ def test_a_profile_of_another_model_is_refused_with_a_clear_message(model_copy, 
 
 @pytest.mark.parametrize(
     "text",
-    ["{not json", json.dumps({"format": 1, "identity": "x"}), "EDITED"],
+    ["{not json", json.dumps({"format": 2, "identity": "x"}), "EDITED"],
     ids=["corrupt", "incomplete", "hand-edited"],
 )
 def test_a_broken_profile_gives_a_clear_note_and_the_fallback(model_copy, report, text):
@@ -160,10 +159,21 @@ def test_auto_without_a_profile_falls_back_and_says_so(qwen25, tmp_path, monkeyp
     monkeypatch.setenv("ILLAVA_PROFILE_DIR", str(tmp_path))
     assert qwen25.profile is None
     config = auto_config(qwen25, 0.33, "video")
-    assert "no merge profile" in config.origin and "paper-video preset at 33%" in config.origin
+    assert "no merge profile" in config.origin and "paper-video preset scaled to the budget" in config.origin
+    assert "at work 0.33" in config.origin
     result = illava.generate(qwen25, illava.encode(qwen25, random_image(0, 112, 112), config), "Hi", config,
                              illava.GenerationOptions(max_new_tokens=1))
     assert result.stats[0]["config"]["origin"] == config.origin
+
+
+def test_a_profile_of_token_budgets_is_refused_with_a_note_to_calibrate_again(model_copy, report):
+    data = MergeProfile(model_identity(model_copy), report.profile.entries, {}, "test").to_dict()
+    data["format"] = 1
+    (model_copy / PROFILE_NAME).write_text(json.dumps(data))
+    lvlm = illava.load(model_copy, device="cpu", dtype="fp32")
+    assert lvlm.profile is None
+    assert "counts its budgets in visual tokens" in lvlm.profile_note and "calibrate again" in lvlm.profile_note
+    assert "calibrate again" in auto_config(lvlm, 0.33, "image").origin
 
 
 @pytest.mark.parametrize("budget", [0, -0.1, 1.5, float("nan"), True])

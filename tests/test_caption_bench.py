@@ -8,15 +8,17 @@ import pytest
 
 from illava import MergeConfig
 from illava.lab import caption_bench
-from illava.lab.flops import Dims, llm_decode_flops
+from illava.backbones.base import ItemShape
+from illava.cost import cost_model
 
 
 def test_decoding_flops_grow_with_the_cache_and_merging_shrinks_them(qwen25):
-    dims = Dims.from_config(qwen25.model.config)
+    decode = cost_model(qwen25.backbone).decode_flops
+    large, small = [ItemShape((1, 20, 40), 800, 3200)], [ItemShape((1, 10, 10), 100, 400)]
     merged = MergeConfig(stage2_layers=(2,), stage2_keep=0.25)
-    assert llm_decode_flops(dims, 40, 800, MergeConfig(), 16) > llm_decode_flops(dims, 40, 100, MergeConfig(), 16)
-    assert llm_decode_flops(dims, 40, 800, merged, 16) < llm_decode_flops(dims, 40, 800, MergeConfig(), 16)
-    assert llm_decode_flops(dims, 40, 800, MergeConfig(), 32) > 2 * llm_decode_flops(dims, 40, 800, MergeConfig(), 15)
+    assert decode(large, 40, MergeConfig(), 16) > decode(small, 40, MergeConfig(), 16)
+    assert decode(large, 40, merged, 16) < decode(large, 40, MergeConfig(), 16)
+    assert decode(large, 40, MergeConfig(), 32) > 2 * decode(large, 40, MergeConfig(), 15)
 
 
 def test_every_row_measures_both_sides_on_the_same_items(monkeypatch, qwen25):

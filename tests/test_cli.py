@@ -88,7 +88,8 @@ def test_calibrate_writes_a_profile_that_caption_auto_uses(model_dirs, tmp_path)
     caption = run_cli("caption", "--model", model_dirs["qwen2_5_vl"], "--image", str(folder / "0.png"), "--prompt", "Hi",
                       "--budget", "0.5", "--max-new-tokens", "2", "--dtype", "fp32", "--device", "cpu", "--json", env=store)
     assert caption.returncode == 0, caption.stderr
-    assert "profile entry for 50% (calibrated; merge profile " in caption.stderr
+    assert "auto at work 0.50: the image settings calibrated for work 0.50 (merge profile " in caption.stderr
+    assert "; work 0.4" in caption.stderr and "estimated ViT + prefill speedup" in caption.stderr
     bad = run_cli("calibrate", "--model", model_dirs["qwen2_5_vl"], "--images", str(folder), "--budgets", "1.5", env=store)
     assert bad.returncode == 2 and "budgets must be fractions in (0, 1]" in bad.stderr
 
@@ -165,7 +166,7 @@ def test_a_peer_method_alone_runs_at_its_usual_placement(capsys, model_dirs, ima
     tokens, config = record["stats"]["visual_tokens"], record["stats"]["config"]
     assert config["method"] == "tome" and config["stage1_layers"] == list(range(1, qwen25.backbone.vit_depth + 1))
     assert tokens["vit_output"] < tokens["llm_input_full"]
-    assert "[tome: its usual placement at 33%: --stage1-layer 1,2,3,4 --stage1-keep 0.33]" in err
+    assert "[tome: its usual placement (every-encoder-block), work 0.3" in err and "--stage1-layer 1,2,3,4 --stage1-keep" in err
     code, out, err = caption(capsys, "--model", model, "--image", image, "--method", "fastv", "--budget", "0.5",
                              "--stage2-keep", "0.25", "--json")
     assert code == 0, err

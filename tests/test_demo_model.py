@@ -52,13 +52,16 @@ def test_the_demo_runs_and_writes_maps(tmp_path, capsys):
     assert run_demo(args) == 0
     printed = capsys.readouterr().out
     assert "paper-image" in printed and "paper-video" in printed and "speedup" in printed
-    assert "auto: image profile entry for 33% (calibrated; merge profile " in printed
+    assert "auto at work 0.33: the image settings calibrated for work 0.33 (merge profile shipped with the model)" in printed
+    # Each line shows its work and the predicted speedup beside the measured one.
+    assert re.search(r"^auto 0\.33\s+\d+\s+\d+\s+\d+\s+0\.3\d\s+\d+\.\d\dx\s+\d", printed, re.M), printed
     assert {p.name for p in tmp_path.glob("tokens-*.png")} == {
-        "tokens-image-off.png", "tokens-image-auto.png", "tokens-image-paper-image.png", "tokens-image-fast.png",
-        "tokens-video-off.png", "tokens-video-auto.png", "tokens-video-paper-video.png",
+        "tokens-image-off.png", "tokens-image-auto-0.5.png", "tokens-image-auto-0.33.png", "tokens-image-paper-image.png",
+        "tokens-image-fast.png", "tokens-video-off.png", "tokens-video-auto-0.5.png", "tokens-video-auto-0.33.png",
+        "tokens-video-paper-video.png",
     }
-    answers = re.findall(r"^  auto\s+'[^']*' (right|wrong)$", printed, re.M)
-    assert answers and set(answers) == {"right"}, "auto at 33% should answer the demo scene's questions right"
+    answers = re.findall(r"^  auto 0\.5\s+'[^']*' (right|wrong)$", printed, re.M)
+    assert answers and set(answers) == {"right"}, "auto at half the work should answer the demo scene's questions right"
 
 
 def test_a_missing_demo_model_says_how_to_restore_it(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import illava
-from helpers import cached_and_fresh_logits, illava_generate
+from helpers import CACHED_ATOL, cached_and_fresh_logits, illava_generate
 from illava import MergeConfig
 
 STAGE1 = MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage1_recycled=2)
@@ -57,7 +57,7 @@ def test_token_counts_follow_the_config(lvlm, images, config):
 )
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, images, config):
     cached, fresh, stage2, prompt = cached_and_fresh_logits(lvlm, images, config, PROMPTS, STEPS)
-    torch.testing.assert_close(cached, fresh, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cached, fresh, rtol=0, atol=CACHED_ATOL)
     if stage2 is not None:
         assert stage2.record.visual_after[0] < prompt["mm_token_type_ids"].bool().sum()
 

@@ -1,17 +1,17 @@
-// iLLaVA frontend: the token budget readout on Merge Config (for the chosen model), inactive knobs
+// iLLaVA frontend: the readout of what Merge Config's settings buy on the chosen model, inactive knobs
 // hidden, and text / stats / counts shown on the nodes after they run (kept across reloads), in both
 // the LiteGraph canvas and the Vue node renderer.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
-import { REFERENCE, budgetText, customStart } from "./budget.js";
+import { NO_MODEL_TEXT, REFERENCE, customStart, readoutQuery } from "./budget.js";
 import { DISPLAYS, DISPLAY_MIN_HEIGHT, failureTexts, parseLocator, rememberShown, rememberedTexts, textsFor } from "./display.js";
 import { LOADER, chosenModel, modelInfoCache } from "./model_info.js";
 import { HAS_RULES, hiddenWidgets } from "./visibility.js";
 import { growToFit, showOnly } from "./widgets.js";
 
 const CONFIG = "iLLaVA_MergeConfig";
-const BUDGET_DISPLAY = { name: "illava_budget", label: "token budget", placeholder: "the token budget appears here" };
+const BUDGET_DISPLAY = { name: "illava_budget", label: "what it buys", placeholder: "the work and estimated speedup appear here" };
 // Widgets whose choice hides or shows others (combos: they fire no callback while a workflow loads).
 const CONTROLS = ["preset", "sampling", "style"];
 // Wide enough for a few words per line in the display boxes.
@@ -46,19 +46,32 @@ const modelInfo = modelInfoCache(async (name) => {
   return body;
 });
 
-// The readout at once with what is known of the chosen model, again when the server answers.
+async function fetchReadout(query) {
+  try {
+    const response = await api.fetchApi(`/illava/readout?${query}`);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) return `no readout: ${body.error ?? `the server has no iLLaVA readout route (HTTP ${response.status})`}`;
+    return body.text;
+  } catch (error) {
+    return `no readout: ${error.message}`;
+  }
+}
+
+// The server's readout for the node's settings and chosen model; only the latest answer is shown.
 async function refreshBudget(node) {
   const display = node.widgets?.find((w) => w.name === BUDGET_DISPLAY.name);
   if (!display || !node.graph) return;
   const name = chosenModel(node, node.graph);
-  const show = (state) => {
-    display.value = budgetText(widgetValues(node), state);
+  const show = (text) => {
+    display.value = text;
     node.setDirtyCanvas?.(true, false);
   };
-  show(name ? modelInfo.peek(name) ?? null : null);
-  if (!name || modelInfo.peek(name)) return;
-  const answer = await modelInfo.get(name);
-  if (chosenModel(node, node.graph) === name) show(answer);
+  if (!name) return show(NO_MODEL_TEXT);
+  // Custom starts from the model's depths: have them at hand when the user switches to it.
+  modelInfo.get(name);
+  const asked = (node.illavaReadoutAsked = (node.illavaReadoutAsked ?? 0) + 1);
+  const text = await fetchReadout(readoutQuery(widgetValues(node), name));
+  if (asked === node.illavaReadoutAsked) show(text);
 }
 
 // Every Merge Config's readout, after the model or the links that lead to it change.

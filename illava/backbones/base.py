@@ -21,20 +21,28 @@ from .common.decoder_scoring import decoder_query_scores
 
 
 @dataclass(frozen=True)
-class ItemLayout:
-    """One image's or video's token map and token counts, the same for every backbone.
+class ItemShape:
+    """What the cost model reads of an image or video: its token map and token counts.
 
     grid: (views, rows, columns) of the item's LLM-token map; a view is a tile, a slice, a frame or
     a temporal patch group, as the model cuts the item.
     tokens_full: LLM tokens of the item without merging (extra tokens such as image newlines included).
     patches: tokens entering the vision encoder.
-    preview: (views, h, w, 3) uint8, each view as the encoder saw it.
-    Adapters subclass it to carry what their own prompt text needs.
     """
 
     grid: tuple[int, int, int]
     tokens_full: int
     patches: int
+
+
+@dataclass(frozen=True)
+class ItemLayout(ItemShape):
+    """One encoded image's or video's shape and preview, the same for every backbone.
+
+    preview: (views, h, w, 3) uint8, each view as the encoder saw it.
+    Adapters subclass it to carry what their own prompt text needs.
+    """
+
     preview: np.ndarray
 
 
@@ -138,6 +146,33 @@ class Backbone:
         if not linear:
             return None
         return tuple(i + 1 for i in range(self.llm_depth - 1) if i not in linear)
+
+    @property
+    def vision_width(self) -> int:
+        """The vision encoder's hidden width (its attention's query/key width, for the cost model)."""
+        vision = self.config.vision_config
+        return getattr(vision, "embed_dim", None) or vision.hidden_size
+
+    @property
+    def text_width(self) -> int:
+        """The text model's hidden width (for the cost model's attention and LM-head terms)."""
+        return self.language_model.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the LM head (for the cost model's decoding FLOPs)."""
+        return self.language_model.config.vocab_size
+
+    def vision_window(self, layer: int) -> int | None:
+        """Patches each patch of encoder layer ``layer`` attends over when the layer attends in windows
+        (None: over its whole view)."""
+        return None
+
+    def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
+        """The shapes of a typical input of ``kind``: a 1024x768 image, or a 16-frame 448x448 video, cut as
+        ``processor`` (the model's own; its class defaults when None) cuts it. ``auto``, the method
+        placements and the readouts fit their budgets on it; every run reports its work on its own input."""
+        raise NotImplementedError
 
     @property
     def context_length(self) -> int:

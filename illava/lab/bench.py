@@ -2,8 +2,10 @@
 
 Models have the published dimensions of real checkpoints with random weights (built without
 initialisation, then filled cheaply); ``--llm-layers`` / ``--vit-layers`` shorten them to fit a time
-budget, and every output says so. Every method runs once untimed to warm up, then all methods run
-in alternating rounds on each input; figures are medians. Peak memory is the process RSS sampled
+budget, and every output says so. ``auto`` runs once per ``--budgets`` entry (a work share; without a
+profile it is the paper preset scaled to the budget). Every method runs once untimed to warm up, then
+all methods run in alternating rounds on each input; figures are medians. Each row carries its work
+share and the cost model's predicted ViT + prefill speedup beside the measured one. Peak memory is the process RSS sampled
 during the run on CPU, and ``max_memory_allocated`` on CUDA.
 """
 
@@ -22,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import MergeConfig, preset
+from ..config import MergeConfig
+from ..cost import cost_model
+from ..resolve import resolve
 from ..testing.models import TextDims, VisionDims
-from .flops import Dims, llm_prefill_flops, vit_flops
 
 VOCAB = 151936
 QWEN2_5_VIT = VisionDims(32, 1280, 3420, 16, window_size=112, fullatt_block_indexes=(7, 15, 23, 31))
@@ -37,6 +40,7 @@ ARCHES: dict[str, tuple[str, TextDims, VisionDims]] = {
     "qwen2-vl-7b": ("qwen2_vl", TextDims(3584, 18944, 28, 28, 4, (16, 24, 24), VOCAB, False), QWEN2_VIT),
 }
 PRESETS = ("off", "paper-image", "paper-video", "fast")
+BUDGETS = (0.5, 0.33, 0.22, 0.11)
 INPUTS = ("1 image", "4 images", "16-frame video")
 PROMPT = "Describe what you see in detail."
 
@@ -50,7 +54,7 @@ class Run:
     peak_mem_bytes: int
     peak_extra_bytes: int
     visual_tokens: dict[str, int]
-    frame_groups: list[int]
+    shapes: list
 
 
 def build_lvlm(arch: str, device: torch.device, dtype: torch.dtype, llm_layers: int | None, vit_layers: int | None, seed: int = 0):
@@ -161,9 +165,8 @@ def run_illava(lvlm, inputs: dict, config: MergeConfig, new_tokens: int) -> Run:
                          fps=inputs.get("fps", 2.0), max_frames=inputs.get("max_frames", 32), video_fps=inputs.get("video_fps"))
         result = generate(lvlm, visuals, PROMPT, config, options)
     stats = result.stats[0]
-    groups = _frame_groups([item.layout.grid_thw for item in visuals.items])
     return Run(stats["vit_s"], stats["prefill_s"], stats["decode_s"], stats["new_tokens"], memory.peak, memory.extra,
-               stats["visual_tokens"], groups)
+               stats["visual_tokens"], [item.layout for item in visuals.items])
 
 
 def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
@@ -204,8 +207,7 @@ def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
     patches = sum(t * h * w for t, h, w in grids)
     tokens = VisualTokenCounts(vit_input=patches, vit_output=full, llm_input=full, llm_after_stage2=full, llm_input_full=full)
     new = out.shape[1] - model_inputs["input_ids"].shape[1]
-    return Run(vit.seconds, clock.prefill_s - vit.seconds, clock.decode_s, new, memory.peak, memory.extra, tokens,
-               _frame_groups(grids))
+    return Run(vit.seconds, clock.prefill_s - vit.seconds, clock.decode_s, new, memory.peak, memory.extra, tokens, [])
 
 
 class _Stopwatch:
@@ -221,17 +223,6 @@ class _Stopwatch:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - self._t
-
-
-def ideal_prefill_flops(lvlm, config: MergeConfig, text_tokens: int, run: Run) -> float:
-    """FLOPs of ViT + LLM prefill for the run's input under ``config`` (``off`` for vanilla)."""
-    dims = Dims.from_config(lvlm.model.config)
-    return vit_flops(dims, run.frame_groups, config) + llm_prefill_flops(dims, text_tokens, run.visual_tokens["llm_input"], config)
-
-
-def _frame_groups(grids) -> list[int]:
-    """2x2 groups per attention segment (an image, or a frame pair of a video)."""
-    return [h * w // 4 for t, h, w in grids for _ in range(t)]
 
 
 def median_run(runs: list[Run]) -> dict[str, float]:
@@ -261,19 +252,23 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         f"ViT {lvlm.backbone.vit_depth}/{full_vision.depth} layers"
     )
     log(f"{args.arch} ({depth}), {dtype}, {device}: built in {time.perf_counter() - start:.0f} s")
-    methods = ["vanilla"] + list(args.presets)
-    configs = {name: preset(name, lvlm.backbone.vit_depth, lvlm.backbone.llm_depth) for name in args.presets}
+    methods = ["vanilla"] + bench_methods(args.presets, args.budgets)
     all_inputs = bench_inputs()
+
+    def config_for(method: str, inputs: dict) -> MergeConfig:
+        name, _, budget = method.partition("@")
+        return resolve(name, float(budget or 1.0), lvlm, "video" if "video" in inputs else "image")
 
     def once(method: str, inputs: dict) -> Run:
         if method == "vanilla":
             return run_vanilla(lvlm, inputs, args.new_tokens)
-        return run_illava(lvlm, inputs, configs[method], args.new_tokens)
+        return run_illava(lvlm, inputs, config_for(method, inputs), args.new_tokens)
 
     # One untimed run per method, on the first input, takes the first-call costs out of the figures.
     for method in methods:
         once(method, all_inputs[args.inputs[0]])
     rows = []
+    cost = cost_model(lvlm.backbone)
     for input_name in args.inputs:
         inputs = all_inputs[input_name]
         runs: dict[str, list[Run]] = {method: [] for method in methods}
@@ -281,20 +276,25 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
             for method in methods:
                 runs[method].append(once(method, inputs))
         text_tokens = _text_tokens(lvlm, inputs)
+        shapes = runs[methods[1]][0].shapes
         base = median_run(runs["vanilla"])
-        base_flops = ideal_prefill_flops(lvlm, MergeConfig(), text_tokens, runs["vanilla"][0])
         for method in methods:
             med = median_run(runs[method])
-            config = configs.get(method, MergeConfig())
-            flops = ideal_prefill_flops(lvlm, config, text_tokens, runs[method][0])
+            config = MergeConfig() if method == "vanilla" else config_for(method, inputs)
+            estimate = cost.estimate(shapes, text_tokens, config)
             ttft = med["vit_s"] + med["prefill_s"]
             new = runs[method][0].new_tokens
+            name, _, budget = method.partition("@")
             row = {
                 "arch": args.arch,
                 "depth": depth,
                 "input": input_name,
                 "method": "vanilla transformers" if method == "vanilla" else "illava",
-                "preset": None if method == "vanilla" else method,
+                "preset": None if method == "vanilla" else name,
+                "budget": float(budget) if budget else None,
+                "config": config.to_dict(),
+                "work": estimate.work,
+                "predicted_speedup": estimate.speedup,
                 "visual_tokens": runs[method][0].visual_tokens,
                 "vit_s": med["vit_s"],
                 "prefill_s": ttft,
@@ -304,15 +304,22 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
                 "peak_mem_bytes": med["peak_mem_bytes"],
                 "peak_extra_bytes": med["peak_extra_bytes"],
                 "speedup_prefill": (base["vit_s"] + base["prefill_s"]) / ttft,
-                "ideal_speedup_prefill": base_flops / flops,
                 "memory_ratio": med["peak_mem_bytes"] / base["peak_mem_bytes"],
                 "extra_memory_ratio": med["peak_extra_bytes"] / max(1, base["peak_extra_bytes"]),
             }
-            row["measured_over_ideal"] = row["speedup_prefill"] / row["ideal_speedup_prefill"]
+            row["measured_over_predicted"] = row["speedup_prefill"] / row["predicted_speedup"]
             rows.append(row)
             log(_row_line(row))
     return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "new_tokens": args.new_tokens,
             "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def bench_methods(presets, budgets) -> list[str]:
+    """The iLLaVA rows: each preset, and ``auto`` once per budget as ``auto@B``."""
+    methods = []
+    for name in presets:
+        methods += [f"auto@{budget}" for budget in budgets] if name == "auto" else [name]
+    return methods
 
 
 CPU_LLM_LAYERS = 9
@@ -325,11 +332,11 @@ def _text_tokens(lvlm, inputs: dict) -> int:
 
 def _row_line(row: dict) -> str:
     tokens = row["visual_tokens"]
-    name = row["preset"] or "vanilla"
+    name = (row["preset"] or "vanilla") + (f"@{row['budget']}" if row["budget"] else "")
     return (
-        f"  {row['input']:<15} {name:<12} tokens {tokens['llm_input_full']:>5}->{tokens['vit_output']:>5}->{tokens['llm_after_stage2']:>5} "
+        f"  {row['input']:<15} {name:<12} work {row['work']:.2f} tokens {tokens['llm_input_full']:>5}->{tokens['vit_output']:>5}->{tokens['llm_after_stage2']:>5} "
         f"ViT {row['vit_s']:6.2f}s TTFT {row['prefill_s']:6.2f}s x{row['speedup_prefill']:.2f} "
-        f"(ideal x{row['ideal_speedup_prefill']:.2f}) decode {row['decode_tok_s'] or 0:5.1f} tok/s "
+        f"(predicted x{row['predicted_speedup']:.2f}) decode {row['decode_tok_s'] or 0:5.1f} tok/s "
         f"mem {row['peak_mem_bytes'] / 2**30:5.2f} GiB x{row['memory_ratio']:.2f} "
         f"(above start {row['peak_extra_bytes'] / 2**20:6.0f} MiB x{row['extra_memory_ratio']:.2f})"
     )
@@ -338,15 +345,16 @@ def _row_line(row: dict) -> str:
 def markdown_table(result: dict) -> str:
     """The rows as a Markdown table for the README."""
     lines = [
-        "| input | method | visual tokens (full → after ViT → after stage 2) | ViT s | TTFT s | prefill speedup | ideal | measured/ideal | decode tok/s | peak memory | memory ratio | peak above start | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| input | method | budget | work | visual tokens (full → after ViT → after stage 2) | ViT s | TTFT s | prefill speedup | predicted | measured/predicted | decode tok/s | peak memory | memory ratio | peak above start | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         tokens = row["visual_tokens"]
         lines.append(
-            f"| {row['input']} | {row['preset'] or 'vanilla transformers'} | {tokens['llm_input_full']} → {tokens['vit_output']} → "
+            f"| {row['input']} | {row['preset'] or 'vanilla transformers'} | {row['budget'] or '-'} | {row['work']:.2f} | "
+            f"{tokens['llm_input_full']} → {tokens['vit_output']} → "
             f"{tokens['llm_after_stage2']} | {row['vit_s']:.2f} | {row['prefill_s']:.2f} | {row['speedup_prefill']:.2f}x | "
-            f"{row['ideal_speedup_prefill']:.2f}x | {row['measured_over_ideal']:.2f} | {row['decode_tok_s'] or 0:.1f} | "
+            f"{row['predicted_speedup']:.2f}x | {row['measured_over_predicted']:.2f} | {row['decode_tok_s'] or 0:.1f} | "
             f"{row['peak_mem_bytes'] / 2**30:.2f} GiB | {row['memory_ratio']:.2f} | "
             f"{row['peak_extra_bytes'] / 2**20:.0f} MiB | {row['extra_memory_ratio']:.2f} |"
         )

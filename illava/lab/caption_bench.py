@@ -5,7 +5,7 @@ distinct items, each its own prompt: vanilla transformers (the processor and its
 left padding) against iLLaVA (``encode`` per item, then ``generate_batch``) at a preset, side by side in
 one process, alternating, at each batch size. Reported per batch size: items per minute, seconds per
 caption, the share of the time spent decoding, and two ideals the measured speedup is compared with: the
-FLOP model's over the whole job (ViT, prefill and decoding: ``flops.llm_decode_flops``), and the one by
+cost model's over the whole job (ViT, prefill and decoding: ``cost.CostModel``), and the one by
 phase (``phase_ideal``: each phase of vanilla's time shrunk by its own FLOP ratio).
 The model is the speed benchmark's: real widths, random weights, fewer layers on a CPU.
 """
@@ -24,7 +24,7 @@ from PIL import Image
 from ..config import MergeConfig, preset
 from ..loading import synchronize
 from .bench import CPU_LLM_LAYERS, CPU_VIT_LAYERS, PROMPT, build_lvlm, write_result
-from .flops import Dims, llm_decode_flops, llm_prefill_flops, vit_flops
+from ..cost import cost_model
 from .timing import device_name, paired_speedups
 
 JOBS = {"image": "paper-image", "16-frame video": "paper-video"}
@@ -89,19 +89,15 @@ def illava_batch(lvlm, items: list[dict], config: MergeConfig, new_tokens: int) 
     total = time.perf_counter() - start
     tokens = result.stats[0]["visual_tokens"]
     return {"seconds": total, "decode_s": result.stats[0]["decode_s"], "visual_tokens": tokens["llm_input_full"],
-            "llm_input": tokens["llm_input"]}
+            "llm_input": tokens["llm_input"], "shapes": [item.layout for item in batch[0][0]]}
 
 
-def job_flops(lvlm, items: list[dict], config: MergeConfig, visual_tokens: int, llm_input: int, new_tokens: int) -> tuple[float, float]:
-    """FLOPs of the batch under ``config`` (``MergeConfig()`` for vanilla): (ViT + prefill, decoding).
-
-    ``visual_tokens`` per item leave the ViT unmerged; ``llm_input`` of them enter the LLM (after stage 1).
-    """
-    dims = Dims.from_config(lvlm.model.config)
-    groups = [visual_tokens] if "images" in items[0] else [visual_tokens // 8] * 8
-    before = vit_flops(dims, groups, config) + llm_prefill_flops(dims, TEXT_TOKENS, llm_input, config)
-    decoding = llm_decode_flops(dims, TEXT_TOKENS, llm_input, config, new_tokens)
-    return before * len(items), decoding * len(items)
+def job_flops(lvlm, shapes: list, items: int, config: MergeConfig, new_tokens: int) -> tuple[float, float]:
+    """FLOPs of a batch of ``items`` alike, each of ``shapes``, under ``config`` (``MergeConfig()`` for vanilla):
+    (ViT + prefill, decoding), from the cost model."""
+    cost = cost_model(lvlm.backbone)
+    before = cost.flops(shapes, TEXT_TOKENS, config).total
+    return before * items, cost.decode_flops(shapes, TEXT_TOKENS, config, new_tokens) * items
 
 
 def phase_ideal(seconds: float, decode_s: float, before_ratio: float, decode_ratio: float) -> float:
@@ -151,14 +147,16 @@ def _row(lvlm, kind, preset_name, config, items, runs, new_tokens, depth, arch) 
     seconds = {name: statistics.median(times) for name, times in rounds.items()}
     decode = {name: statistics.median(r["decode_s"] for r in rs) for name, rs in runs.items()}
     visual = runs["vanilla"][0]["visual_tokens"]
-    vanilla_flops = job_flops(lvlm, items, MergeConfig(), visual, visual, new_tokens)
-    illava_flops = job_flops(lvlm, items, config, visual, runs["illava"][0]["llm_input"], new_tokens)
+    shapes = runs["illava"][0]["shapes"]
+    vanilla_flops = job_flops(lvlm, shapes, len(items), MergeConfig(), new_tokens)
+    illava_flops = job_flops(lvlm, shapes, len(items), config, new_tokens)
     ideal = sum(vanilla_flops) / sum(illava_flops)
     by_phase = phase_ideal(seconds["vanilla"], decode["vanilla"], *(v / i for v, i in zip(vanilla_flops, illava_flops)))
     speedup = paired_speedups(rounds, "vanilla")["illava"]
     return {
         "arch": arch, "depth": depth, "input": kind, "preset": preset_name, "batch_size": len(items),
         "visual_tokens_per_item": visual, "llm_input_per_item": {name: rs[0]["llm_input"] for name, rs in runs.items()},
+        "work": cost_model(lvlm.backbone).work(shapes, TEXT_TOKENS, config),
         "items_per_min": {name: 60 * len(items) / s for name, s in seconds.items()},
         "seconds_per_caption": {name: s / len(items) for name, s in seconds.items()},
         "decode_share": {name: decode[name] / seconds[name] for name in seconds},

@@ -45,7 +45,7 @@ class KindResult:
     overall: Score = field(default_factory=Score)
     families: dict[str, Score] = field(default_factory=dict)
     kept_fraction: list[float] = field(default_factory=list)
-    llm_fraction: list[float] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)
 
     def add(self, family: str, correct: bool) -> None:
         for score in (self.overall, self.families.setdefault(family, Score())):
@@ -77,9 +77,7 @@ def evaluate(
         result.add(sample.family, text == sample.answer)
         tokens = stats["visual_tokens"]
         result.kept_fraction.append(tokens["llm_after_stage2"] / tokens["llm_input_full"])
-        result.llm_fraction.append(
-            llm_layer_fraction(config, lvlm.backbone.llm_depth, tokens["llm_input"] / tokens["llm_input_full"])
-        )
+        result.work.append(stats["work"])
     return result
 
 
@@ -105,17 +103,3 @@ def common_answers(kind: str, train_samples: int = 500) -> dict[str, str]:
         family = counts.setdefault(sample.family, {})
         family[sample.answer] = family.get(sample.answer, 0) + 1
     return {family: max(answers, key=answers.get) for family, answers in counts.items()}
-
-
-def llm_layer_fraction(config: MergeConfig, llm_depth: int, entering: float) -> float:
-    """Visual tokens per LLM layer, averaged over the layers, as a fraction of the unmerged count.
-
-    ``entering`` is the fraction stage 1 let into the LLM; stage 2 then shrinks it on its schedule.
-    """
-    fraction, total = entering, 0.0
-    for layer in range(llm_depth):
-        if layer in config.stage2_layers:
-            step = config.stage2_layers.index(layer) + 1
-            fraction = entering * config.stage2_keep ** (step / len(config.stage2_layers))
-        total += fraction
-    return total / llm_depth

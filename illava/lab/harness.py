@@ -1,65 +1,47 @@
-"""``python -m illava eval``: accuracy retention of iLLaVA and its peers at matched visual-token budgets.
+"""``python -m illava eval``: accuracy retention of iLLaVA and its peers at matched work.
 
-Every method runs in the same model on the same held-out ``illava.scenes`` questions. A budget is
-the fraction of the full visual-token count that remains in the LLM after all merging (recycled
-tokens included), so a 0.11 budget means 89% fewer tokens; each result also reports the measured
-fraction and the fraction averaged over LLM layers, since methods that prune inside the LLM pay for
-the full count in the layers before they prune.
+Every method runs in the same model on the same held-out ``illava.scenes`` questions. A budget is a
+share of the work on the picture (``illava.cost``): every method runs at its own usual placement
+(``methods.PLACEMENTS``) with its keep ratio solved so that its work meets the budget, and each row
+reports the work it measured. Where a method's placement cannot spend so little (FastV pays for every
+encoder layer and the LLM layers before it prunes), its cell says so and names its least work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
-from ..config import MergeConfig, nearest_stage2_layer, preset_for, scale_layer
+from ..budget import BUDGET_SLACK, Fitted
+from ..config import MergeConfig
 from ..loading import LVLM
-from ..profiles import auto_config
+from ..resolve import auto_config, fitted, method_at, placed, typical_estimate
 from .evaluate import KindResult, evaluate, prior_accuracy
 
-BUDGETS = (0.33, 0.22, 0.11, 0.05)
-# auto: the model's merge profile at each budget (the paper presets when it has none).
+BUDGETS = (0.5, 0.33, 0.22, 0.11)
+# auto: the model's merge profile at each budget (the paper preset scaled to it when it has none);
+# illava-stage1 / illava-stage2: iLLaVA's placement with one stage only.
 METHODS = ("auto", "illava", "illava-stage1", "illava-stage2", "fastv", "visionzip", "tome", "random")
-# FastV prunes after layer 2 of LLaVA-1.5-7B's 32 layers; scaled to the model's depth.
-FASTV_LAYER, FASTV_REFERENCE_DEPTH = 2, 32
 # Distinct from the scene seeds of other runs: --seed S asks questions S * SEED_STRIDE onwards.
 SEED_STRIDE = 100_000
 
 
-def method_config(method: str, budget: float, backbone, kind: str) -> MergeConfig:
-    """The config that runs ``method`` at ``budget`` in a model with this backbone adapter.
-
-    iLLaVA's stages sit where its paper preset for ``kind`` puts them (fitted to the backbone's
-    depths and usable stage-2 layers); with both stages the budget is split evenly (each keeps its
-    square root). FastV prunes once at its paper's relative depth, VisionZip at the encoder output,
-    ToMe in every block, and random drop where iLLaVA's stage 1 works, so that it is the same
-    placement with the scores thrown away.
-    """
-    vit_depth, llm_depth = backbone.vit_depth, backbone.llm_depth
-    reference = preset_for("paper-video" if kind == "video" else "paper-image", backbone)
-    if method == "illava":
-        half = math.sqrt(budget)
-        return MergeConfig(
-            stage1_layers=reference.stage1_layers, stage1_keep=half, stage2_layers=reference.stage2_layers, stage2_keep=half
-        )
-    if method == "illava-stage1":
-        return MergeConfig(stage1_layers=reference.stage1_layers, stage1_keep=budget)
-    if method == "illava-stage2":
-        return MergeConfig(stage2_layers=reference.stage2_layers, stage2_keep=budget)
-    if method == "fastv":
-        layer = scale_layer(FASTV_LAYER, llm_depth, FASTV_REFERENCE_DEPTH)
-        layer = nearest_stage2_layer(layer, backbone.stage2_choices)
-        return MergeConfig(method="fastv", stage2_layers=(layer,), stage2_keep=budget)
-    if method == "visionzip":
-        return MergeConfig(method="visionzip", stage1_layers=(vit_depth,), stage1_keep=budget)
-    if method == "tome":
-        return MergeConfig(method="tome", stage1_layers=tuple(range(1, vit_depth + 1)), stage1_keep=budget)
-    if method == "random":
-        return MergeConfig(method="random", stage1_layers=reference.stage1_layers, stage1_keep=budget)
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+def method_config(name: str, budget: float, lvlm: LVLM, kind: str) -> Fitted:
+    """The settings of harness row ``name`` at ``budget`` (a work share) for ``kind`` of input, fitted on the
+    model's typical input; ``reached`` False where its placement cannot spend so little."""
+    if name == "auto":
+        config = auto_config(lvlm, budget, kind)
+        work = typical_estimate(config, lvlm, kind).work
+        return Fitted(config, work, work <= budget + BUDGET_SLACK)
+    if name in ("illava-stage1", "illava-stage2"):
+        full = placed("illava", lvlm.backbone, kind)
+        keep = full.stage1_part() if name == "illava-stage1" else full.with_(stage1_layers=(), stage1_keep=1.0)
+        return fitted(keep, budget, lvlm, kind)
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return method_at(name, budget, lvlm, kind)
 
 
 def run_harness(
@@ -85,15 +67,18 @@ def run_harness(
     prior = prior_accuracy(kind, n, first)
     log(f"full model: {full.overall.accuracy:.3f} (answer prior, no image: {prior:.3f})")
     results = []
+    input_kind = "video" if kind == "video" else "image"
     for method in methods:
         for budget in budgets:
-            if method == "auto":
-                config = auto_config(lvlm, budget, "video" if kind == "video" else "image")
-            else:
-                config = method_config(method, budget, lvlm.backbone, kind)
-            name = method
+            chosen = method_config(method, budget, lvlm, input_kind)
+            config, name = chosen.config, method
             if method.startswith("illava") and overrides:
                 config, name = config.with_(**overrides), method + suffix
+            if not chosen.reached:
+                results.append({"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(),
+                                "cannot_reach": round(chosen.work, 3)})
+                log(f"{name:<14} budget {budget:.2f}: cannot reach (min {chosen.work:.2f})")
+                continue
             try:
                 scored = evaluate(lvlm, config, kind, n, first=first)
             except ValueError as error:
@@ -105,7 +90,7 @@ def run_harness(
                 continue
             row = _row(name, budget, config, scored, full)
             results.append(row)
-            log(f"{name:<14} budget {budget:.2f} (measured {row['measured_budget']:.3f}): "
+            log(f"{name:<14} budget {budget:.2f} (work {row['work']:.3f}): "
                 f"accuracy {row['accuracy']:.3f}, retention {row['retention']:.3f}")
     return {
         "split": kind,
@@ -130,8 +115,8 @@ def _row(method: str, budget: float, config: MergeConfig, scored: KindResult, fu
         "accuracy": accuracy,
         "retention": accuracy / full.overall.accuracy if full.overall.accuracy else 0.0,
         "per_family": _families(scored),
-        "measured_budget": sum(scored.kept_fraction) / len(scored.kept_fraction),
-        "llm_layer_fraction": sum(scored.llm_fraction) / len(scored.llm_fraction),
+        "work": sum(scored.work) / len(scored.work),
+        "token_fraction": sum(scored.kept_fraction) / len(scored.kept_fraction),
         "config": config.to_dict(),
     }
 
@@ -146,10 +131,11 @@ def markdown_table(report: dict) -> str:
     methods = list(dict.fromkeys(row["method"] for row in report["results"]))
     cell = {(row["method"], row["budget"]): row for row in report["results"]}
     best = {b: max((cell[m, b]["accuracy"] or 0.0) for m in methods if (m, b) in cell) for b in budgets}
-    head = "| method | " + " | ".join(f"{b:.0%} of tokens" for b in budgets) + " |"
+    head = "| method | " + " | ".join(f"work {b:.2f}" for b in budgets) + " |"
     lines = [
         f"{report['split']} split, {report['n']} held-out questions; full model {report['full_accuracy']:.1%} "
-        f"(most common answer per question type: {report['prior_accuracy']:.1%}); each cell: accuracy (retention)",
+        f"(most common answer per question type: {report['prior_accuracy']:.1%}); each cell: accuracy (retention) "
+        f"at the work measured on the questions, [in brackets]",
         "",
         head,
         "|" + "---|" * (len(budgets) + 1),
@@ -159,12 +145,20 @@ def markdown_table(report: dict) -> str:
         for b in budgets:
             row = cell.get((method, b))
             if row is None or row["accuracy"] is None:
-                cells.append("" if row is None else "not supported")
+                cells.append(_missing(row))
                 continue
-            text = f"{row['accuracy']:.1%} ({row['retention']:.2f})"
+            text = f"{row['accuracy']:.1%} ({row['retention']:.2f}) [{row['work']:.2f}]"
             cells.append(f"**{text}**" if row["accuracy"] == best[b] else text)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _missing(row: dict | None) -> str:
+    if row is None:
+        return ""
+    if "cannot_reach" in row:
+        return f"cannot reach (min {row['cannot_reach']:.2f})"
+    return "not supported"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="image", choices=("image", "video", "multi"), help="which kind of question")
     parser.add_argument("--seed", type=int, default=0, help="which held-out questions: S picks questions S*100000 onwards")
     parser.add_argument("--n", type=int, default=200, help="questions per method and budget")
-    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="fractions of the visual tokens kept")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="shares of the work on the picture that remain")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="MergeConfig fields for the iLLaVA rows, e.g. recycle_weighting=paper stage1_recycled=0")
@@ -199,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
     for budget in args.budgets:
         if not 0.0 < budget <= 1.0:
-            raise ValueError(f"--budgets must be fractions in (0, 1], got {budget}")
+            raise ValueError(f"--budgets must be work shares in (0, 1], got {budget}")
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     overrides = parse_overrides(args.set)

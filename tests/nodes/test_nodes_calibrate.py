@@ -34,15 +34,19 @@ def calibrate(mappings, lvlm, **inputs):
 
 
 def test_calibrate_saves_a_profile_that_auto_then_uses(mappings, lvlm, batch, store):
+    config_node, caption_node = mappings["iLLaVA_MergeConfig"], mappings["iLLaVA_Caption"]
+    before = (config_node.IS_CHANGED(preset="auto"), caption_node.IS_CHANGED(budget=0.33))
     (table, chart), ui = calibrate(mappings, lvlm, images=batch)
     saved = list(store.glob("*.json"))
     assert len(saved) == 1 and str(saved[0]) in table and "| image | 50% |" in table
     assert chart.ndim == 4 and chart.shape[-1] == 3 and ui["images"]
     model = lvlm.acquire()
     assert model.profile is not None and model.profile.identity == saved[0].stem
-    config_node = mappings["iLLaVA_MergeConfig"]
     (choice,), _ = run_node(config_node, **{**widget_defaults(config_node), "preset": "auto", "budget": 0.5})
     assert "calibrated" in choice.resolve(model, "image").origin
+    # ComfyUI re-runs the cached nodes that use auto (and what they feed) on the next queue.
+    assert config_node.IS_CHANGED(preset="auto") != before[0] and caption_node.IS_CHANGED(budget=0.33) != before[1]
+    assert config_node.IS_CHANGED(preset="off") == "" and caption_node.IS_CHANGED(budget=1.0) == ""
 
 
 def test_cancel_during_the_search_writes_nothing(mappings, lvlm, batch, store, monkeypatch):

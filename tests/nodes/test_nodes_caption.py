@@ -16,7 +16,8 @@ def test_caption_gives_one_caption_per_image_and_shows_the_prompt(mappings, lvlm
     (text, texts, stats), ui = caption(mappings, lvlm, image=images, style="tags")
     assert len(texts) == 2 and text == "\n\n".join(texts)
     assert "prompt: List tags for this image" in stats and ui["stats"] == [stats]
-    assert stats.splitlines()[0].startswith("visual tokens:") and "auto:" in stats
+    assert stats.splitlines()[0].startswith("visual tokens:") and "auto at work 0.33" in stats
+    assert stats.splitlines()[1].startswith("work 0.") and "estimated ViT + prefill speedup" in stats
 
 
 def test_caption_matches_the_chain_it_stands_for(mappings, lvlm, images):
@@ -104,6 +105,23 @@ def test_model_info_route_reports_the_chosen_models_depths(pack, models_root):
     assert status == 200 and demo["profile"]["image"]
     status, missing = model_info("no-such-model")
     assert status == 404 and "Put the model folder 'no-such-model' back" in missing["error"]
+
+
+def test_the_readout_route_says_what_settings_buy_on_the_chosen_model(pack, models_root):
+    from illava_pack.illava.lab.demo_model import DEMO_MODEL_NAME
+    from illava_pack.nodes.routes import settings_readout
+
+    status, body = settings_readout({"model": DEMO_MODEL_NAME, "preset": "auto", "budget": "0.33", "seed": "3"})
+    lines = body["text"].splitlines()
+    assert status == 200 and lines[0] == f"auto at budget 0.33 on {DEMO_MODEL_NAME}:"
+    assert lines[1].startswith("1024x768 image: work 0.3") and "less work on the picture" in lines[1]
+    assert lines[2].startswith("16-frame video: work 0.3") and "estimated ViT + prefill speedup" in lines[2]
+    assert lines[3].startswith("image: stage 1 before encoder block") and "calibrated for work" in lines[3]
+    status, body = settings_readout({"model": "tiny-qwen2_5_vl", "preset": "off"})
+    assert status == 200 and "work 1.00, no work saved; estimated ViT + prefill speedup 1.0x" in body["text"]
+    status, body = settings_readout({"model": "tiny-qwen2_5_vl", "preset": "custom", "stage1_layers": "9"})
+    assert body["text"].startswith("invalid: iLLaVA Merge Config: stage1_layers contains 9")
+    assert settings_readout({"model": "no-such-model"})[0] == 404
 
 
 def test_a_model_removed_after_the_workflow_was_saved_is_named_at_queue_time(mappings, models_root):

@@ -25,7 +25,7 @@ import torch
 
 from ...config import MergeConfig, Resolution
 from ...merge import KEPT
-from ..base import EncodedVision, ItemLayout, register
+from ..base import EncodedVision, ItemLayout, ItemShape, register
 from .internvit_stage1 import GroupReducer, run_encoder
 from ..common.tower import FeatureLayerBackbone, tile_pictures
 
@@ -49,6 +49,13 @@ class InternVLBackbone(FeatureLayerBackbone):
     @property
     def groups_per_tile(self) -> int:
         return (self.side // 2) ** 2
+
+    def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
+        """16 frames of one tile each, or a 1024x768 image on the tiles its aspect ratio picks plus a thumbnail."""
+        most = getattr(getattr(processor, "image_processor", None), "max_patches", 12)
+        tiles = 16 if kind == "video" else _tiles_for(4 / 3, most)
+        half = self.side // 2
+        return (ItemShape((tiles, half, half), tiles * self.groups_per_tile, tiles * self.side**2),)
 
     def image_inputs(
         self, processor, images: list, resolution: Resolution = Resolution()
@@ -190,3 +197,11 @@ class InternVLBackbone(FeatureLayerBackbone):
 
 
 register("internvl", InternVLBackbone, "InternVL", min_transformers="5.18.0")
+
+
+def _tiles_for(aspect: float, most: int) -> int:
+    """Tiles InternVL's processor cuts an image of ``aspect`` (width / height) into, with its thumbnail: the
+    grid of at most ``most`` tiles whose aspect is nearest (the larger grid on a tie)."""
+    grids = [(c, r) for c in range(1, most + 1) for r in range(1, most + 1) if c * r <= most]
+    columns, rows = min(grids, key=lambda g: (abs(g[0] / g[1] - aspect), -g[0] * g[1]))
+    return columns * rows + (columns * rows > 1)

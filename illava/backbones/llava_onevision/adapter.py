@@ -22,7 +22,7 @@ import torch
 
 from ...config import MergeConfig, Resolution
 from ...merge import DROPPED, KEPT
-from ..base import EncodedVision, ItemLayout, register
+from ..base import EncodedVision, ItemLayout, ItemShape, register
 from .layout import (
     TileLayout,
     image_layout,
@@ -53,6 +53,11 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
     def side(self) -> int:
         vision = self.config.vision_config
         return vision.image_size // vision.patch_size
+
+    def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
+        """A 1024x768 image on its anyres tiles, or 16 frames pooled as the model pools video."""
+        layout = video_layout(16, math.ceil(self.side / 2)) if kind == "video" else image_layout(self.config, (768, 1024), True)
+        return (ItemShape((layout.tiles, layout.side, layout.side), layout.tokens_full, layout.tiles * self.side**2),)
 
     def image_inputs(
         self, processor, images: list, resolution: Resolution = Resolution()

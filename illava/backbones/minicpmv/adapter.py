@@ -17,6 +17,7 @@ outside a smaller slice never held a token and are marked dropped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from ...config import MergeConfig, Resolution
 from ...merge import DROPPED, KEPT
-from ..base import EncodedVision, ItemLayout, register
+from ..base import EncodedVision, ItemLayout, ItemShape, register
 from .stage1 import SliceEncoder
 from ..common.decoder_scoring import decoder_query_scores
 from ..common.resize import fit_area
@@ -68,6 +69,19 @@ class MiniCPMVBackbone(VisionTowerBackbone):
     def block(self) -> int:
         """Patches along the side of the block one LLM token stands for."""
         return 4 if self.config.downsample_mode != "4x" else 2
+
+    def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
+        """A 1024x768 image as its source view and its slices (as many as its area holds at the processor's
+        scale resolution, up to its most slices), or 16 frames of one view each; every view a square of the
+        scale resolution."""
+        image_processor = getattr(processor, "image_processor", None)
+        scale = getattr(image_processor, "scale_resolution", 448)
+        most = getattr(image_processor, "max_slice_nums", 9)
+        slices = min(math.ceil(1024 * 768 / scale**2), most)
+        side = scale // self.config.vision_config.patch_size
+        cells = side // self.block
+        views = 16 if kind == "video" else 1 + slices * (slices > 1)
+        return (ItemShape((views, cells, cells), views * cells * cells, views * side * side),)
 
     def image_inputs(
         self, processor, images: list, resolution: Resolution = Resolution()

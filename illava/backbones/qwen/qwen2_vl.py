@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...config import MergeConfig, Resolution
 from ...merge import KEPT, apply_reduction, attention_received, merged_sizes, stage_targets
 from ...methods import select
-from ..base import Backbone, EncodedVision, register
+from ..base import Backbone, EncodedVision, ItemShape, register
 from .layout import QwenLayout, qwen_layouts
 from .video import preprocess
 
@@ -63,6 +63,28 @@ class QwenVLBackbone(Backbone):
     @property
     def merge_unit(self) -> int:
         return self.visual.spatial_merge_size**2
+
+    def vision_window(self, layer: int) -> int | None:
+        vision = self.visual.config
+        full = getattr(vision, "fullatt_block_indexes", None)
+        if full is None or layer in full:
+            return None
+        return (vision.window_size // vision.patch_size) ** 2
+
+    def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
+        """The processor's own resize of a 1024x768 image, or of 16 frames of 448x448 (temporal pairs)."""
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        vision = self.visual.config
+        factor = vision.patch_size * vision.spatial_merge_size
+        sub = None if processor is None else (processor.video_processor if kind == "video" else processor.image_processor)
+        size = getattr(sub, "size", None) or {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}
+        height, width = (448, 448) if kind == "video" else (768, 1024)
+        height, width = smart_resize(height, width, factor, size["shortest_edge"], size["longest_edge"])
+        views = 16 // vision.temporal_patch_size if kind == "video" else 1
+        rows, columns = height // factor, width // factor
+        unit = vision.spatial_merge_size**2
+        return (ItemShape((views, rows, columns), views * rows * columns, views * rows * columns * unit),)
 
     def image_inputs(
         self, processor, images: list, resolution: Resolution = Resolution()
