@@ -12,9 +12,9 @@ The search runs per kind of input (images, video) and per budget (a share of the
 picture, as everywhere), coarse to fine. Every candidate is a placement whose keep ratios are solved
 so that its work meets the budget (``budget.fit``): stage 2 alone at each usable LLM layer and
 spread over the first layers, stage 1 alone at several relative depths of the encoder (from its
-first block to its output) and spread over every block, the peer methods that work there (ToMe,
-VisionZip), then both stages at the best placements with the work split three ways, then the best
-one's recycled tokens and their weighting. Encoder passes are shared between candidates with the
+first block to its output, ranking by attention received or by distinctiveness) and spread over
+every block, the peer methods that work there (ToMe, VisionZip), then both stages at the best
+placements with the work split three ways, then the best one's recycled tokens and their weighting. Encoder passes are shared between candidates with the
 same stage 1. For each budget the configuration with the lowest KL whose measured work is within 2
 points of the budget wins (a cheaper one within ``kl_tolerance`` of it, when asked).
 """
@@ -35,6 +35,7 @@ from .cost import cost_model
 from .generation import GenerationOptions, generate_batch
 from .loading import LVLM
 from .media import to_pil_images
+from .methods import method
 from .profiles import KINDS, MergeProfile, ProfileEntry, model_identity
 from .resolve import fitted
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
@@ -45,6 +46,8 @@ DEFAULT_BUDGETS = (0.5, 0.33, 0.22, 0.11)
 KL_TIE = 1e-3
 STAGE1_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STAGE2_DEPTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.65)
+# How stage 1 ranks tokens at each place it is tried: attention received, or distinctiveness.
+SCORES = ("illava", "distinct")
 # Stage 1's share of the reduction (in log ratio) when both stages run.
 STAGE1_SHARES = (0.25, 0.5, 0.75)
 RECYCLED_CHOICES = (0, 1, 2, 4)
@@ -114,8 +117,8 @@ def _stage_text(config: MergeConfig, stage: int) -> str:
         return "-"
     keep = config.stage1_keep if stage == 1 else config.stage2_keep
     where = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
-    method = "" if config.method == "illava" else f" {config.method}"
-    return f"layer {where} keeps {keep:.0%}{method}"
+    name = "" if config.method == "illava" else f" {config.method}"
+    return f"layer {where} keeps {keep:.0%}{name}"
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -243,7 +246,7 @@ class _Search:
 
     def planned(self, budgets: Sequence[float]) -> int:
         """Candidates the search measures (the progress bar's length)."""
-        first = len(self.stage2_layers) + 1 + len(self.stage1_layers) + 1 + 2
+        first = len(self.stage2_layers) + 1 + len(SCORES) * len(self.stage1_layers) + 1 + 2
         return len(budgets) * (first + 2 * 2 * len(STAGE1_SHARES) + (len(RECYCLED_CHOICES) - 1) + (len(WEIGHTINGS) - 1))
 
     def run(self, budgets: Sequence[float]) -> list[ProfileEntry]:
@@ -258,7 +261,7 @@ class _Search:
         early = tuple(self.stage2_layers[:2])
         stage2 = [at(MergeConfig(stage2_layers=(layer,))) for layer in self.stage2_layers]
         stage2.append(at(MergeConfig(stage2_layers=early)) if len(early) > 1 else None)
-        stage1 = [at(MergeConfig(stage1_layers=(layer,))) for layer in self.stage1_layers]
+        stage1 = [at(MergeConfig(stage1_layers=(layer,), method=name)) for layer in self.stage1_layers for name in SCORES]
         stage1.append(at(MergeConfig(stage1_layers=tuple(range(1, depth + 1)))))
         peers = [
             at(MergeConfig(method="tome", stage1_layers=tuple(range(1, depth + 1)))),
@@ -269,11 +272,11 @@ class _Search:
             for s1 in _best(stage1, budget, 2, self.kl_tolerance):
                 for share in STAGE1_SHARES:
                     both.append(at(MergeConfig(
-                        stage1_layers=s1.config.stage1_layers, stage1_keep=0.5**share,
+                        stage1_layers=s1.config.stage1_layers, stage1_keep=0.5**share, method=s1.config.method,
                         stage2_layers=s2.config.stage2_layers, stage2_keep=0.5 ** (1 - share),
                     )))
         best = _best(stage2 + stage1 + peers + both, budget, 1, self.kl_tolerance)[0]
-        if best.config.method == "illava":
+        if method(best.config.method).recycles:
             recycled = [self.measure(_recycled(best.config, n)) for n in RECYCLED_CHOICES]
             best = _best(recycled, budget, 1, self.kl_tolerance)[0]
             if (best.config.stage1_recycled if best.config.stage1_active else best.config.stage2_recycled) > 0:

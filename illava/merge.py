@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 # Token status codes used by reductions and traces.
 DROPPED, KEPT, RECYCLED, MERGED = 0, 1, 2, 3
@@ -109,6 +110,16 @@ def _fold_into_anchors(top: torch.Tensor, discarded: torch.Tensor, spots: torch.
 
 # VisionZip keeps 54 dominant and 10 contextual tokens of every 64 it keeps.
 CONTEXTUAL_SHARE = 10 / 64
+
+
+def distinct_scores(features: torch.Tensor) -> torch.Tensor:
+    """Scores by distinctiveness: one minus each token's cosine similarity to the group's mean feature.
+
+    In an early encoder block attention received favours tokens beside edges and in the background;
+    a token unlike the picture's average (an object on a plain ground) is one the answer needs.
+    """
+    unit = F.normalize(features.float(), dim=-1)
+    return 1.0 - unit @ F.normalize(unit.mean(0), dim=0)
 
 
 def random_scores(n: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -17,6 +17,7 @@ from .merge import (
     Reduction,
     bipartite_reduction,
     contextual_reduction,
+    distinct_scores,
     random_scores,
     reduce_tokens,
 )
@@ -35,6 +36,7 @@ class Method:
     stages: the stages it may run in (1: inside the vision encoder, 2: inside the language model).
     select: how it reduces one group of tokens to ``n_out`` (see ``select``).
     placement: where its paper runs it, one of ``PLACEMENTS`` (``resolve.placed`` puts it in a model).
+    recycles: whether it folds what it discards into recycled tokens (so their number and weighting matter).
     """
 
     name: str
@@ -43,12 +45,17 @@ class Method:
     stages: frozenset[int]
     select: Selector
     placement: str
+    recycles: bool = False
 
 
 def _illava(scores, similarity, n_out, recycled, weighting, sizes):
     n = scores.shape[0]
     n_recycled = min(recycled, max(n_out - 1, 0), n - n_out)
     return reduce_tokens(scores, similarity, n_out, n_recycled), scores, weighting
+
+
+def _distinct(scores, similarity, n_out, recycled, weighting, sizes):
+    return _illava(distinct_scores(similarity), similarity, n_out, recycled, weighting, sizes)
 
 
 def _drop(scores, similarity, n_out, recycled, weighting, sizes):
@@ -83,7 +90,9 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("illava", "attention scores; the discarded tokens recycled into a few tokens", True, frozenset({1, 2}), _illava,
-               "paper"),
+               "paper", recycles=True),
+        Method("distinct", "iLLaVA's keep-and-recycle, tokens ranked by how unlike the picture's mean feature they are",
+               False, frozenset({1, 2}), _distinct, "paper", recycles=True),
         Method("fastv", "drop by the last prompt token's attention, nothing recycled (stage 2)", True, frozenset({2}), _drop,
                "llm-early"),
         Method(

@@ -105,7 +105,8 @@ def earliest_placement(config: MergeConfig, backbone) -> MergeConfig:
     """``config`` with one stage 1 after the encoder's first block and one stage 2 at the first LLM layer that
     can score: the least work a placement of both stages can reach."""
     first = nearest_stage2_layer(1, backbone.stage2_choices)
-    return replace(config, method="illava", stage1_layers=(1,), stage2_layers=(first,),
+    both = method(config.method).stages == frozenset({1, 2})
+    return replace(config, method=config.method if both else "illava", stage1_layers=(1,), stage2_layers=(first,),
                    stage1_keep=config.stage1_keep if config.stage1_active else 0.5,
                    stage2_keep=config.stage2_keep if config.stage2_active else 0.5)
 

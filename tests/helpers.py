@@ -25,6 +25,7 @@ CACHED_ATOL = {"fp32": 1e-5, "bf16": 0.1, "fp16": 0.02}[TEST_DTYPE]
 
 
 BASELINE_CONFIGS = (
+    illava.MergeConfig(method="distinct", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
     illava.MergeConfig(method="visionzip", stage1_layers=(2,), stage1_keep=0.4),
     illava.MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
     illava.MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),

@@ -14,6 +14,7 @@ FASTV = MergeConfig(method="fastv", stage2_layers=(1,), stage2_keep=0.4)
 VISIONZIP = MergeConfig(method="visionzip", stage1_layers=(4,), stage1_keep=0.3)
 TOME = MergeConfig(method="tome", stage1_layers=(1, 2, 3), stage1_keep=0.35)
 RANDOM = MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.5)
+DISTINCT = MergeConfig(method="distinct", stage1_layers=(1,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5)
 STEPS = 6
 PROMPTS = ("Describe both pictures in detail.", "What differs between them?", "List every object.", "Tell a story.")
 
@@ -52,8 +53,8 @@ def test_token_counts_follow_the_config(lvlm, images, config):
 
 @pytest.mark.parametrize(
     "config",
-    [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM],
-    ids=["stage1", "both", "stage2-twice", "fastv", "visionzip", "tome", "random"],
+    [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM, DISTINCT],
+    ids=["stage1", "both", "stage2-twice", "fastv", "visionzip", "tome", "random", "distinct"],
 )
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, images, config):
     cached, fresh, stage2, prompt = cached_and_fresh_logits(lvlm, images, config, PROMPTS, STEPS)

@@ -11,6 +11,7 @@ from illava.merge import (
     apply_reduction,
     bipartite_reduction,
     contextual_reduction,
+    distinct_scores,
     merged_sizes,
     random_scores,
 )
@@ -52,6 +53,20 @@ def test_contextual_tokens_are_spread_over_the_rest_and_average_their_group():
     assert reduction.group[[2, 5]].tolist() == [0, 0] and reduction.group[[4, 6]].tolist() == [1, 1]
     merged = apply_reduction(torch.arange(8.0)[:, None], scores, reduction, "mean")
     assert merged[:, 0].tolist() == pytest.approx([0.0, (1 + 2 + 5) / 3, 3.0, (4 + 6 + 7) / 3])
+
+
+def test_distinct_keeps_the_tokens_unlike_the_picture_and_recycles_the_background():
+    # Six background tokens alike (group 0), and two objects (groups 1 and 2) unlike them and each other.
+    features = _one_hot_features([0, 0, 1, 0, 0, 2, 0, 0])
+    scores = distinct_scores(features)
+    assert set(scores.argsort(descending=True)[:2].tolist()) == {2, 5}
+    attention = torch.linspace(1.0, 0.0, 8)  # ignored: distinct needs no attention
+    reduction, weights, _ = select("distinct", attention, features, n_out=3, recycled=1, weighting="score")
+    status = reduction.status.tolist()
+    assert [i for i, code in enumerate(status) if code == KEPT] == [2, 5]
+    # The background is folded into one recycled token, a background token itself.
+    assert status.count(RECYCLED) == 1 and status.count(MERGED) == 5 and status.index(RECYCLED) not in (2, 5)
+    assert torch.equal(weights, scores)
 
 
 def test_random_scores_repeat_for_the_same_size():
