@@ -17,6 +17,8 @@ from .cost import CostModel
 
 # The budget ``auto``, the nodes and the CLI use unless told otherwise: a third of the work on the picture.
 DEFAULT_BUDGET = 0.33
+# The budgets calibration fits, the harness compares and the bench times unless told otherwise.
+STANDARD_BUDGETS = (0.5, 0.33, 0.22, 0.11)
 # Work may exceed the budget by this much: tokens come in whole merge groups.
 BUDGET_SLACK = 0.02
 # The smallest keep ratio the search tries: one token per view or sample is left in practice.

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__
-from .budget import BUDGET_SLACK, check_budget
+from .budget import BUDGET_SLACK, STANDARD_BUDGETS, check_budget
 from .config import MergeConfig
 from .cost import cost_model
 from .generation import GenerationOptions, generate_batch
@@ -41,7 +41,7 @@ from .resolve import fitted
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
 from .visuals import VisualTokens, encode
 
-DEFAULT_BUDGETS = (0.5, 0.33, 0.22, 0.11)
+DEFAULT_BUDGETS = STANDARD_BUDGETS
 # KL differences below this (nats per answer token) are ties, which the cheaper configuration wins.
 KL_TIE = 1e-3
 STAGE1_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

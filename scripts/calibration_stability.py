@@ -25,7 +25,7 @@ from illava.lab.harness import run_harness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SET_B_FIRST = 1000
-REPORTS = {"image": "eval-image.json", "video": "eval-video.json", "multi": "eval-multi-auto.json"}
+REPORTS = {"image": "eval-image.json", "video": "eval-video.json", "multi": "eval-multi.json"}
 
 
 def committed_auto(kind: str) -> dict[float, float]:

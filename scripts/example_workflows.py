@@ -145,7 +145,7 @@ def video_question(mappings: dict) -> None:
     w = Workflow(mappings)
     model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
     example = w.node("iLLaVA_ExampleVideo", (10, 420), (280, 130))
-    config = w.node("iLLaVA_MergeConfig", (10, 580), (280, 300), preset="auto", budget=0.2)
+    config = w.node("iLLaVA_MergeConfig", (10, 580), (280, 300), preset="auto", budget=0.33)
     encoded = w.node("iLLaVA_EncodeVideo", (310, 10), (280, 400), fps=2.0, max_frames=16)
     answer = w.node("iLLaVA_Generate", (610, 10), (340, 580), prompt=VIDEO_QUESTION, max_new_tokens=16)
     truth = w.node("PreviewAny", (970, 10), (240, 260), title="questions and true answers")
@@ -158,7 +158,7 @@ def video_question(mappings: dict) -> None:
     w.link(example, "questions", truth, "source")
     w.link(encoded, "visuals", maps, "visuals")
     w.link(answer, "trace", maps, "trace")
-    w.write("Ask about a video with a fifth of its tokens")
+    w.write("Ask about a video at a third of the work")
 
 
 def budgets(mappings: dict) -> None:
@@ -167,14 +167,14 @@ def budgets(mappings: dict) -> None:
     example = w.node("iLLaVA_ExampleImage", (10, 420), (280, 130))
     truth = w.node("PreviewAny", (10, 580), (280, 260), title="questions and true answers")
     w.link(example, "questions", truth, "source")
-    for index, budget in enumerate((1.0, 0.33, 0.11)):
+    for index, (budget, share) in enumerate(((1.0, "no merging"), (0.5, "half the work"), (0.33, "a third of the work"))):
         caption = w.node(
-            "iLLaVA_Caption", (310 + 305 * index, 10), (295, 800), title=f"budget {budget:.0%}",
+            "iLLaVA_Caption", (310 + 305 * index, 10), (295, 800), title=f"budget {budget} ({share})",
             style="question", prompt=IMAGE_QUESTION, budget=budget, max_new_tokens=16,
         )
         w.link(model, "lvlm", caption, "lvlm")
         w.link(example, "image", caption, "image")
-    w.write("Compare token budgets on one image")
+    w.write("Compare budgets on one image")
 
 
 def caption_a_folder(mappings: dict) -> None:

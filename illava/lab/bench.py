@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..budget import STANDARD_BUDGETS
 from ..config import MergeConfig
 from ..cost import cost_model
 from ..resolve import resolve
 from ..testing.models import TextDims, VisionDims
+from .timing import device_name
 
 VOCAB = 151936
 QWEN2_5_VIT = VisionDims(32, 1280, 3420, 16, window_size=112, fullatt_block_indexes=(7, 15, 23, 31))
@@ -40,7 +42,7 @@ ARCHES: dict[str, tuple[str, TextDims, VisionDims]] = {
     "qwen2-vl-7b": ("qwen2_vl", TextDims(3584, 18944, 28, 28, 4, (16, 24, 24), VOCAB, False), QWEN2_VIT),
 }
 PRESETS = ("off", "paper-image", "paper-video", "fast")
-BUDGETS = (0.5, 0.33, 0.22, 0.11)
+BUDGETS = STANDARD_BUDGETS
 INPUTS = ("1 image", "4 images", "16-frame video")
 PROMPT = "Describe what you see in detail."
 
@@ -310,7 +312,8 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
             row["measured_over_predicted"] = row["speedup_prefill"] / row["predicted_speedup"]
             rows.append(row)
             log(_row_line(row))
-    return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "new_tokens": args.new_tokens,
+    return {"device": str(device), "device_name": device_name(device), "dtype": str(dtype).replace("torch.", ""),
+            "new_tokens": args.new_tokens,
             "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows}
 
 

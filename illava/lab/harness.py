@@ -14,13 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from ..budget import BUDGET_SLACK, Fitted
+from ..budget import BUDGET_SLACK, STANDARD_BUDGETS, Fitted
 from ..config import MergeConfig
 from ..loading import LVLM
 from ..resolve import auto_config, fitted, method_at, placed, typical_estimate
 from .evaluate import KindResult, evaluate, prior_accuracy
 
-BUDGETS = (0.5, 0.33, 0.22, 0.11)
+BUDGETS = STANDARD_BUDGETS
 # auto: the model's merge profile at each budget (the paper preset scaled to it when it has none);
 # illava-stage1 / illava-stage2: iLLaVA's placement with one stage only.
 METHODS = ("auto", "illava", "illava-stage1", "illava-stage2", "distinct", "fastv", "visionzip", "tome", "random")
