@@ -53,11 +53,6 @@ class Estimate:
     work: float
     speedup: float
 
-    def describe(self) -> str:
-        """E.g. 'work 0.33 of merging off (3.0x less), estimated ViT + prefill speedup 2.6x'."""
-        less = f"{1 / self.work:.1f}x less" if self.work > 0 else "none"
-        return f"work {self.work:.2f} of merging off ({less}), estimated ViT + prefill speedup {self.speedup:.1f}x"
-
 
 class CostModel:
     """The FLOP estimate for one model: its layers' parameter counts and widths are read once (a meta-device

@@ -8,6 +8,7 @@ from typing import Any
 from ..illava import PRESETS, LVLM, MergeConfig
 from ..illava.budget import DEFAULT_BUDGET, check_budget
 from ..illava.config import RECYCLE_WEIGHTINGS
+from ..illava.cost import TYPICAL_TEXT_TOKENS
 from ..illava.methods import METHODS
 from ..illava.resolve import resolve, typical_estimate
 from . import comfy_compat
@@ -57,7 +58,8 @@ def readout(choice: MergeChoice, model, name: str) -> str:
         config = choice.resolve(model, kind)
         estimate = typical_estimate(config, model, kind)
         less = f"about {1 / estimate.work:.1f}x less work on the picture" if estimate.work < 0.995 else "no work saved"
-        lines.append(f"{what}: work {estimate.work:.2f}, {less}; estimated ViT + prefill speedup {estimate.speedup:.1f}x")
+        lines.append(f"{what}: work {estimate.work:.2f}, {less}; estimated ViT + prefill speedup {estimate.speedup:.1f}x "
+                     f"with a {TYPICAL_TEXT_TOKENS}-token prompt")
         settings.append(f"{kind}: {settings_text(config)}" + (f" ({config.origin})" if config.origin else ""))
     return "\n".join(lines + settings)
 

@@ -23,9 +23,7 @@ READOUT_FIELDS = ("preset", "budget", "stage1_layers", "stage1_keep", "stage1_re
 def model_info(name: str) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON body) for the model listed as ``name`` in Load LVLM; errors say what to fix."""
     try:
-        folder = resolve_model(name)
-        store = comfy_compat.profile_store()
-        info = _described(str(folder), store, _version(folder, store))
+        info = _described(*_model_key(name))
     except ModelFolderError as error:
         return 404, {"error": str(error)}
     return 200, {"model": name, **info}
@@ -36,9 +34,7 @@ def settings_readout(query: dict[str, str]) -> tuple[int, dict[str, Any]]:
     gets a 200 whose text says what to change, as the readout shows it."""
     name = query.get("model", "")
     try:
-        folder = resolve_model(name)
-        store = comfy_compat.profile_store()
-        outline = _outline(str(folder), store, _version(folder, store))
+        outline = _outline(*_model_key(name))
     except ModelFolderError as error:
         return 404, {"error": str(error)}
     values = {key: _number(value) for key, value in query.items() if key in READOUT_FIELDS}
@@ -56,6 +52,13 @@ def _number(text: str) -> Any:
         except ValueError:
             continue
     return text
+
+
+def _model_key(name: str) -> tuple[str, str | None, tuple[int, ...]]:
+    """(folder, profile store, version) of the model listed as ``name``: what the cached answers are keyed on."""
+    folder = resolve_model(name)
+    store = comfy_compat.profile_store()
+    return str(folder), store, _version(folder, store)
 
 
 def _version(folder: Path, store: str | None) -> tuple[int, ...]:

@@ -12,14 +12,14 @@ def _share(part: int, whole: int) -> str:
 
 
 def encode_summary(visuals: VisualTokens) -> str:
-    """E.g. '2 images: 512 visual tokens -> 256 after stage 1 (50%) | 2048 ViT patches | ViT 0.12 s', then what
-    the settings cost on this input ('work 0.33 of merging off (3.0x less), estimated ... speedup 2.6x')."""
+    """E.g. '2 images: 512 visual tokens -> 256 after stage 1 (50%) | 2048 ViT patches | ViT 0.12 s', then the
+    work the settings (both stages) leave on this input; Generate gives the speedup, which depends on its prompt."""
     counts = visuals.counts()
     full, kept = counts["llm_input_full"], counts["vit_output"]
     lines = [
         f"{_inputs(visuals)}: {full} visual tokens -> {kept} after stage 1 ({_share(kept, full)}) | "
         f"{counts['vit_input']} ViT patches | ViT {visuals.vit_s:.2f} s",
-        f"this input, both stages: {visuals.estimate.describe()}",
+        f"this input, both stages: work {visuals.estimate.work:.2f} of merging off ({1 / visuals.estimate.work:.1f}x less)",
     ]
     if visuals.config.origin:
         lines.append(visuals.config.origin)
