@@ -77,12 +77,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes bfloat16 itself (Ampere and later, compute capability 8+): older cards (T4,
+    V100) emulate it several times slower and without the fused attention kernels, which
+    ``torch.cuda.is_bf16_supported()`` counts as support."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of auto, {', '.join(sorted(DTYPES))}; got {dtype!r}")

@@ -22,10 +22,13 @@ def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: in
     """Mean attention each key receives over all heads and queries of one bidirectional segment.
 
     q, k: (heads, n, head_dim). Returns (n,) float32, summing to 1. Queries are processed ``chunk``
-    rows at a time so no n x n matrix is held for long inputs. Like eager attention, the logits are
-    computed in the inputs' dtype and the softmax in float32.
+    rows at a time so no n x n matrix is held for long inputs. Half-precision inputs are scored in
+    float32: a q.k product of a large-norm encoder (SigLIP, Qwen's ViT) can pass fp16's 65504, and an
+    inf logit makes the softmax NaN and the selection silently wrong.
     """
     heads, n, _ = q.shape
+    if q.dtype in (torch.float16, torch.bfloat16):
+        q, k = q.float(), k.float()
     total = torch.zeros(n, dtype=torch.float32, device=q.device)
     kt = k.transpose(1, 2)
     for start in range(0, n, chunk):

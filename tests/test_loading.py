@@ -81,6 +81,14 @@ def test_bad_dtype_and_device():
             illava.load.__globals__["resolve_device"]("cuda")
 
 
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16)])
+def test_dtype_auto_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, capability, expected):
+    # A T4 or V100 reports bf16 as supported (emulated); only compute capability 8+ runs it natively.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_dtype("auto", torch.device("cuda:0")) == expected
+
+
 def test_layers_beyond_the_model_fail_before_any_work(qwen25, images):
     with pytest.raises(ValueError, match="stage1_layers contains 9, but this model's vision encoder has 4 layers"):
         illava.encode(qwen25, images[0], illava.MergeConfig(stage1_layers=(9,), stage1_keep=0.5))

@@ -26,6 +26,19 @@ def test_attention_received_matches_the_full_softmax_for_any_chunk():
     assert abs(float(got.sum()) - 1.0) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_of_large_norm_queries_stay_finite_and_rank_as_in_fp32(dtype):
+    # Norms like a SigLIP or Qwen ViT's outliers: q.k reaches about 2e5, past fp16's 65504.
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 64, 32, generator=generator) * 80
+    k = torch.randn(2, 64, 32, generator=generator) * 80
+    q, k = q.to(dtype), k.to(dtype)
+    reference = attention_received(q.float(), k.float(), 32**-0.5)
+    half = attention_received(q, k, 32**-0.5)
+    assert torch.isfinite(half).all()
+    assert torch.equal(half.topk(16).indices.sort().values, reference.topk(16).indices.sort().values)
+
+
 def test_query_row_attention_repeats_grouped_heads_and_masks_padding():
     torch.manual_seed(0)
     q = torch.randn(2, 4, 8)
