@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from .caption_plan import KINDS, Entry
 from .config import MergeConfig, Resolution
 from .generation import GenerationOptions, generate_batch
-from .loading import LVLM
+from .loading import LVLM, release_cached_memory
 from .media import to_pil_images
 from .prompt import build_inputs
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
@@ -97,11 +97,17 @@ def generate_prepared(lvlm: LVLM, batch: Sequence[Prepared], spec: CaptionSpec) 
     kind = batch[0].entry.kind
     prompt, config = spec.prompts[kind], spec.configs[kind]
     requests = [(item.visuals.items, prompt) for item in batch]
+    failure = None
     try:
         result = generate_batch(lvlm, requests, config, spec.options, spec.system_prompt)
     except Exception as error:  # noqa: BLE001 - a batch fails as a whole; retried one by one below
+        failure = _reason(error)
+    if failure is not None:
+        # Retried only here, after the except block: its traceback held the failed batch's activations and
+        # KV cache, which a retry after running out of GPU memory needs back.
+        release_cached_memory(lvlm.device)
         if len(batch) == 1:
-            return [ItemResult(batch[0].entry, error=_reason(error), prompt=prompt)]
+            return [ItemResult(batch[0].entry, error=failure, prompt=prompt)]
         return [answer for item in batch for answer in generate_prepared(lvlm, [item], spec)]
     answers = []
     for b, item in enumerate(batch):

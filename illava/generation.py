@@ -130,6 +130,12 @@ def generate_batch(
             raise ValueError("the prompt is empty: write a question or instruction for the model")
         if not items:
             raise ValueError("no visual inputs: encode at least one image or video for every prompt")
+    cache = lvlm.model.generation_config.cache_implementation
+    if config.stage2_active and cache not in (None, "dynamic"):
+        raise ValueError(
+            f"stage 2 shortens each layer's cache as it prunes, which a {cache!r} cache (the model's generation_config."
+            f"cache_implementation) cannot: set it to None or 'dynamic', or clear stage2_layers"
+        )
     inputs = build_inputs(lvlm, requests, system_prompt)
     _check_context(lvlm, inputs["input_ids"].shape[1], options.max_new_tokens)
     stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None

@@ -77,6 +77,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the GPU memory the caching allocator holds unused back to the device (after a failed batch)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether the GPU computes bfloat16 itself (Ampere and later, compute capability 8+): older cards (T4,
     V100) emulate it several times slower and without the fused attention kernels, which
@@ -172,6 +178,8 @@ def load(
     torch_device = resolve_device(device)
     # LLM.int8 multiplies in fp16 whatever the model's dtype (casting, and logging a warning, every call).
     torch_dtype = torch.float16 if quantization == "8-bit" and dtype == "auto" else resolve_dtype(dtype, torch_device)
+    if attn_implementation == "flash_attention_2" and torch_dtype == torch.float32:
+        raise ValueError("flash attention runs only in fp16 or bf16: choose dtype bf16 or fp16, or attention sdpa")
     placed = resolve_device(weights_device) if weights_device is not None else torch_device
     quantized = quantization_config(quantization, torch_dtype)
     try:

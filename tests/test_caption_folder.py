@@ -40,6 +40,30 @@ def _records(path: Path) -> dict[str, dict]:
     return {record["path"]: record for record in map(json.loads, path.read_text().splitlines())}
 
 
+def test_a_batch_that_runs_out_of_memory_is_freed_before_its_items_are_retried(qwen25, tmp_path, monkeypatch):
+    import weakref
+
+    import torch
+
+    from illava import caption_batch as module
+
+    real, held, calls = module.generate_batch, [], []
+
+    def out_of_memory_once(lvlm, requests, *args, **kwargs):
+        calls.append(len(requests))
+        if len(calls) == 1:
+            activations = torch.ones(1024, 1024)  # what the failed batch held, reachable from its traceback
+            held.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.70 GiB")
+        assert held[0]() is None, "the failed batch's memory is still held while its items are retried"
+        return real(lvlm, requests, *args, **kwargs)
+
+    monkeypatch.setattr(module, "generate_batch", out_of_memory_once)
+    entries = by_size(scan(_images(tmp_path, SIZES[:2]))[0])
+    results = caption_batch(qwen25, entries, _spec(illava.MergeConfig()))
+    assert calls == [2, 1, 1] and all(r.error is None and r.ids for r in results)
+
+
 @pytest.mark.parametrize("config", [illava.MergeConfig(), MERGED], ids=["off", "merged"])
 def test_batched_captions_equal_one_at_a_time(qwen25, tmp_path, config):
     entries = by_size(scan(_images(tmp_path))[0])

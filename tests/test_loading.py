@@ -89,6 +89,19 @@ def test_dtype_auto_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, capab
     assert resolve_dtype("auto", torch.device("cuda:0")) == expected
 
 
+def test_flash_attention_in_fp32_is_refused_before_loading(model_dirs):
+    with pytest.raises(ValueError, match="flash attention runs only in fp16 or bf16: choose dtype bf16 or fp16"):
+        illava.load(model_dirs["qwen2_5_vl"], device="cpu", dtype="fp32", attn_implementation="flash_attention_2")
+
+
+def test_a_static_cache_is_refused_when_stage2_prunes(qwen25, images, monkeypatch):
+    monkeypatch.setattr(qwen25.model.generation_config, "cache_implementation", "static")
+    config = illava.MergeConfig(stage2_layers=(2,), stage2_keep=0.5)
+    visuals = illava.encode(qwen25, images[0], config)
+    with pytest.raises(ValueError, match="a 'static' cache .* cannot: set it to None or 'dynamic', or clear stage2_layers"):
+        illava.generate(qwen25, visuals, "Hi", config, illava.GenerationOptions(max_new_tokens=1))
+
+
 def test_layers_beyond_the_model_fail_before_any_work(qwen25, images):
     with pytest.raises(ValueError, match="stage1_layers contains 9, but this model's vision encoder has 4 layers"):
         illava.encode(qwen25, images[0], illava.MergeConfig(stage1_layers=(9,), stage1_keep=0.5))
