@@ -62,20 +62,25 @@ def fit(config: MergeConfig, budget: float, cost: CostModel, shapes: Sequence, t
     def work(scale: float) -> float:
         return cost.work(shapes, text_tokens, at(scale))
 
-    if work(1.0) <= budget:
-        return Fitted(at(1.0), work(1.0), True)
+    full = work(1.0)
+    if full <= budget:
+        return Fitted(at(1.0), full, True)
     low, high = SMALLEST_KEEP, 1.0
-    if work(low) > budget + BUDGET_SLACK:
-        return Fitted(at(low), work(low), False)
+    low_work = work(low)
+    if low_work > budget + BUDGET_SLACK:
+        return Fitted(at(low), low_work, False)
     # Work falls in steps as the scale does (whole tokens), so bisect for the largest scale within budget.
+    high_work = full
     for _ in range(40):
         middle = math.sqrt(low * high)
-        if work(middle) <= budget:
-            low = middle
+        middle_work = work(middle)
+        if middle_work <= budget:
+            low, low_work = middle, middle_work
         else:
-            high = middle
-    chosen = low if work(low) <= budget else high
-    return Fitted(at(chosen), work(chosen), True)
+            high, high_work = middle, middle_work
+    if low_work <= budget:
+        return Fitted(at(low), low_work, True)
+    return Fitted(at(high), high_work, True)
 
 
 def _shares(config: MergeConfig) -> dict[str, float]:

@@ -14,9 +14,10 @@ so that its work meets the budget (``budget.fit``): stage 2 alone at each usable
 spread over the first layers, stage 1 alone at several relative depths of the encoder (from its
 first block to its output, ranking by attention received or by distinctiveness) and spread over
 every block, the peer methods that work there (ToMe, VisionZip), then both stages at the best
-placements with the work split three ways, then the best one's recycled tokens and their weighting. Encoder passes are shared between candidates with the
-same stage 1. For each budget the configuration with the lowest KL whose measured work is within 2
-points of the budget wins (a cheaper one within ``kl_tolerance`` of it, when asked).
+placements with the work split three ways, then the best one's recycled tokens and their weighting.
+Encoder passes are shared between candidates with the same stage 1. For each budget the
+configuration with the lowest KL whose measured work is within 2 points of the budget wins (a
+cheaper one within ``kl_tolerance`` of it, when asked).
 """
 
 from __future__ import annotations

@@ -59,7 +59,6 @@ class CostModel:
     model will do: nothing is computed on the weights)."""
 
     def __init__(self, backbone) -> None:
-        self.backbone = backbone
         self.vision = [_parameters(layer) for layer in list(backbone.vision_layers)[: backbone.vit_depth]]
         self.text = [_parameters(layer) for layer in backbone.language_model.layers]
         self.windows = [backbone.vision_window(index) for index in range(len(self.vision))]
