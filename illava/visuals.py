@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypedDict
@@ -21,7 +22,7 @@ from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
 class VisualItem:
     """One encoded image or video: LLM-ready tokens after stage 1 and where they came from.
 
-    layout: the item's token map (views, rows, columns), token counts and preview, as its backbone
+    layout: the item's token map (views, rows, columns), token counts and preview drawing, as its backbone
     cuts it; kept_groups: each feature's cell in that map (-1 for extra tokens such as image
     newlines). A video also carries the rate its frames were sampled at and where they came from.
     """
@@ -129,13 +130,13 @@ def encode(
         pixel_values, grid = backbone.image_inputs(lvlm.processor, to_pil_images(images), resolution)
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "image", config, check_interrupt)
         vit_s += seconds
-        items.extend(_item("image", encoded, i) for i in range(len(encoded.features)))
+        items.extend(_item("image", encoded, i, pixel_values) for i in range(len(encoded.features)))
     if video is not None:
         frames = load_video(video, fps, max_frames, video_fps)
         pixel_values, grid = backbone.video_inputs(lvlm.processor, frames)
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "video", config, check_interrupt)
         vit_s += seconds
-        items.append(_item("video", encoded, 0, frames.fps, frames.metadata()))
+        items.append(_item("video", encoded, 0, pixel_values, frames.fps, frames.metadata()))
     estimate = cost_model(backbone).estimate([item.layout for item in items], TYPICAL_TEXT_TOKENS, config)
     return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id, estimate=estimate)
 
@@ -153,8 +154,9 @@ def _timed_encoder(lvlm: LVLM, pixel_values, grid, kind: str, config: MergeConfi
     return encoded, time.perf_counter() - start
 
 
-def _item(kind: str, encoded: EncodedVision, index: int, video_fps=None, video_metadata=None) -> VisualItem:
-    layout = encoded.layouts[index]
+def _item(kind: str, encoded: EncodedVision, index: int, host_pixels, video_fps=None, video_metadata=None) -> VisualItem:
+    # Previews are drawn from the processor's pixels, still on the host, never from the device copy.
+    layout = dataclasses.replace(encoded.layouts[index], pixels=host_pixels)
     return VisualItem(
         kind=kind,
         layout=layout,

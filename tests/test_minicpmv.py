@@ -24,7 +24,6 @@ from illava import GenerationOptions, MergeConfig
 from illava.backbones.minicpmv.stage1 import Slice
 from illava.merge import DROPPED, KEPT, MERGED, RECYCLED
 from illava.prompt import build_inputs
-from illava.testing.models import build_model_folder
 from illava.video import load_video
 from illava.viz import trace_figure
 

@@ -9,8 +9,9 @@ these hooks and calls ``register``.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -37,13 +38,23 @@ class ItemShape:
 
 @dataclass(frozen=True)
 class ItemLayout(ItemShape):
-    """One encoded image's or video's shape and preview, the same for every backbone.
+    """One encoded image's or video's shape, and how to draw its preview, the same for every backbone.
 
-    preview: (views, h, w, 3) uint8, each view as the encoder saw it.
+    draw: turns the pixel values of the item's call, as the processor made them, into its preview.
+    pixels: those pixel values on the host, bound by ``encode``. The preview is drawn only when
+    something reads it, so an encode copies no pixels off the device and pays for no picture.
     Adapters subclass it to carry what their own prompt text needs.
     """
 
-    preview: np.ndarray
+    draw: Callable[[torch.Tensor], np.ndarray] | None = field(default=None, kw_only=True, repr=False, compare=False)
+    pixels: torch.Tensor | None = field(default=None, kw_only=True, repr=False, compare=False)
+
+    @functools.cached_property
+    def preview(self) -> np.ndarray:
+        """(views, h, w, 3) uint8: each view as the encoder saw it."""
+        if self.draw is None or self.pixels is None:
+            raise ValueError("this layout carries no pixels to draw a preview from")
+        return self.draw(self.pixels)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class EncodedVision:
     kept_groups: (n_kept_i,) raster index of each token in the item's token map (-1 for extra
     tokens such as image newlines).
     stage1_status: (views * rows * columns,) int8 status code of every cell of the token map after stage 1.
-    layouts: per item, its token map, counts and preview.
+    layouts: per item, its token map, counts and how to draw its preview.
     layer_features: per layer that adds visual features inside the text model (Qwen3-VL's DeepStack),
     that layer's features of each item, aligned with ``features``; empty for models without them.
     """

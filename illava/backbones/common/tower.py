@@ -62,11 +62,14 @@ class FeatureLayerBackbone(VisionTowerBackbone):
         return self.feature_layer if isinstance(layer, int) else len(self.encoder_layers)
 
 
-def tile_pictures(tiles: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarray:
-    """(tiles, h, w, 3) uint8: the normalised tiles turned back into pictures, at most ``PREVIEW_TILE`` a side."""
+def tile_pictures(
+    pixel_values: torch.Tensor, select: tuple[int | slice, ...], mean: list[float], std: list[float]
+) -> np.ndarray:
+    """(tiles, h, w, 3) uint8: the normalised tiles ``pixel_values[select]`` turned back into pictures,
+    at most ``PREVIEW_TILE`` a side."""
     mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    pixels = tiles.detach().float().cpu() * std + mean
+    pixels = pixel_values[select].detach().float().cpu() * std + mean
     if pixels.shape[-1] > PREVIEW_TILE:
         pixels = F.interpolate(pixels, size=(PREVIEW_TILE, PREVIEW_TILE), mode="bilinear", antialias=True)
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -16,11 +16,12 @@ The encoder runs only the layers whose output the model uses (``vision_feature_l
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from ...config import MergeConfig, Resolution
@@ -114,7 +115,7 @@ class InternVLBackbone(FeatureLayerBackbone):
         features = [f.flatten(0, 1) for f in projected.split(counts)]
         groups = [torch.arange(f.shape[0], device=f.device) for f in features]
         status = [torch.full((f.shape[0],), KEPT, dtype=torch.int8) for f in features]
-        return self._encoded(counts, features, groups, status, pixel_values)
+        return self._encoded(counts, features, groups, status)
 
     def encode_vision(
         self, pixel_values: torch.Tensor, grid: torch.Tensor, config: MergeConfig, check_interrupt=None
@@ -140,7 +141,7 @@ class InternVLBackbone(FeatureLayerBackbone):
             groups.append(torch.cat([kept[t] + (t - start) * self.groups_per_tile for t in span]))
             status.append(torch.cat([reducer.status[t] for t in span]))
             start += count
-        return self._encoded(counts, features, groups, status, pixel_values)
+        return self._encoded(counts, features, groups, status)
 
     def _check_stage1(self) -> None:
         config = self.config
@@ -176,17 +177,18 @@ class InternVLBackbone(FeatureLayerBackbone):
         tokens = torch.cat([shuffled[t, k] for t, k in enumerate(kept)])
         return kept, list(projector(tokens).split([k.numel() for k in kept]))
 
-    def _encoded(self, counts: list[int], features, groups, status, tiles: torch.Tensor) -> EncodedVision:
-        previews = np.split(tile_pictures(tiles, self.pixel_mean, self.pixel_std), np.cumsum(counts)[:-1])
-        half = self.side // 2
+    def _encoded(self, counts: list[int], features, groups, status) -> EncodedVision:
+        half, starts = self.side // 2, [0, *itertools.accumulate(counts)]
         layouts = tuple(
             ItemLayout(
                 grid=(count, half, half),
                 tokens_full=count * self.groups_per_tile,
                 patches=count * self.side**2,
-                preview=preview,
+                draw=functools.partial(
+                    tile_pictures, select=(slice(start, start + count),), mean=self.pixel_mean, std=self.pixel_std
+                ),
             )
-            for count, preview in zip(counts, previews)
+            for count, start in zip(counts, starts)
         )
         return EncodedVision(
             features=tuple(features),

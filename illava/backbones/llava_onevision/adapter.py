@@ -14,10 +14,10 @@ the last layer never runs), so ``vit_depth`` counts those.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from ...config import MergeConfig, Resolution
@@ -97,7 +97,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             features = model.get_video_features(pixel_values, return_dict=True).pooler_output[0]
             layout = video_layout(pixel_values.shape[1], math.ceil(self.side / 2))
             return self._encoded(
-                [layout], [features], [stock_groups(layout, features.shape[0])], [_all_kept(layout)], pixel_values[0]
+                [layout], [features], [stock_groups(layout, features.shape[0])], [_all_kept(layout)], video=True
             )
         sizes = grid.tolist()
         output = model.get_image_features(
@@ -106,7 +106,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         layouts = [image_layout(self.config, size, len(sizes) == 1) for size in sizes]
         groups = [stock_groups(layout, f.shape[0]) for layout, f in zip(layouts, output.pooler_output)]
         status = [torch.where(layout.cells, KEPT, DROPPED).to(torch.int8) for layout in layouts]
-        return self._encoded(layouts, list(output.pooler_output), groups, status, _tiles(pixel_values, layouts))
+        return self._encoded(layouts, list(output.pooler_output), groups, status)
 
     def encode_vision(
         self, pixel_values: torch.Tensor, grid: torch.Tensor, config: MergeConfig, check_interrupt=None
@@ -136,7 +136,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             groups.append(token_ids)
             status.append(torch.cat([reducer.status[t] for t in span]))
             start += layout.tiles
-        return self._encoded(layouts, features, groups, status, tiles)
+        return self._encoded(layouts, features, groups, status)
 
     def _encode_video(self, frames: torch.Tensor, config: MergeConfig, check_interrupt) -> EncodedVision:
         model = self.model.model
@@ -151,7 +151,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         kept_cells = torch.cat([reducer.kept_cells(t).to(pooled.device) + t * cells for t in range(frames.shape[0])])
         layout = video_layout(frames.shape[0], math.ceil(self.side / 2))
         packed, token_ids = pack(layout, kept_cells, pooled[kept_cells], model.image_newline)
-        return self._encoded([layout], [packed], [token_ids], [torch.cat(reducer.status)], frames)
+        return self._encoded([layout], [packed], [token_ids], [torch.cat(reducer.status)], video=True)
 
     def _run_encoder(self, tiles: torch.Tensor, reducer, config: MergeConfig, check_interrupt):
         scored = config.scored
@@ -166,17 +166,18 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             check_interrupt,
         )
 
-    def _encoded(self, layouts: list[TileLayout], features, groups, status, tiles: torch.Tensor) -> EncodedVision:
-        pictures = tile_pictures(tiles, self.pixel_mean, self.pixel_std)
-        previews = np.split(pictures, np.cumsum([layout.tiles for layout in layouts])[:-1])
+    def _encoded(self, layouts: list[TileLayout], features, groups, status, video: bool = False) -> EncodedVision:
+        # Image i's tiles are pixel_values[i, :tiles] (the rest is the processor's padding); a video's frames are pixel_values[0].
         item_layouts = tuple(
             ItemLayout(
                 grid=(layout.tiles, layout.side, layout.side),
                 tokens_full=layout.tokens_full,
                 patches=layout.tiles * self.side**2,
-                preview=preview,
+                draw=functools.partial(
+                    tile_pictures, select=(0,) if video else (i, slice(layout.tiles)), mean=self.pixel_mean, std=self.pixel_std
+                ),
             )
-            for layout, preview in zip(layouts, previews)
+            for i, layout in enumerate(layouts)
         )
         return EncodedVision(
             features=tuple(features),

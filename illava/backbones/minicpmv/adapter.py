@@ -17,6 +17,8 @@ outside a smaller slice never held a token and are marked dropped.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +153,7 @@ class MiniCPMVBackbone(VisionTowerBackbone):
         output = self.model.model.get_image_features(pixel_values, grid[:, 2:4].int(), return_dict=True)
         features = list(output.pooler_output)
         blocks = [torch.arange(f.shape[0], device=f.device) for f in features]
-        return self._encoded(grid, features, blocks, None, pixel_values)
+        return self._encoded(grid, features, blocks, None)
 
     def encode_vision(
         self, pixel_values: torch.Tensor, grid: torch.Tensor, config: MergeConfig, check_interrupt=None
@@ -160,7 +162,7 @@ class MiniCPMVBackbone(VisionTowerBackbone):
         encoder = SliceEncoder(self.model, config, config.scored)
         pixels = pixel_values.to(self.tower.dtype)
         blocks, features, reducer = encoder(pixels, grid[:, 2:4].int(), check_interrupt)
-        return self._encoded(grid, features, blocks, reducer.status, pixel_values)
+        return self._encoded(grid, features, blocks, reducer.status)
 
     def _check_stage1(self) -> None:
         config = self.config
@@ -184,10 +186,10 @@ class MiniCPMVBackbone(VisionTowerBackbone):
             )
         return decoder_query_scores(layer, hidden, rotary, key_mask, slot, keys, _gated_queries)
 
-    def _encoded(self, grid: torch.Tensor, features, blocks, status, pixel_values: torch.Tensor) -> EncodedVision:
+    def _encoded(self, grid: torch.Tensor, features, blocks, status) -> EncodedVision:
         """Per item: its slices' tokens in order, their cells on the item's (views, rows, columns) token map."""
         sizes = (grid[:, 2:4] // self.block).tolist()
-        previews = self._pictures(pixel_values, grid)
+        grid_rows = grid.tolist()
         out_features, out_blocks, out_status, layouts = [], [], [], []
         for item in torch.unique(grid[:, 0]).tolist():
             members = torch.nonzero(grid[:, 0] == item).squeeze(-1).tolist()
@@ -210,7 +212,9 @@ class MiniCPMVBackbone(VisionTowerBackbone):
                     grid=(len(members), height, width),
                     tokens_full=sum(h * w for h, w in views),
                     patches=patches,
-                    preview=np.stack([previews[i] for i in members]),
+                    draw=functools.partial(
+                        slice_pictures, grid=grid_rows, members=members, mean=self.pixel_mean, std=self.pixel_std
+                    ),
                     columns=int(grid[members[0], 4]),
                     frames=int(grid[members, 1].max()) + 1,
                 )
@@ -222,28 +226,30 @@ class MiniCPMVBackbone(VisionTowerBackbone):
             layouts=tuple(layouts),
         )
 
-    def _pictures(self, pixel_values: torch.Tensor, grid: torch.Tensor) -> list[np.ndarray]:
-        """Each slice as a uint8 picture on its item's largest token grid, at most ``PREVIEW_SIDE`` a side."""
-        patch = pixel_values.shape[2]
-        mean = torch.tensor(self.pixel_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.pixel_std, dtype=torch.float32)[:, None, None]
-        packed = pixel_values[0].detach().float().cpu()
-        out, start = [], 0
-        for item, _, h, w, _ in grid.tolist():
-            members = grid[grid[:, 0] == item]
-            height, width = int(members[:, 2].max()) * patch, int(members[:, 3].max()) * patch
-            # NaViT packing: (C, patch, h * w * patch) with each patch's rows side by side; undo it.
-            flat = packed[:, :, start : start + h * w * patch].reshape(3, patch, h, w, patch)
-            picture = flat.permute(0, 2, 1, 3, 4).reshape(3, h * patch, w * patch) * std + mean
-            start += h * w * patch
-            canvas = torch.zeros(3, height, width)
-            canvas[:, : h * patch, : w * patch] = picture
-            scale = min(1.0, PREVIEW_SIDE / max(height, width))
-            if scale < 1.0:
-                size = (max(1, round(height * scale)), max(1, round(width * scale)))
-                canvas = F.interpolate(canvas[None], size=size, mode="bilinear", antialias=True)[0]
-            out.append((canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-        return out
+
+def slice_pictures(
+    pixel_values: torch.Tensor, grid: list[list[int]], members: list[int], mean: list[float], std: list[float]
+) -> np.ndarray:
+    """The ``members`` slices (rows of ``grid``) of one item as uint8 pictures on the item's largest
+    token grid, at most ``PREVIEW_SIDE`` a side."""
+    patch = pixel_values.shape[2]
+    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    height, width = max(grid[i][2] for i in members) * patch, max(grid[i][3] for i in members) * patch
+    starts = [0, *itertools.accumulate(h * w * patch for _, _, h, w, _ in grid)]
+    out = []
+    for i in members:
+        h, w = grid[i][2], grid[i][3]
+        # NaViT packing: (C, patch, h * w * patch) with each patch's rows side by side; undo it.
+        flat = pixel_values[0, :, :, starts[i] : starts[i + 1]].detach().float().cpu().reshape(3, patch, h, w, patch)
+        canvas = torch.zeros(3, height, width)
+        canvas[:, : h * patch, : w * patch] = flat.permute(0, 2, 1, 3, 4).reshape(3, h * patch, w * patch) * std_t + mean_t
+        scale = min(1.0, PREVIEW_SIDE / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            canvas = F.interpolate(canvas[None], size=size, mode="bilinear", antialias=True)[0]
+        out.append((canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return np.stack(out)
 
 
 def _grid(items: torch.Tensor, frames: torch.Tensor, sizes: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ class QwenLayout(ItemLayout):
 
 def patch_pictures(
     pixel_values: torch.Tensor,
+    start: int,
     grid_thw: tuple[int, int, int],
     patch: int,
     temporal: int,
@@ -31,13 +33,13 @@ def patch_pictures(
     mean: list[float],
     std: list[float],
 ) -> np.ndarray:
-    """(t, h, w, 3) uint8: the first frame of each temporal group as the encoder saw it.
+    """(t, h, w, 3) uint8: the first frame of each temporal group of the item whose patches start at ``start``.
 
     Undoes the processor's patch flattening: its rows are (t, h/merge, w/merge, merge, merge) patches
     of (channels, temporal, patch, patch) values, normalised.
     """
     t, h, w = grid_thw
-    values = pixel_values.detach().float().cpu().reshape(t, h // merge, w // merge, merge, merge, -1, temporal, patch, patch)
+    values = pixel_values[start : start + t * h * w].detach().float().cpu().reshape(t, h // merge, w // merge, merge, merge, -1, temporal, patch, patch)
     frames = values.permute(0, 6, 5, 1, 3, 7, 2, 4, 8).reshape(t, temporal, -1, h * patch, w * patch)[:, 0]
     mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
@@ -50,22 +52,22 @@ def patch_pictures(
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def qwen_layouts(
-    pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, temporal: int, merge: int, mean, std
-) -> tuple[QwenLayout, ...]:
-    """One layout per item of a call: its (t, h/merge, w/merge) token map, counts and preview."""
+def qwen_layouts(grid_thw: torch.Tensor, patch: int, temporal: int, merge: int, mean, std) -> tuple[QwenLayout, ...]:
+    """One layout per item of a call: its (t, h/merge, w/merge) token map, counts and preview drawing."""
     layouts, start = [], 0
     for row in grid_thw.tolist():
         t, h, w = (int(v) for v in row)
         patches = t * h * w
-        preview = patch_pictures(pixel_values[start : start + patches], (t, h, w), patch, temporal, merge, mean, std)
+        draw = functools.partial(
+            patch_pictures, start=start, grid_thw=(t, h, w), patch=patch, temporal=temporal, merge=merge, mean=mean, std=std
+        )
         start += patches
         layouts.append(
             QwenLayout(
                 grid=(t, h // merge, w // merge),
                 tokens_full=patches // merge**2,
                 patches=patches,
-                preview=preview,
+                draw=draw,
                 grid_thw=(t, h, w),
             )
         )

@@ -103,11 +103,11 @@ class QwenVLBackbone(Backbone):
         self.seen(processor.video_processor)
         return processed["pixel_values_videos"], processed["video_grid_thw"]
 
-    def layouts(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[QwenLayout, ...]:
-        """Each item's token map, counts and preview, from the processor's patches."""
+    def layouts(self, grid_thw: torch.Tensor) -> tuple[QwenLayout, ...]:
+        """Each item's token map, counts and preview drawing, from the processor's patch grids."""
         vision = self.visual.config
         return qwen_layouts(
-            pixel_values, grid_thw, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size,
+            grid_thw, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size,
             self.pixel_mean, self.pixel_std,
         )
 
@@ -121,7 +121,7 @@ class QwenVLBackbone(Backbone):
             features=features,
             kept_groups=tuple(torch.arange(f.shape[0], device=f.device) for f in features),
             stage1_status=tuple(torch.full((f.shape[0],), KEPT, dtype=torch.int8) for f in features),
-            layouts=self.layouts(pixel_values, grid_thw),
+            layouts=self.layouts(grid_thw),
             layer_features=deepstack,
         )
 
@@ -250,7 +250,7 @@ class QwenVLBackbone(Backbone):
             merged[raster_order],
             [c[raster_order] for c in carried],
             groups.raster[raster_order],
-            self.layouts(pixel_values, grid_thw),
+            self.layouts(grid_thw),
             unit,
             status,
         )
