@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--inputs", nargs="+", default=["1 image", "4 images", "16-frame video"],
                        choices=["1 image", "4 images", "16-frame video"])
     bench.add_argument("--new-tokens", type=int, default=None, help="tokens generated per run (default: 32; caption job: 128)")
-    bench.add_argument("--repeats", type=int, default=2, help="timed rounds per method after one warm-up run")
+    bench.add_argument("--repeats", type=int, default=5, help="timed rounds per method after one warm-up run")
     bench.add_argument("--json", required=True, help="output JSON; a .md table (and for speed a .png chart) is written beside it")
     bench.add_argument("--job", choices=["speed", "memory", "caption"], default="speed",
                        help="speed: vanilla and presets per input; memory: weights and peaks per --quantizations; "

@@ -136,10 +136,12 @@ def generate_batch(
             f"stage 2 shortens each layer's cache as it prunes, which a {cache!r} cache (the model's generation_config."
             f"cache_implementation) cannot: set it to None or 'dynamic', or clear stage2_layers"
         )
+    clock = GenerationClock(options.max_new_tokens, on_token, lvlm.device)
+    # Prefill counts the prompt's assembly (its M-RoPE positions included), as a plain generate() does inside.
+    clock.start()
     inputs = build_inputs(lvlm, requests, system_prompt)
     _check_context(lvlm, inputs["input_ids"].shape[1], options.max_new_tokens)
     stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
-    clock = GenerationClock(options.max_new_tokens, on_token, lvlm.device)
     kwargs = dict(
         max_new_tokens=options.max_new_tokens,
         min_new_tokens=options.min_new_tokens,
@@ -161,7 +163,6 @@ def generate_batch(
     with rng, torch.inference_mode(), installed(backbone, stage2):
         if options.do_sample:
             torch.manual_seed(options.seed)
-        clock.start()
         out = lvlm.model.generate(**backbone.generate_inputs(inputs), **kwargs)
         clock.stop()
     prompt_length = inputs["input_ids"].shape[1]

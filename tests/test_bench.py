@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
-from illava.lab.bench import ARCHES, build_lvlm
+from illava.lab.bench import ARCHES, bench_inputs, build_lvlm, run_illava, run_vanilla
 from illava.backbones.base import ItemShape
 from illava.config import MergeConfig
 from illava.cost import cost_model
@@ -62,3 +64,42 @@ def test_the_bench_command_writes_rows_a_table_and_a_chart(tmp_path):
     assert auto["work"] == pytest.approx(0.5, abs=0.03) and auto["predicted_speedup"] > 1.5
     assert out.with_suffix(".md").read_text().count("\n") == 6
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+UPLOAD_S = 1.0
+
+
+class SlowUpload(torch.Tensor):
+    """Pixel values whose move to the device takes ``UPLOAD_S``, as a large upload does on a GPU."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.to:
+            time.sleep(UPLOAD_S)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+def test_both_sides_are_timed_from_the_same_host_pixels(monkeypatch):
+    lvlm = build_lvlm("qwen2-vl-2b", torch.device("cpu"), torch.float32, llm_layers=1, vit_layers=1)
+    inputs = bench_inputs()["1 image"]
+
+    def both():
+        return run_vanilla(lvlm, inputs, 1), run_illava(lvlm, inputs, MergeConfig(), 1)
+
+    both()  # first-call costs
+    plain = both()
+    image_processor = lvlm.processor.image_processor
+    preprocess = image_processor.preprocess
+
+    def slow_pixels(*args, **kwargs):
+        out = preprocess(*args, **kwargs)
+        out["pixel_values"] = out["pixel_values"].as_subclass(SlowUpload)
+        return out
+
+    monkeypatch.setattr(image_processor, "preprocess", slow_pixels)
+    slow = both()
+    # The upload counts with the ViT on both sides, never on one alone, and never with the prefill.
+    for before, after in zip(plain, slow):
+        assert after.vit_s - before.vit_s > 0.8 * UPLOAD_S
+        assert abs(after.prefill_s - before.prefill_s) < 0.5 * UPLOAD_S
