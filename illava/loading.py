@@ -190,14 +190,16 @@ def load(
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=not allow_pickle,
-            # Quantized weights are made where they will live: bitsandbytes quantizes as they are placed.
-            **({"quantization_config": quantized, "device_map": {"": placed}} if quantized is not None else {}),
+            # Each weight is read straight to where it lives: no whole copy in host RAM first, no second move.
+            # bitsandbytes quantizes them as they are placed.
+            device_map={"": placed},
+            **({"quantization_config": quantized} if quantized is not None else {}),
         )
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
-    model = (model if quantized is not None else model.to(placed)).eval()
+    model.eval()
     profile, note = find_profile(folder, profile_stores)
     return LVLM(
         model=model,

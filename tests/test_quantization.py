@@ -55,6 +55,14 @@ def test_an_unknown_quantization_names_the_choices():
         check_quantization("2-bit")
 
 
+def test_a_bitsandbytes_older_than_the_floor_is_refused_with_the_upgrade(monkeypatch):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.47.0")
+    with pytest.raises(ValueError, match=r"bitsandbytes 0\.48\.0 or later, not 0\.47\.0: .*pip install -U"):
+        check_quantization("8-bit")
+
+
 def test_8bit_with_dtype_auto_computes_in_fp16_as_its_matmuls_do(model_dirs):
     lvlm = illava.load(model_dirs["qwen2_5_vl"], device="cpu", quantization="8-bit")
     assert lvlm.dtype == torch.float16

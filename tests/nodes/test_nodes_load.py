@@ -173,11 +173,19 @@ def test_a_quantized_load_is_its_own_model(load_node, models_root):
 def test_the_weights_go_to_comfyuis_offload_device_and_its_size_is_reported(load_node, models_root, monkeypatch):
     from illava_pack.nodes import comfy_compat, handle
 
-    managed = []
+    managed, placed = [], []
+    load = handle.load
+
+    def placing(*args, weights_device, **kwargs):
+        # "meta" stands for the CPU beside a GPU; the weights are read straight to it, so it cannot hold them here.
+        placed.append(weights_device)
+        return load(*args, weights_device=None, **kwargs)
+
     monkeypatch.setattr(comfy_compat, "offload_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(handle, "load", placing)
     monkeypatch.setattr(comfy_compat, "manage_model", lambda model, device, size: managed.append((model, device, size)) or "patcher")
     monkeypatch.setattr(handle, "_shared", type(handle._shared)())
     (loaded,), _ = run_node(load_node, **load_inputs(load_node, model="tiny-qwen2_5_vl", dtype="fp32", attention="eager"))
     model, device, size = managed[0]
-    assert next(model.parameters()).device.type == "meta" and device == torch.device("cpu")
+    assert placed == [torch.device("meta")] and device == torch.device("cpu")
     assert size == loaded.shared.lvlm.weights_bytes and loaded.shared.patcher == "patcher"
