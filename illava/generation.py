@@ -95,6 +95,8 @@ def generate(
         raise ValueError(
             "these visual tokens were encoded by another model (or dtype or device): encode them again with this one"
         )
+    # Tokens kept off the compute device between runs (as ComfyUI keeps node outputs) come back for this one.
+    visuals = visuals.to(lvlm.device)
     if per_item:
         requests = [((item,), prompt) for item in visuals.items]
     else:

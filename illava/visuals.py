@@ -99,6 +99,21 @@ class VisualTokens:
         """The items' token counts after stage 1 (stage 2 has not run yet)."""
         return visual_token_counts(self.items)
 
+    def to(self, device: torch.device | None) -> VisualTokens:
+        """These tokens with their tensors on ``device`` (themselves where they are there already, or for None)."""
+        if device is None or all(item.features.device == torch.device(device) for item in self.items):
+            return self
+        items = tuple(
+            dataclasses.replace(
+                item,
+                features=item.features.to(device),
+                kept_groups=item.kept_groups.to(device),
+                layer_features=tuple(layer.to(device) for layer in item.layer_features),
+            )
+            for item in self.items
+        )
+        return dataclasses.replace(self, items=items)
+
 
 def encode(
     lvlm: LVLM,

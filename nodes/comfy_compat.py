@@ -189,6 +189,12 @@ def offload_device() -> torch.device | None:
     return model_management.unet_offload_device() if model_management is not None else None
 
 
+def intermediate_device() -> torch.device | None:
+    """Where ComfyUI keeps node outputs between nodes (the CPU, unless told to keep everything on the GPU);
+    None outside ComfyUI."""
+    return model_management.intermediate_device() if model_management is not None else None
+
+
 def manage_model(model: torch.nn.Module, device: torch.device, size: int) -> Any:
     """Hand a model whose weights sit on the offload device to ComfyUI's memory management, which moves
     them to ``device`` when asked (freeing room for them first) and back when it needs the room; ``size``

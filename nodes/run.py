@@ -31,13 +31,17 @@ def encode_remembered(
     run: Callable[[LVLM, MergeConfig], VisualTokens],
 ) -> VisualTokens:
     """``run(model, config)``, unless this model already encoded the same source with the same stage-1
-    settings: then that result, carrying the new stage-2 settings (the same object when nothing changed)."""
+    settings: then that result, carrying the new stage-2 settings (the same object when nothing changed).
+
+    The tokens live on ComfyUI's intermediate device, as other node outputs do, so neither this memo nor
+    ComfyUI's cache holds GPU memory once the weights are unloaded; Generate brings them back.
+    """
     model = lvlm.acquire()
     config = merge_config(model, choice, kind)
     key = (source_key, config.stage1_part())
     visuals = lvlm.shared.encodes.get(key)
     if visuals is None:
-        visuals = run(model, config)
+        visuals = run(model, config).to(comfy_compat.intermediate_device())
     elif visuals.config != config:
         visuals = replace(visuals, config=config)
     lvlm.shared.encodes.put(key, visuals)

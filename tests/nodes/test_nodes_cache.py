@@ -81,3 +81,16 @@ def test_sampling_knobs_matter_when_sampling(mappings, lvlm, images, counted):
     chain(mappings, lvlm, images[:1], CUSTOM, {"sampling": "sample", "seed": 1})
     chain(mappings, lvlm, images[:1], CUSTOM, {"sampling": "sample", "seed": 2})
     assert counted == {"encode": 1, "generate": 2}
+
+
+def test_encoded_tokens_wait_on_comfyuis_intermediate_device(mappings, lvlm, images, monkeypatch):
+    """Neither the memo nor ComfyUI's output cache holds GPU memory once the weights are unloaded ("meta"
+    stands in for the CPU beside a GPU)."""
+    import torch
+    from illava_pack.nodes import comfy_compat
+
+    monkeypatch.setattr(comfy_compat, "intermediate_device", lambda: torch.device("meta"))
+    (visuals,), _ = run_node(mappings["iLLaVA_EncodeImage"], lvlm=lvlm, image=images[:1])
+    remembered = list(lvlm.shared.encodes._entries.values())
+    assert remembered == [visuals]
+    assert all(t.device.type == "meta" for item in visuals.items for t in (item.features, item.kept_groups))
