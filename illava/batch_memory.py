@@ -46,15 +46,34 @@ def kv_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int, visual_tokens:
 
 
 def item_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int, visual_tokens: int, new_tokens: int) -> int:
-    """Memory one prompt adds to a batch: ``kv_bytes`` + the prefill's transient activations, estimated as
-    prompt_tokens x (4 x hidden + 2 x intermediate) x element size (residual stream, attention and MLP
-    outputs, the MLP's widest tensors) + 2 x vocabulary x 4 bytes (the fp32 logits of a step and their
-    processed copy)."""
+    """Memory one prompt adds to a batch: ``kv_bytes`` + the larger of a layer's transient activations and
+    stage 2's (``stage2_bytes``) + the padded batch's boolean attention mask (prompt_tokens² bytes, which
+    SDPA takes whole) + 2 x vocabulary x 4 bytes (the fp32 logits of a step and their processed copy).
+
+    A layer's activations are estimated as prompt_tokens x (4 x hidden + 2 x intermediate) x element size
+    (residual stream, attention and MLP outputs, the MLP's widest tensors).
+    """
     text = lvlm.model.config.get_text_config()
     intermediate = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
     activations = prompt_tokens * (4 * text.hidden_size + 2 * intermediate) * _element_bytes(lvlm)
+    transient = max(activations, stage2_bytes(lvlm, config, prompt_tokens))
     logits = 2 * text.vocab_size * 4
-    return kv_bytes(lvlm, config, prompt_tokens, visual_tokens, new_tokens) + activations + logits
+    return kv_bytes(lvlm, config, prompt_tokens, visual_tokens, new_tokens) + transient + prompt_tokens**2 + logits
+
+
+def stage2_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int) -> int:
+    """What a stage-2 layer holds for one prompt while it ranks and gathers (0 without stage 2): the scoring
+    layer's keys recomputed and in fp32 (per key head, never repeated per query head), the fp32 attention
+    row of every head and its softmax, and the hidden state cloned and gathered."""
+    if not config.stage2_active:
+        return 0
+    text = lvlm.model.config.get_text_config()
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    element = _element_bytes(lvlm)
+    keys = kv_heads * head_dim * (element + 4)
+    return prompt_tokens * (keys + 2 * heads * 4 + 2 * text.hidden_size * element)
 
 
 def batch_size_for(

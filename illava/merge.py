@@ -42,12 +42,15 @@ def query_row_attention(
 ) -> torch.Tensor:
     """Attention probabilities of one query row per sample over all keys, per head.
 
-    q_last: (batch, heads, head_dim); k: (batch, kv_heads, n, head_dim) with grouped heads repeated
-    as the model does; key_mask: (batch, n) bool, False for padding. Returns (batch, heads, n) float32.
+    q_last: (batch, heads, head_dim); k: (batch, kv_heads, n, head_dim), each key head shared by
+    ``heads // kv_heads`` consecutive query heads as the model shares it; key_mask: (batch, n) bool, False
+    for padding. Returns (batch, heads, n) float32.
     """
-    groups = q_last.shape[1] // k.shape[1]
-    k = k.repeat_interleave(groups, dim=1)
-    logits = torch.einsum("bhd,bhnd->bhn", q_last.float(), k.float()) * scale
+    batch, heads, dim = q_last.shape
+    kv_heads = k.shape[1]
+    # Each key head meets its own query heads where it is: no copy of the keys per query head.
+    queries = (q_last.float() * scale).view(batch, kv_heads, heads // kv_heads, dim)
+    logits = torch.einsum("bkgd,bknd->bkgn", queries, k.float()).reshape(batch, heads, -1)
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
     return logits.softmax(dim=-1)

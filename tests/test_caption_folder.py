@@ -14,7 +14,7 @@ from PIL import Image
 import illava
 from helpers import random_image
 from illava.__main__ import main
-from illava.batch_memory import batch_size_for, item_bytes, kv_bytes
+from illava.batch_memory import batch_size_for, item_bytes, kv_bytes, stage2_bytes
 from illava.caption_batch import CaptionSpec, caption_batch
 from illava.caption_plan import by_size, entry_for, scan
 from illava.folder_captions import Summary, caption_folder
@@ -250,6 +250,14 @@ def test_merged_prompts_fit_larger_batches(qwen25):
     assert kv_bytes(qwen25, stage2, 400, 300, 64) < kv_bytes(qwen25, off, 400, 300, 64)
     assert batch_size_for(qwen25, stage2, budget, 400, 300, 64) >= 4
     assert batch_size_for(qwen25, MERGED, budget, 250, 150, 64) > 4
+
+
+def test_the_batch_estimate_counts_stage2s_transient_and_the_padded_mask(qwen25):
+    off, stage2 = illava.MergeConfig(), illava.MergeConfig(stage2_layers=(1,), stage2_keep=0.2)
+    assert stage2_bytes(qwen25, off, 400) == 0 < stage2_bytes(qwen25, stage2, 400)
+    for config in (off, stage2):
+        beyond_cache = item_bytes(qwen25, config, 400, 300, 64) - kv_bytes(qwen25, config, 400, 300, 64)
+        assert beyond_cache >= max(stage2_bytes(qwen25, config, 400), 1) + 400**2
 
 
 @pytest.mark.parametrize("config", [illava.MergeConfig(), illava.MergeConfig(stage2_layers=(1,), stage2_keep=0.25)], ids=["off", "stage2"])

@@ -24,15 +24,14 @@ def reduce_groups(
     """Reduce the rows of ``hidden`` to at most ``target`` whole groups of ``units`` rows with ``config.method``.
 
     group, place: each row's group and its place in the group (the order of a group's features). A group
-    scores the attention its rows receive. sizes, status: ToMe sizes and stage-1 codes per group, updated in
-    place. Returns the positions (into ``hidden``'s rows) of the rows that go on, and their new states.
+    scores the attention its rows receive. sizes, status: ToMe sizes and stage-1 codes per group, on ``hidden``'s
+    device (so the step needs no host copy), updated in place. Returns the positions (into ``hidden``'s rows) of the rows that go on, and their new states.
     """
     order = torch.argsort(group * units + place).view(-1, units)
     group_ids = group[order[:, 0]]
     grouped = hidden[order]
     n_out = min(order.shape[0], target)
-    original = group_ids.cpu()
-    group_sizes = sizes[original].to(hidden.device)
+    group_sizes = sizes[group_ids]
     reduction, weights, weighting = select(
         config.method,
         scores[order].sum(-1),
@@ -42,9 +41,8 @@ def reduce_groups(
         config.recycle_weighting,
         group_sizes,
     )
-    codes = reduction.status.cpu()
-    status[original] = torch.where(codes == KEPT, status[original], codes)
-    sizes[group_ids[reduction.kept].cpu()] = merged_sizes(group_sizes, reduction).cpu()
+    status[group_ids] = torch.where(reduction.status == KEPT, status[group_ids], reduction.status)
+    sizes[group_ids[reduction.kept]] = merged_sizes(group_sizes, reduction)
     rows = order[reduction.kept].reshape(-1)
     values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
     raster = torch.argsort(rows)

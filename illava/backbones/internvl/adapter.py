@@ -121,7 +121,7 @@ class InternVLBackbone(FeatureLayerBackbone):
         self, pixel_values: torch.Tensor, grid: torch.Tensor, config: MergeConfig, check_interrupt=None
     ) -> EncodedVision:
         self._check_stage1()
-        reducer = GroupReducer(self.side, pixel_values.shape[0], config)
+        reducer = GroupReducer(self.side, pixel_values.shape[0], config, pixel_values.device)
         ids, hidden = run_encoder(
             self.tower,
             pixel_values.to(self.model.dtype),

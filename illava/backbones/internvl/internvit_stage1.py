@@ -30,13 +30,14 @@ class GroupReducer:
     its four patches' hidden states in pixel-shuffle order.
     """
 
-    def __init__(self, side: int, tiles: int, config: MergeConfig) -> None:
+    def __init__(self, side: int, tiles: int, config: MergeConfig, device: torch.device = torch.device("cpu")) -> None:
         self.side = side
         self.config = config
         groups = (side // 2) ** 2
-        self.status = [torch.full((groups,), KEPT, dtype=torch.int8) for _ in range(tiles)]
+        # Bookkeeping lives beside the hidden states: a host copy would stop the device at every tile.
+        self.status = [torch.full((groups,), KEPT, dtype=torch.int8, device=device) for _ in range(tiles)]
         # ToMe's token sizes: how many original groups each current group stands for.
-        self.sizes = [torch.ones(groups) for _ in range(tiles)]
+        self.sizes = [torch.ones(groups, device=device) for _ in range(tiles)]
         layers = len(config.stage1_layers)
         self.targets = [stage_targets([groups] * tiles, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
 

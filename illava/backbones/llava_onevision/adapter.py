@@ -122,6 +122,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             [cells for layout in layouts for cells in layout.tile_cells],
             [_tile_shrink(layout, t) for layout in layouts for t in range(layout.tiles)],
             config,
+            tiles.device,
         )
         ids, hidden = self._run_encoder(tiles, reducer, config, check_interrupt)
         projected = _project(self.model.model.multi_modal_projector, hidden)
@@ -141,7 +142,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
     def _encode_video(self, frames: torch.Tensor, config: MergeConfig, check_interrupt) -> EncodedVision:
         model = self.model.model
         weights = pooling_weights(self.side, model.apply_pooling)
-        reducer = CellReducer(weights, frames.shape[0], config)
+        reducer = CellReducer(weights, frames.shape[0], config, frames.device)
         ids, hidden = self._run_encoder(frames, reducer, config, check_interrupt)
         projected = _project(model.multi_modal_projector, hidden)
         tokens = self.side**2

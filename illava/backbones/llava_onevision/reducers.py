@@ -22,13 +22,16 @@ class TokenReducer:
     model's own token count.
     """
 
-    def __init__(self, cells: list[torch.Tensor], shrink: list[float], config: MergeConfig) -> None:
-        self.cells = cells
-        self.config = config
-        self.status = [torch.where(c, KEPT, DROPPED).to(torch.int8) for c in cells]
-        # ToMe's token sizes: how many original tokens each current token stands for.
-        self.sizes = [torch.ones(int(c.numel())) for c in cells]
+    def __init__(
+        self, cells: list[torch.Tensor], shrink: list[float], config: MergeConfig, device: torch.device = torch.device("cpu")
+    ) -> None:
         counts = [int(c.sum()) for c in cells]
+        # Bookkeeping lives beside the hidden states: a host copy would stop the device at every tile.
+        self.cells = [c.to(device) for c in cells]
+        self.config = config
+        self.status = [torch.where(c, KEPT, DROPPED).to(torch.int8) for c in self.cells]
+        # ToMe's token sizes: how many original tokens each current token stands for.
+        self.sizes = [torch.ones(int(c.numel()), device=device) for c in cells]
         budgets = [max(1, round(n / s)) if n else 0 for n, s in zip(counts, shrink)]
         layers = len(config.stage1_layers)
         self.targets = [
@@ -38,17 +41,17 @@ class TokenReducer:
 
     def __call__(self, step, tile, scores, hidden, ids):
         config = self.config
-        candidates = torch.nonzero(self.cells[tile].to(ids.device)[ids]).squeeze(-1)
+        candidates = torch.nonzero(self.cells[tile][ids]).squeeze(-1)
         n_out = min(candidates.numel(), self.targets[step - 1][tile])
         local = hidden[candidates]
-        sizes = self.sizes[tile][candidates.cpu()].to(local.device)
+        sizes = self.sizes[tile][candidates]
         reduction, weights, weighting = select(
             config.method, scores[candidates], local, n_out, config.stage1_recycled, config.recycle_weighting, sizes
         )
         status = self.status[tile]
-        original = ids[candidates].cpu()
-        status[original] = torch.where(reduction.status.cpu() == KEPT, status[original], reduction.status.cpu())
-        self.sizes[tile] = merged_sizes(sizes, reduction).cpu()
+        original = ids[candidates]
+        status[original] = torch.where(reduction.status == KEPT, status[original], reduction.status)
+        self.sizes[tile] = merged_sizes(sizes, reduction)
         return candidates[reduction.kept], apply_reduction(local, weights, reduction, weighting)
 
 
@@ -62,34 +65,37 @@ class CellReducer:
     recycled token would need the final features of tokens that no longer exist.
     """
 
-    def __init__(self, weights: torch.Tensor, frames: int, config: MergeConfig) -> None:
+    def __init__(
+        self, weights: torch.Tensor, frames: int, config: MergeConfig, device: torch.device = torch.device("cpu")
+    ) -> None:
         if config.method not in CELL_METHODS:
             raise ValueError(
                 f"method {config.method!r} merges tokens, but LLaVA-OneVision keeps or drops whole pooled cells "
                 f"of a video frame in stage 1: use one of {CELL_METHODS} there, or clear stage1_layers"
             )
         self.method = config.method
-        self.weights = weights.float()
-        self.footprint = weights != 0
-        self.status = [torch.full((weights.shape[0],), KEPT, dtype=torch.int8) for _ in range(frames)]
+        # Bookkeeping lives beside the hidden states: a host copy would stop the device at every frame.
+        self.weights = weights.float().to(device)
+        self.footprint = self.weights != 0
+        self.status = [torch.full((weights.shape[0],), KEPT, dtype=torch.int8, device=device) for _ in range(frames)]
         layers = len(config.stage1_layers)
         cells = [weights.shape[0]] * frames
         self.targets = [stage_targets(cells, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
 
     def __call__(self, step, tile, scores, hidden, ids):
-        footprint = self.footprint.to(ids.device)
+        footprint = self.footprint
         present = torch.zeros(footprint.shape[1], dtype=torch.bool, device=ids.device)
         present[ids] = True
         status = self.status[tile]
         # A cell dropped earlier stays dropped even where its kept neighbours' tokens cover its own.
-        whole = ((footprint & ~present).sum(-1) == 0) & (status.to(ids.device) == KEPT)
+        whole = ((footprint & ~present).sum(-1) == 0) & (status == KEPT)
         alive = torch.nonzero(whole).squeeze(-1)
         token_scores = torch.zeros(footprint.shape[1], dtype=torch.float32, device=ids.device)
         token_scores[ids] = scores.float()
-        cell_scores = (self.weights.to(ids.device) @ token_scores)[alive]
+        cell_scores = (self.weights @ token_scores)[alive]
         n_out = min(alive.numel(), self.targets[step - 1][tile])
         reduction = select(self.method, cell_scores, cell_scores[:, None], n_out, 0, "score")[0]
-        status[alive.cpu()] = torch.where(reduction.status.cpu() == KEPT, status[alive.cpu()], reduction.status.cpu())
+        status[alive] = torch.where(reduction.status == KEPT, status[alive], reduction.status)
         needed = footprint[alive[reduction.kept]].any(0)
         keep = torch.nonzero(needed[ids]).squeeze(-1)
         return keep, hidden[keep]

@@ -49,11 +49,12 @@ class BlockReducer:
     rest into recycled ones). A block's score is the attention its units receive; its features, for
     similarity and recycling, are its units' hidden states in raster order."""
 
-    def __init__(self, blocks: list[int], config: MergeConfig) -> None:
+    def __init__(self, blocks: list[int], config: MergeConfig, device: torch.device = torch.device("cpu")) -> None:
         self.config = config
-        self.status = [torch.full((n,), KEPT, dtype=torch.int8) for n in blocks]
+        # Bookkeeping lives beside the hidden states: a host copy would stop the device at every slice.
+        self.status = [torch.full((n,), KEPT, dtype=torch.int8, device=device) for n in blocks]
         # ToMe's token sizes: how many original blocks each current block stands for.
-        self.sizes = [torch.ones(n) for n in blocks]
+        self.sizes = [torch.ones(n, device=device) for n in blocks]
         layers = len(config.stage1_layers)
         self.targets = [stage_targets(blocks, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
 
@@ -90,7 +91,7 @@ class SliceEncoder:
         sizes = [tuple(int(v) for v in row) for row in target_sizes.tolist()]
         first = 4 if self.window else 2
         parts = [Slice(h, w, torch.arange(h * w, device=pixel_values.device), first) for h, w in sizes]
-        reducer = BlockReducer([(h // first) * (w // first) for h, w in sizes], config)
+        reducer = BlockReducer([(h // first) * (w // first) for h, w in sizes], config, pixel_values.device)
         hidden = tower.embeddings(pixel_values, target_sizes=target_sizes)[0]
         layers = tower.encoder.layers
         stage_layers = config.stage1_layers
