@@ -6,6 +6,15 @@
 #                             cached decoding is held to the dtype's rounding (tests/helpers.CACHED_ATOL)
 #   bench-3b.*, bench-7b.*    the speed bench at Qwen2.5-VL-3B's and 7B's real depths (random weights):
 #                             vanilla, off and auto at work 0.5, 0.33, 0.22, 0.11, with peak GPU memory
+#                             off == vanilla stays bit-exact on a GPU too (the same kernels on the same
+#                             shapes); a cached step and a fresh forward run different shapes, so their
+#                             kernels sum in different orders: held to the dtype's rounding, not bit-exact
+#   offload.txt               8-bit and 4-bit weights cycled offload -> GPU -> offload -> GPU as ComfyUI moves
+#                             them: "answers equal after the cycle: True" and the GPU memory back at its start
+#   syncs.txt                 every host sync of one encode + generate per family (both stages on), by source
+#                             line and count, under torch.cuda.set_sync_debug_mode("warn")
+#   roundtrip.txt             tokens that waited on the CPU (as the nodes keep them) answer bit for bit as
+#                             tokens that stayed on the GPU: "True" per family
 #   summary.txt               each step's exit status
 # `--cpu` runs the same steps, reduced to fit a CPU (fp32, 2 bench layers, one input), so the script is
 # known to work before a GPU ever runs it; tests/test_gpu_check.py runs that mode.
@@ -61,7 +70,13 @@ if [ "$mode" = cuda ]; then
         step "bench $arch" "$py" -m illava bench --arch "qwen2.5-vl-$arch" --device cuda --dtype bf16 \
             --presets off auto --budgets 0.5 0.33 0.22 0.11 --json "$out/bench-$arch.json" > "$out/bench-$arch.log" 2>&1
     done
+    for check in offload syncs roundtrip; do
+        step "$check" "$py" -m illava.lab.device_check "$check" --device cuda > "$out/$check.txt" 2>&1
+    done
 else
+    for check in offload roundtrip; do
+        step "$check" "$py" -m illava.lab.device_check "$check" --device cpu > "$out/$check.txt" 2>&1
+    done
     step "contracts fp32" env ILLAVA_TEST_DEVICE=cpu ILLAVA_TEST_DTYPE=fp32 \
         "$py" -m pytest -q -p no:cacheprovider -k "$select" tests/test_exactness.py > "$out/contracts-fp32.txt" 2>&1
     step "bench 3b" "$py" -m illava bench --arch qwen2.5-vl-3b --device cpu --dtype fp32 --layers 2 --inputs "1 image" \
