@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--full-depth", action="store_true", help="on CPU, keep every layer (default: 9 LLM and 8 ViT layers)")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument(
-        "--dtype", default="bf16",
-        help="bf16, fp16 or fp32; on a CPU without native bfloat16 (AVX512-BF16, AMX) fp32 is several times faster",
+        "--dtype", default="auto",
+        help="auto (bf16 on GPUs that compute it natively, fp16 on older ones, fp32 on a CPU), bf16, fp16 or fp32",
     )
     bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"],
                        choices=["auto", *sorted(PRESETS)], help="auto runs once per --budgets entry")
