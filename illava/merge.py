@@ -21,19 +21,20 @@ DROPPED, KEPT, RECYCLED, MERGED = 0, 1, 2, 3
 def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: int = 1024) -> torch.Tensor:
     """Mean attention each key receives over all heads and queries of one bidirectional segment.
 
-    q, k: (heads, n, head_dim). Returns (n,) float32, summing to 1. Queries are processed ``chunk``
-    rows at a time so no n x n matrix is held for long inputs. Half-precision inputs are scored in
-    float32: a q.k product of a large-norm encoder (SigLIP, Qwen's ViT) can pass fp16's 65504, and an
-    inf logit makes the softmax NaN and the selection silently wrong.
+    q, k: (..., heads, n, head_dim), any leading dims a batch of equal-length segments scored at once.
+    Returns (..., n) float32, each summing to 1. Queries are processed ``chunk`` rows at a time so no
+    n x n matrix is held for long inputs. Half-precision inputs are scored in float32: a q.k product of
+    a large-norm encoder (SigLIP, Qwen's ViT) can pass fp16's 65504, and an inf logit makes the softmax
+    NaN and the selection silently wrong.
     """
-    heads, n, _ = q.shape
+    heads, n = q.shape[-3], q.shape[-2]
     if q.dtype in (torch.float16, torch.bfloat16):
         q, k = q.float(), k.float()
-    total = torch.zeros(n, dtype=torch.float32, device=q.device)
-    kt = k.transpose(1, 2)
+    total = torch.zeros(*q.shape[:-3], n, dtype=torch.float32, device=q.device)
+    kt = k.transpose(-2, -1)
     for start in range(0, n, chunk):
-        logits = torch.matmul(q[:, start : start + chunk], kt) * scale
-        total += logits.softmax(dim=-1, dtype=torch.float32).sum(dim=(0, 1))
+        logits = torch.matmul(q[..., start : start + chunk, :], kt) * scale
+        total += logits.softmax(dim=-1, dtype=torch.float32).sum(dim=(-3, -2))
     return total / (heads * n)
 
 

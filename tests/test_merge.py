@@ -26,6 +26,15 @@ def test_attention_received_matches_the_full_softmax_for_any_chunk():
     assert abs(float(got.sum()) - 1.0) < 1e-5
 
 
+def test_equal_length_segments_score_in_one_batch_as_each_alone():
+    torch.manual_seed(0)
+    q, k = torch.randn(4, 3, 50, 8), torch.randn(4, 3, 50, 8)
+    batched = attention_received(q, k, 0.3, chunk=16)
+    alone = torch.stack([attention_received(q[i], k[i], 0.3, chunk=16) for i in range(4)])
+    assert batched.shape == (4, 50)
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_scores_of_large_norm_queries_stay_finite_and_rank_as_in_fp32(dtype):
     # Norms like a SigLIP or Qwen ViT's outliers: q.k reaches about 2e5, past fp16's 65504.

@@ -6,7 +6,7 @@ mid-encoder is selecting rows. The CLS token always stays: it attends and is att
 layer, but it is never scored, dropped or recycled (the model discards it after the encoder).
 Patches leave in whole pixel-shuffle groups (the 2x2 patches that become one LLM token), so the
 pixel shuffle after the encoder still fuses true neighbours. Rows stay in raster order, as the
-model holds them; tiles of equal length run as one batch, as in the model.
+model holds them; tiles of equal length run (and are scored) as one batch, as in the model.
 """
 
 from __future__ import annotations
@@ -82,12 +82,13 @@ def run_encoder(
             check_interrupt()
         if index in stage_layers:
             step = stage_layers.index(index) + 1
+            if scored:
+                received = run_ragged(lambda batch, layer=layers[index - 1]: _received(layer, batch, config.score_chunk), inputs)
+                scores = [row[1:] for row in received]
+            else:
+                scores = [torch.zeros(rows.shape[0] - 1, device=rows.device) for rows in tiles]
             for t, rows in enumerate(tiles):
-                if scored:
-                    scores = _received(layers[index - 1], inputs[t], config.score_chunk)[1:]
-                else:
-                    scores = torch.zeros(rows.shape[0] - 1, device=rows.device)
-                keep, patches = reducer(step, t, scores, rows[1:], ids[t])
+                keep, patches = reducer(step, t, scores[t], rows[1:], ids[t])
                 tiles[t] = torch.cat([rows[:1], patches])
                 ids[t] = ids[t][keep]
         if index == n_layers:
@@ -100,9 +101,10 @@ def run_encoder(
 
 
 def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each row of one tile (CLS included) receives in ``layer``, whose input was ``hidden``."""
+    """Mean attention each row of equal-length tiles (CLS included) receives in ``layer``, whose input was
+    ``hidden`` (tiles, n, d): (tiles, n)."""
     attn = layer.attention
     x = layer.layernorm_before(hidden)
-    q = attn.q_norm(attn.q_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
-    k = attn.k_norm(attn.k_proj(x)).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    q = attn.q_norm(attn.q_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
+    k = attn.k_norm(attn.k_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     return attention_received(q, k, attn.scale, chunk)

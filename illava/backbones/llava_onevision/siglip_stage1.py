@@ -3,7 +3,7 @@
 SigLIP has no CLS token, no rotary positions (its learned position table is added once, before
 the first layer) and runs without an attention mask, so removing tokens mid-encoder is selecting
 rows. Tiles start as one batch, as in the model; once they hold different numbers of tokens, tiles
-of equal length run together. A token's score is the attention it receives in the layer before
+of equal length run (and are scored) together. A token's score is the attention it receives in the layer before
 the reduction, recomputed from that layer's queries and keys, so sdpa stays on.
 """
 
@@ -56,12 +56,13 @@ def run_encoder(
             check_interrupt()
         if index in stage_layers:
             step = stage_layers.index(index) + 1
+            if scored:
+                scores = run_ragged(lambda batch, layer=layers[index - 1]: _received(layer, batch, chunk), inputs)
+            else:
+                scores = [torch.zeros(t.shape[0], device=t.device) for t in tiles]
             for t in range(len(tiles)):
-                if scored:
-                    scores = _received(layers[index - 1], inputs[t], chunk)
-                else:
-                    scores = torch.zeros(tiles[t].shape[0], device=tiles[t].device)
-                keep, tiles[t] = reducer(step, t, scores, tiles[t], ids[t])
+                # An empty tile comes back from run_ragged as it went in: it scores nothing.
+                keep, tiles[t] = reducer(step, t, scores[t].reshape(-1)[: tiles[t].shape[0]], tiles[t], ids[t])
                 ids[t] = ids[t][keep]
         if index == n_layers:
             break
@@ -72,9 +73,10 @@ def run_encoder(
 
 
 def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each token of one tile receives in ``layer``, whose input was ``hidden`` (n, d)."""
+    """Mean attention each token of equal-length tiles receives in ``layer``, whose input was ``hidden``
+    (tiles, n, d): (tiles, n)."""
     attn = layer.self_attn
     x = layer.layer_norm1(hidden)
-    q = attn.q_proj(x).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
-    k = attn.k_proj(x).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    q = attn.q_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
+    k = attn.k_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     return attention_received(q, k, attn.scale, chunk)

@@ -21,6 +21,7 @@ import torch
 from ...config import MergeConfig
 from ...merge import KEPT, attention_received, stage_targets
 from ..common.group_reduction import reduce_groups
+from ..common.ragged import run_ragged
 
 
 @dataclass
@@ -97,6 +98,7 @@ class SliceEncoder:
         stage_layers = config.stage1_layers
         previous: tuple[torch.Tensor, list[Slice]] | None = None
         reduced = False
+        segments = _Segments()
         for index in range(len(layers) + 1):
             if check_interrupt is not None:
                 check_interrupt()
@@ -106,7 +108,7 @@ class SliceEncoder:
             if index == len(layers):
                 break
             previous = (hidden, parts)
-            hidden = _run_layer(layers[index], hidden, [p.ids.numel() for p in parts])
+            hidden = segments.run(layers[index], hidden, [p.ids.numel() for p in parts])
             if index == self.insert_layer:
                 hidden, parts = self._merge_windows(hidden, parts, target_sizes, reduced)
         hidden = tower.post_layernorm(hidden)
@@ -130,11 +132,9 @@ class SliceEncoder:
         if not self.scored:
             return [torch.zeros(p.ids.numel(), device=p.ids.device) for p in parts]
         inputs, before = previous
-        received, start = [], 0
-        for part, old in zip(parts, before):
-            n = old.ids.numel()
-            rows = _received(layer, inputs[start : start + n], chunk)
-            start += n
+        pieces = list(inputs.split([old.ids.numel() for old in before]))
+        received = []
+        for part, old, rows in zip(parts, before, run_ragged(lambda batch: _received(layer, batch, chunk), pieces)):
             # The layer may have run before the window merger: sum its rows per block, then give each
             # current row its block's total divided among the block's current rows.
             old_block, _ = old.block_of(old.ids)
@@ -187,19 +187,27 @@ class SliceEncoder:
         return blocks, features
 
 
-def _run_layer(layer: torch.nn.Module, hidden: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """One encoder layer over the packed slices, each its own attention segment."""
-    from transformers.utils.generic import get_max_seqlen
+class _Segments:
+    """The packed slices' attention segments, uploaded once per change of their lengths rather than per
+    layer; the longest is known on the host, so flash attention never reads it back from the device."""
 
-    cu_seqlens = torch.tensor([0, *counts], device=hidden.device).cumsum(0).to(torch.int32)
-    max_seqlen = get_max_seqlen(cu_seqlens, layer.self_attn.config, kwargs={})
-    return layer(hidden[None], attention_mask=None, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)[0]
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.cu_seqlens: torch.Tensor | None = None
+
+    def run(self, layer: torch.nn.Module, hidden: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """One encoder layer over the packed slices, each its own attention segment."""
+        if counts != self.counts:
+            self.counts = counts
+            self.cu_seqlens = torch.tensor([0, *counts], device=hidden.device).cumsum(0).to(torch.int32)
+        return layer(hidden[None], attention_mask=None, cu_seqlens=self.cu_seqlens, max_seqlen=max(counts))[0]
 
 
 def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each row of one slice receives in ``layer``, whose input was ``hidden``."""
+    """Mean attention each row of equal-length slices receives in ``layer``, whose input was ``hidden``
+    (slices, n, d): (slices, n)."""
     attn = layer.self_attn
     x = layer.layer_norm1(hidden)
-    q = attn.q_proj(x).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
-    k = attn.k_proj(x).view(x.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)
+    q = attn.q_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
+    k = attn.k_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     return attention_received(q, k, attn.scaling, chunk)

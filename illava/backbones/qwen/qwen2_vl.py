@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ...config import MergeConfig, Resolution
 from ...merge import KEPT, apply_reduction, attention_received, merged_sizes, stage_targets
 from ...methods import select
+from ..common.ragged import run_ragged
 from ..base import Backbone, EncodedVision, ItemShape, register
 from .layout import QwenLayout, qwen_layouts
 from .video import preprocess
@@ -155,7 +156,6 @@ class QwenVLBackbone(Backbone):
     def encode_vision(
         self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: MergeConfig, check_interrupt=None
     ) -> EncodedVision:
-        from transformers.utils.generic import get_max_seqlen
         from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
         visual = self.visual
@@ -195,6 +195,8 @@ class QwenVLBackbone(Backbone):
 
         cu_full = cu_seqlens
         cu_win = _window_cu(groups.window, unit) if windowed else None
+        # Flash attention's longest sequence is read off the device once per change, not once per block.
+        max_full, max_win = _max_lengths(cu_full, cu_win, visual.config)
         # Features taken from inside the encoder (DeepStack), reduced together with the hidden states.
         carried: list[torch.Tensor] = []
         # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
@@ -226,15 +228,16 @@ class QwenVLBackbone(Backbone):
                     cos, sin = cos[keep_index], sin[keep_index]
                     cu_full = _counts_cu(groups.segment, n_segments, unit)
                     cu_win = _window_cu(groups.window, unit) if windowed else None
+                    max_full, max_win = _max_lengths(cu_full, cu_win, visual.config)
                 if index == len(visual.blocks):
                     break
                 block = visual.blocks[index]
                 flat = hidden.reshape(-1, hidden.shape[-1])
-                cu_now = cu_full if not windowed or index in visual.fullatt_block_indexes else cu_win
+                full = not windowed or index in visual.fullatt_block_indexes
                 flat = block(
                     flat,
-                    cu_seqlens=cu_now,
-                    max_seqlen=get_max_seqlen(cu_now, visual.config),
+                    cu_seqlens=cu_full if full else cu_win,
+                    max_seqlen=max_full if full else max_win,
                     position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
                 )
                 hidden = flat.reshape(-1, unit, flat.shape[-1])
@@ -273,12 +276,14 @@ class QwenVLBackbone(Backbone):
         cos, sin = (t.reshape(n, -1) for t in rotary)
         apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
         q, k = apply_rope(q, k, cos, sin)
-        scores = torch.empty(n, dtype=torch.float32, device=qkv.device)
-        bounds = cu_seqlens.tolist()
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            qs, ks = q[start:end].transpose(0, 1), k[start:end].transpose(0, 1)
-            scores[start:end] = attention_received(qs, ks, attn.scaling, chunk)
-        return scores.reshape(-1, self.merge_unit).sum(-1)
+        lengths = cu_seqlens.diff().tolist()
+        # Frames of a video (and images of one size) are segments of equal length: scored as one batch.
+        received = run_ragged(
+            lambda qs, ks: attention_received(qs.transpose(1, 2), ks.transpose(1, 2), attn.scaling, chunk),
+            list(q.split(lengths)),
+            list(k.split(lengths)),
+        )
+        return torch.cat(received).reshape(-1, self.merge_unit).sum(-1)
 
 
 def _reduce_segments(hidden, carried, scores, sizes, groups: _Groups, cu_full, unit, targets, config, status):
@@ -356,3 +361,11 @@ def pixel_range(processor, resolution: Resolution) -> dict[str, int]:
         size["longest_edge"] = resolution.max_pixels
         size["shortest_edge"] = min(size["shortest_edge"], resolution.max_pixels)
     return size
+
+
+def _max_lengths(cu_full: torch.Tensor, cu_window: torch.Tensor | None, config) -> tuple[int | None, int | None]:
+    """The longest sequence of the full-attention and of the window blocks, as flash attention takes them
+    (None for other attention implementations, which need no host copy)."""
+    from transformers.utils.generic import get_max_seqlen
+
+    return get_max_seqlen(cu_full, config), None if cu_window is None else get_max_seqlen(cu_window, config)
