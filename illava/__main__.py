@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from .backbones.catalogue import CATALOGUE
-from .calibrate import DEFAULT_BUDGETS
 from .caption_plan import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .captioning import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
 from .config import PRESETS, MergeConfig, Resolution
@@ -18,8 +17,7 @@ from .lab.bench import ARCHES, run_bench
 from .lab.harness import add_arguments as add_eval_arguments
 from .lab.harness import run as run_eval
 from .methods import METHODS
-from .budget import DEFAULT_BUDGET, check_budget
-from .lab.bench import BUDGETS as BENCH_BUDGETS
+from .budget import DEFAULT_BUDGET, STANDARD_BUDGETS, check_budget
 from .resolve import resolve
 from .quantization import QUANTIZATIONS
 
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration.add_argument("--images", nargs="+", default=[], help="image files or folders of them (16-32 is plenty)")
     calibration.add_argument("--videos", nargs="+", default=[], help="video files or folders of them")
     calibration.add_argument("--prompt", default=None, help="what to ask of every input (default: describe it)")
-    calibration.add_argument("--budgets", default=",".join(str(b) for b in DEFAULT_BUDGETS),
+    calibration.add_argument("--budgets", default=",".join(str(b) for b in STANDARD_BUDGETS),
                              help="shares of the work on the picture to fit settings for, comma-separated")
     calibration.add_argument("--kl-tolerance", type=float, default=0.0,
                              help="let a cheaper configuration win when its KL is within this of the most faithful one")
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--presets", nargs="+", default=["off", "paper-image", "paper-video", "fast"],
                        choices=["auto", *sorted(PRESETS)], help="auto runs once per --budgets entry")
-    bench.add_argument("--budgets", nargs="+", type=_budget, default=list(BENCH_BUDGETS),
+    bench.add_argument("--budgets", nargs="+", type=_budget, default=list(STANDARD_BUDGETS),
                        help="work shares auto runs at (with --presets auto)")
     bench.add_argument("--inputs", nargs="+", default=["1 image", "4 images", "16-frame video"],
                        choices=["1 image", "4 images", "16-frame video"])

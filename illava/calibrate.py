@@ -42,7 +42,6 @@ from .resolve import fitted
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
 from .visuals import VisualTokens, encode
 
-DEFAULT_BUDGETS = STANDARD_BUDGETS
 # KL differences below this (nats per answer token) are ties, which the cheaper configuration wins.
 KL_TIE = 1e-3
 STAGE1_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -161,7 +160,7 @@ def read_inputs(
 def calibrate(
     lvlm: LVLM,
     inputs: Sequence[CalibrationInput],
-    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    budgets: Sequence[float] = STANDARD_BUDGETS,
     max_new_tokens: int = 16,
     batch_size: int = 8,
     progress: ProgressCallback | None = None,

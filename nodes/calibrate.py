@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from ..illava.calibrate import DEFAULT_BUDGETS, CalibrationInput, calibrate, parse_budgets
+from ..illava.budget import STANDARD_BUDGETS
+from ..illava.calibrate import CalibrationInput, calibrate, parse_budgets
 from ..illava.media import to_pil_images
 from ..illava.profiles import store_path, write_profile
 from ..illava.viz import front_chart
@@ -40,7 +41,7 @@ class Calibrate:
             "required": {
                 "lvlm": ("ILLAVA_LVLM", {"tooltip": "From Load LVLM: the model to calibrate."}),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "Describe this image.", "tooltip": "What to ask of every input: the kind of prompt you will use."}),
-                "budgets": ("STRING", {"default": ", ".join(str(b) for b in DEFAULT_BUDGETS), "tooltip": "Shares of the work on the picture to fit settings for (0.33 = a third)."}),
+                "budgets": ("STRING", {"default": ", ".join(str(b) for b in STANDARD_BUDGETS), "tooltip": "Shares of the work on the picture to fit settings for (0.33 = a third)."}),
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "A batch of your own images; each is one calibration input."}),

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..budget import STANDARD_BUDGETS
 from ..config import MergeConfig
 from ..cost import cost_model
 from ..resolve import resolve
@@ -43,7 +42,6 @@ ARCHES: dict[str, tuple[str, TextDims, VisionDims]] = {
     "qwen2-vl-7b": ("qwen2_vl", TextDims(3584, 18944, 28, 28, 4, (16, 24, 24), VOCAB, False), QWEN2_VIT),
 }
 PRESETS = ("off", "paper-image", "paper-video", "fast")
-BUDGETS = STANDARD_BUDGETS
 INPUTS = ("1 image", "4 images", "16-frame video")
 PROMPT = "Describe what you see in detail."
 

@@ -20,7 +20,6 @@ from ..loading import LVLM
 from ..resolve import auto_config, fitted, method_at, placed, typical_estimate
 from .evaluate import KindResult, evaluate, prior_accuracy
 
-BUDGETS = STANDARD_BUDGETS
 # auto: the model's merge profile at each budget (the paper preset scaled to it when it has none);
 # illava-stage1 / illava-stage2: iLLaVA's placement with one stage only.
 METHODS = ("auto", "illava", "illava-stage1", "illava-stage2", "distinct", "fastv", "visionzip", "tome", "random")
@@ -49,7 +48,7 @@ def run_harness(
     kind: str = "image",
     n: int = 200,
     seed: int = 0,
-    budgets: tuple[float, ...] = BUDGETS,
+    budgets: tuple[float, ...] = STANDARD_BUDGETS,
     methods: tuple[str, ...] = METHODS,
     log=print,
     overrides: dict | None = None,
@@ -167,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="image", choices=("image", "video", "multi"), help="which kind of question")
     parser.add_argument("--seed", type=int, default=0, help="which held-out questions: S picks questions S*100000 onwards")
     parser.add_argument("--n", type=int, default=200, help="questions per method and budget")
-    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="shares of the work on the picture that remain")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(STANDARD_BUDGETS), help="shares of the work on the picture that remain")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="MergeConfig fields for the iLLaVA rows, e.g. recycle_weighting=paper stage1_recycled=0")
