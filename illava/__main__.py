@@ -212,7 +212,8 @@ def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recycled", type=int, default=None, help="recycled tokens per image (stage 1) and sample (stage 2)")
     parser.add_argument("--method", choices=list(METHODS), default=None,
                         help="illava (default) or a peer to compare with; a peer without --preset runs at its usual "
-                             "placement at --budget (e.g. tome in every ViT block, fastv early in the LLM)")
+                             "placement at --budget (e.g. tome in every ViT block, fastv early in the LLM, pyramiddrop at the end "
+                             "of each LLM stage, fastervlm at the encoder output)")
 
 
 def _style_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 ``Stage2`` stands in for the text model's ``forward`` during one ``generate`` call (see
 ``installed``) and calls the model's own decoder layers, rotary embedding, norm and mask helpers.
 At each stage-2 layer ``k`` in prefill it scores the visual tokens with the attention the last
-prompt token paid them in layer ``k - 1``, keeps the best, folds the rest into recycled tokens and
+prompt token (or, for SparseVLM, the prompt's text tokens most relevant to the picture) paid them in
+layer ``k - 1``, keeps the best, folds the rest into recycled tokens and
 gathers hidden states and rotary angles, so kept tokens keep their original M-RoPE (or 1D) positions.
 Layers before ``k`` cache the full sequence and later ones the reduced one; every decoding step
 rebuilds the later layers' padding mask from the stored selection, and positions continue from the
@@ -25,7 +26,8 @@ import torch
 
 from .backbones import Backbone
 from .config import MergeConfig
-from .merge import KEPT, apply_reduction, recycled_values, stage_targets
+from .merge import KEPT, apply_reduction, recycled_values, stage_targets, text_raters
+from .methods import method
 from .methods import select as select_reduction
 
 
@@ -124,6 +126,8 @@ class Stage2:
             self.prefill_length = length
             self.record = Stage2Record()
             state = _PrefillState.start(attention_mask.bool(), self.visual_mask)
+            if method(self.config.method).ranks_by == "raters":
+                state.raters = _raters(inputs_embeds, state, self.score_position)
         segment_at = {segment.layer: segment for segment in self.segments}
         layer_input = hidden
         for index, layer in enumerate(model.layers):
@@ -186,9 +190,10 @@ class Stage2:
 
     def _reduce(self, index, score_layer, score_input, keys, hidden, rotary, layer_features, state: "_PrefillState"):
         config = self.config
-        slot, key_mask = state.query_slot(self.score_position)
+        slots, weights, key_mask = state.query_slots(self.score_position)
         if config.scored:
-            scores = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slot, keys)
+            attention = self.backbone.query_scores(score_layer, score_input, rotary, key_mask, slots, keys)
+            scores = (attention * weights[..., None]).sum(dim=1)
         else:
             scores = torch.zeros(hidden.shape[:2], device=hidden.device)
         step = config.stage2_layers.index(index) + 1
@@ -262,6 +267,7 @@ class _PrefillState:
     visual: torch.Tensor  # (B, n) slot holds a visual token
     visual_counts0: list[int]
     status: torch.Tensor  # (B, N) status of every original position
+    raters: torch.Tensor | None = None  # (B, N) the original position is a text token that rates (SparseVLM)
 
     @classmethod
     def start(cls, attention_mask: torch.Tensor, visual_mask: torch.Tensor) -> "_PrefillState":
@@ -271,13 +277,29 @@ class _PrefillState:
         status = torch.full((batch, length), KEPT, dtype=torch.int8, device=attention_mask.device)
         return cls(index, attention_mask, visual, visual.sum(-1).tolist(), status)
 
-    def query_slot(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current slot (per row) of original position ``position`` and the keys it may attend to."""
+    def query_slots(self, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The current slots (B, m) of the tokens whose attention scores, their weights (B, m, each row summing
+        to 1) and the keys they may attend to (B, n).
+
+        The scoring token is original position ``position`` (the last slot when negative), or, with raters,
+        every slot holding one (the scoring token where a row has none).
+        """
+        batch, n = self.index.shape
+        device = self.index.device
         if position < 0:
-            slot = torch.full((self.index.shape[0],), self.index.shape[1] - 1, device=self.index.device)
-            return slot, self.valid
-        slot = (self.index == position).long().argmax(dim=1)
-        return slot, self.valid & (self.index <= position)
+            last, key_mask = torch.full((batch,), n - 1, device=device), self.valid
+        else:
+            last, key_mask = (self.index == position).long().argmax(dim=1), self.valid & (self.index <= position)
+        if self.raters is None:
+            return last[:, None], torch.ones(batch, 1, device=device), key_mask
+        rating = self.raters.gather(1, self.index) & self.valid
+        rating[torch.arange(batch, device=device), last] |= ~rating.any(dim=1)
+        counts = rating.sum(dim=1, keepdim=True)
+        width = int(counts.max())
+        slots = torch.argsort((~rating).to(torch.int8), dim=1, stable=True)[:, :width]
+        present = torch.arange(width, device=device) < counts
+        slots = torch.where(present, slots, last[:, None])
+        return slots, present.float() / counts, key_mask
 
     def mark(self, row: int, slots: torch.Tensor, codes: torch.Tensor) -> None:
         original = self.index[row, slots]
@@ -295,6 +317,23 @@ class _PrefillState:
             out.visual_status.append(self.status[b, visual_mask[b]].cpu())
             out.visual_after.append(int(self.visual[b].sum()))
         return out
+
+
+def _raters(embeds: torch.Tensor, state: _PrefillState, position: int) -> torch.Tensor:
+    """SparseVLM's raters at the LLM input: per row, the text tokens after its first visual token (up to the
+    scoring ``position``, the last one when negative) that ``merge.text_raters`` finds relevant."""
+    length = embeds.shape[1]
+    positions = torch.arange(length, device=embeds.device)
+    last = position if position >= 0 else length - 1
+    raters = torch.zeros_like(state.visual)
+    for b in range(embeds.shape[0]):
+        visual = torch.nonzero(state.visual[b]).squeeze(-1)
+        if visual.numel() == 0:
+            continue
+        text = torch.nonzero(~state.visual[b] & state.valid[b] & (positions > visual[0]) & (positions <= last)).squeeze(-1)
+        if text.numel():
+            raters[b, text[text_raters(embeds[b, visual], embeds[b, text])]] = True
+    return raters
 
 
 @contextmanager

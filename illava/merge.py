@@ -38,23 +38,46 @@ def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: in
     return total / (heads * n)
 
 
-def query_row_attention(
-    q_last: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    """Attention probabilities of one query row per sample over all keys, per head.
+def summary_attention(q: torch.Tensor, k: torch.Tensor, scale: float, row: int | None = None) -> torch.Tensor:
+    """Attention one summary query of a bidirectional segment pays each key, averaged over heads (FasterVLM).
 
-    q_last: (batch, heads, head_dim); k: (batch, kv_heads, n, head_dim), each key head shared by
-    ``heads // kv_heads`` consecutive query heads as the model shares it; key_mask: (batch, n) bool, False
-    for padding. Returns (batch, heads, n) float32.
+    q, k: (..., heads, n, head_dim). ``row``: the [CLS] token's row where the encoder has one; without one
+    the summary query is the mean of the segment's queries (the projections are linear, so that is the
+    query of its mean normed token). Returns (..., n) float32 summing to 1, scored in float32 as in
+    ``attention_received``.
     """
-    batch, heads, dim = q_last.shape
+    if q.dtype in (torch.float16, torch.bfloat16):
+        q, k = q.float(), k.float()
+    query = q[..., row : row + 1, :] if row is not None else q.mean(dim=-2, keepdim=True)
+    logits = torch.matmul(query * scale, k.transpose(-2, -1))
+    return logits.softmax(dim=-1, dtype=torch.float32).mean(dim=-3)[..., 0, :]
+
+
+def query_row_attention(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Attention probabilities of a few query rows per sample over all keys, per head.
+
+    q: (batch, heads, m, head_dim); k: (batch, kv_heads, n, head_dim), each key head shared by
+    ``heads // kv_heads`` consecutive query heads as the model shares it; key_mask: (batch, m, n) bool,
+    False where a query may not look (padding, later tokens). Returns (batch, heads, m, n) float32.
+    """
+    batch, heads, m, dim = q.shape
     kv_heads = k.shape[1]
     # Each key head meets its own query heads where it is: no copy of the keys per query head.
-    queries = (q_last.float() * scale).view(batch, kv_heads, heads // kv_heads, dim)
-    logits = torch.einsum("bkgd,bknd->bkgn", queries, k.float()).reshape(batch, heads, -1)
+    queries = (q.float() * scale).view(batch, kv_heads, heads // kv_heads, m, dim)
+    logits = torch.einsum("bkgmd,bknd->bkgmn", queries, k.float()).reshape(batch, heads, m, -1)
     if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
+        logits = logits.masked_fill(~key_mask[:, None], float("-inf"))
     return logits.softmax(dim=-1)
+
+
+def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """SparseVLM's raters: which ``text`` tokens (t, d) are relevant to the ``visual`` ones (v, d), as a (t,) mask.
+
+    Each visual token spreads a softmax over the text tokens by dot product; a text token whose mean share
+    is above the average share rates the visual tokens.
+    """
+    relevance = (visual.float() @ text.float().T).softmax(dim=-1).mean(dim=0)
+    return relevance > relevance.mean()
 
 
 @dataclass(frozen=True)
@@ -71,13 +94,6 @@ class Reduction:
     anchor: torch.Tensor
     group: torch.Tensor
     status: torch.Tensor
-
-
-def plan_counts(n: int, keep_ratio: float, recycled: int) -> tuple[int, int]:
-    """(tokens leaving the stage, of which recycled) for ``n`` tokens entering it."""
-    n_out = min(n, max(1, round(keep_ratio * n)))
-    n_recycled = min(recycled, max(n_out - 1, 0), n - n_out)
-    return n_out, n_recycled
 
 
 def reduce_tokens(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_recycled: int) -> Reduction:
@@ -110,6 +126,65 @@ def _fold_into_anchors(top: torch.Tensor, discarded: torch.Tensor, spots: torch.
         affinity[spots, torch.arange(spots.numel(), device=device)] = float("inf")
         group[discarded] = affinity.argmax(dim=-1)
         status[discarded] = MERGED
+        status[anchor] = RECYCLED
+    kept = torch.sort(torch.cat([top, anchor])).values
+    return Reduction(kept=kept, anchor=anchor, group=group, status=status)
+
+
+# SparseVLM recycles the best 30% of the tokens a layer prunes, one cluster per ten of them.
+SPARSE_POOL_SHARE, SPARSE_POOL_PER_CLUSTER = 0.3, 10
+
+
+def sparse_counts(n: int, n_out: int) -> tuple[int, int]:
+    """(clusters, pooled tokens) of SparseVLM's recycling when ``n`` tokens leave ``n_out`` (clusters included)."""
+    clusters = pool = 0
+    # A cluster takes a slot a kept token would have had, so more are pruned: settle the two counts.
+    for _ in range(4):
+        pruned = n - (n_out - clusters)
+        pool = min(pruned, int(pruned * SPARSE_POOL_SHARE) + 1) if pruned > 0 else 0
+        wanted = min(pool, int(pool / SPARSE_POOL_PER_CLUSTER) + 1, max(n_out - 1, 0)) if pool else 0
+        if wanted == clusters:
+            break
+        clusters = wanted
+    return (clusters, pool) if clusters else (0, 0)
+
+
+def density_peak_clusters(features: torch.Tensor, n_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density-peak clustering with k nearest neighbours (SparseVLM's DPC-kNN) of ``features`` (m, d).
+
+    A token's density is exp(-mean squared distance to its ``n_clusters`` nearest tokens); centres are the
+    tokens with the largest density times distance to the nearest denser token. Ties in density go to
+    the earlier token, so the result is deterministic. Returns (centre indices (c,), cluster of each token (m,)).
+    """
+    m, d = features.shape
+    distance = torch.cdist(features.float(), features.float()) / d**0.5
+    nearest = distance.topk(min(n_clusters, m), dim=-1, largest=False).values
+    density = (-(nearest**2).mean(dim=-1)).exp()
+    rank = torch.empty(m, dtype=torch.long, device=features.device)
+    rank[torch.argsort(density, descending=True, stable=True)] = torch.arange(m, device=features.device)
+    denser = rank[None, :] < rank[:, None]
+    parent = torch.where(denser, distance, distance.max()).min(dim=-1).values
+    centres = torch.topk(parent * density, n_clusters).indices
+    cluster = distance[:, centres].argmin(dim=-1)
+    cluster[centres] = torch.arange(n_clusters, device=features.device)
+    return centres, cluster
+
+
+def pooled_cluster_reduction(scores: torch.Tensor, similarity: torch.Tensor, n_out: int) -> Reduction:
+    """SparseVLM's selection: the top tokens stay; the best of the pruned ones (``sparse_counts``) are
+    clustered by density peaks, each cluster recycled into its centre's slot; the other pruned tokens drop."""
+    n_clusters, n_pool = sparse_counts(scores.shape[0], n_out)
+    order = torch.argsort(scores, descending=True, stable=True)
+    top, pooled = order[: n_out - n_clusters], order[n_out - n_clusters :][:n_pool]
+    status = torch.zeros(scores.shape[0], dtype=torch.int8, device=scores.device)
+    status[top] = KEPT
+    group = torch.full_like(order, -1)
+    anchor = pooled[:0]
+    if n_clusters:
+        centres, cluster = density_peak_clusters(similarity[pooled], n_clusters)
+        anchor = pooled[centres]
+        group[pooled] = cluster
+        status[pooled] = MERGED
         status[anchor] = RECYCLED
     kept = torch.sort(torch.cat([top, anchor])).values
     return Reduction(kept=kept, anchor=anchor, group=group, status=status)

@@ -15,11 +15,14 @@ import torch
 from .merge import (
     CONTEXTUAL_SHARE,
     Reduction,
+    attention_received,
     bipartite_reduction,
     contextual_reduction,
     distinct_scores,
+    pooled_cluster_reduction,
     random_scores,
     reduce_tokens,
+    summary_attention,
 )
 
 # (scores, similarity, n_out, recycled, weighting, sizes) -> (reduction, weights, weighting for apply_reduction)
@@ -37,6 +40,7 @@ class Method:
     select: how it reduces one group of tokens to ``n_out`` (see ``select``).
     placement: where its paper runs it, one of ``PLACEMENTS`` (``resolve.placed`` puts it in a model).
     recycles: whether it folds what it discards into recycled tokens (so their number and weighting matter).
+    ranks_by: whose attention scores tokens, one of ``RANKINGS``.
     """
 
     name: str
@@ -46,6 +50,7 @@ class Method:
     select: Selector
     placement: str
     recycles: bool = False
+    ranks_by: str = "attention"
 
 
 def _illava(scores, similarity, n_out, recycled, weighting, sizes):
@@ -72,6 +77,10 @@ def _visionzip(scores, similarity, n_out, recycled, weighting, sizes):
     return contextual_reduction(scores, similarity, n_out, contextual), scores, "mean"
 
 
+def _sparse(scores, similarity, n_out, recycled, weighting, sizes):
+    return pooled_cluster_reduction(scores, similarity, n_out), scores, "mean"
+
+
 def _tome(scores, similarity, n_out, recycled, weighting, sizes):
     sizes = torch.ones(scores.shape[0], device=scores.device) if sizes is None else sizes
     return bipartite_reduction(similarity, n_out), sizes, "score"
@@ -84,6 +93,18 @@ PLACEMENTS = {
     "llm-early": "once, at layer 2 of a 32-layer LLM (FastV's K = 2), at the same relative depth",
     "encoder-output": "once, at the vision encoder's output",
     "every-encoder-block": "a little in every vision-encoder block",
+    "llm-pyramid": "at the end of each of four LLM stages (after layers 8, 16 and 24 of 32), the same share each time",
+    "llm-sparse": "after LLM layers 2, 6 and 15 of 32 (SparseVLM's), at the same relative depths",
+}
+
+# Whose attention ranks the tokens: in the encoder, the attention every token receives ("attention") or
+# the [CLS] token's ("cls"); in the LLM, the last prompt token's ("attention") or that of the prompt's
+# text tokens most relevant to the picture ("raters").
+RANKINGS = {
+    "attention": "attention received in the encoder; the last prompt token's attention in the LLM",
+    "cls": "the [CLS] token's attention at the encoder layer the projector reads (a summary query where "
+    "the encoder has no [CLS] token)",
+    "raters": "the attention of the prompt's text tokens most relevant to the visual ones",
 }
 
 METHODS: dict[str, Method] = {
@@ -106,6 +127,13 @@ METHODS: dict[str, Method] = {
         Method("tome", "bipartite soft matching with size-weighted averages (stage 1)", False, frozenset({1}), _tome,
                "every-encoder-block"),
         Method("random", "drop uniformly at random, nothing recycled", False, frozenset({1, 2}), _random, "paper-stage1"),
+        Method("fastervlm", "drop by the [CLS] attention at the encoder output, before the projector, nothing recycled",
+               True, frozenset({1}), _drop, "encoder-output", ranks_by="cls"),
+        Method("pyramiddrop", "drop the same share at the end of each LLM stage by the last prompt token's attention",
+               True, frozenset({2}), _drop, "llm-pyramid"),
+        Method("sparsevlm", "drop by the attention of the question's relevant text tokens at a few LLM layers; "
+               "the best pruned tokens clustered into recycled ones", True, frozenset({2}), _sparse, "llm-sparse",
+               recycles=True, ranks_by="raters"),
     )
 }
 
@@ -133,3 +161,18 @@ def select(
     are ToMe's token sizes (ones when None).
     """
     return method(name).select(scores, similarity, n_out, recycled, weighting, sizes)
+
+
+# (q, k, scale, cls_row) -> (..., n) scores of one bidirectional segment's tokens; cls_row: the [CLS] row, if any.
+EncoderScorer = Callable[..., torch.Tensor]
+
+
+def encoder_scorer(name: str, chunk: int) -> EncoderScorer:
+    """How method ``name`` scores the tokens of an encoder segment from one layer's queries and keys.
+
+    Called as ``scorer(q, k, scale, cls_row=None)`` with q, k (..., heads, n, head_dim); ``cls_row`` is the
+    [CLS] token's row in encoders that have one. ``chunk``: query rows scored at a time.
+    """
+    if method(name).ranks_by == "cls":
+        return lambda q, k, scale, cls_row=None: summary_attention(q, k, scale, cls_row)
+    return lambda q, k, scale, cls_row=None: attention_received(q, k, scale, chunk)

@@ -18,8 +18,11 @@ from .cost import TYPICAL_TEXT_TOKENS, Estimate, cost_model
 from .methods import METHODS, method
 from .profiles import KINDS
 
-# FastV prunes after layer 2 of LLaVA-1.5-7B's 32 layers.
-FASTV_LAYER, FASTV_REFERENCE_DEPTH = 2, 32
+# Where the LLM-side peers prune in their papers' model (LLaVA-1.5-7B, 32 layers), as the first layers that
+# run on fewer tokens: FastV after layer 2 (K = 2); PyramidDrop at the start of its stages 2-4; SparseVLM
+# after its layers 2, 6 and 15 (0-indexed), whose attention it scores with.
+LLM_PLACEMENTS = {"llm-early": (2,), "llm-pyramid": (8, 16, 24), "llm-sparse": (3, 7, 16)}
+PEERS_LLM_DEPTH = 32
 
 
 def choices() -> tuple[str, ...]:
@@ -51,9 +54,12 @@ def placed(name: str, backbone, kind: str = "image") -> MergeConfig:
                            stage1_keep=paper.stage1_keep, stage2_keep=paper.stage2_keep, method=name)
     if placement == "paper-stage1":
         return MergeConfig(stage1_layers=paper.stage1_layers, method=name)
-    if placement == "llm-early":
-        layer = scale_layer(FASTV_LAYER, backbone.llm_depth, FASTV_REFERENCE_DEPTH)
-        return MergeConfig(stage2_layers=(nearest_stage2_layer(layer, backbone.stage2_choices),), method=name)
+    if placement in LLM_PLACEMENTS:
+        layers = {
+            nearest_stage2_layer(scale_layer(layer, backbone.llm_depth, PEERS_LLM_DEPTH), backbone.stage2_choices)
+            for layer in LLM_PLACEMENTS[placement]
+        }
+        return MergeConfig(stage2_layers=tuple(sorted(layers)), method=name)
     if placement == "encoder-output":
         return MergeConfig(stage1_layers=(backbone.vit_depth,), method=name)
     if placement == "every-encoder-block":

@@ -13,9 +13,11 @@ from ..illava.methods import METHODS
 from ..illava.resolve import resolve, typical_estimate
 from . import comfy_compat
 
-# Menu label -> library preset name; "auto" uses the model's merge profile at the budget, "custom" the knobs.
+# Menu label -> library choice; "auto" uses the model's merge profile at the budget, a method's name that method
+# at its usual placement with its work solved for the budget (to compare methods at matched work), "custom" the knobs.
 PRESET_CHOICES = {
-    "auto": "auto", "off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast", "custom": None,
+    "auto": "auto", "off": "off", "paper image": "paper-image", "paper video": "paper-video", "fast": "fast",
+    **{name: name for name in METHODS}, "custom": None,
 }
 CUSTOM_DEFAULTS = PRESETS["paper-image"]
 NODE_NAME = "iLLaVA Merge Config"
@@ -51,7 +53,8 @@ def readout(choice: MergeChoice, model, name: str) -> str:
     """What ``choice`` buys on ``model`` (a loaded ``LVLM`` or a ``describe.ModelOutline`` named ``name``) for a
     typical image and a 16-frame video: its work and predicted speedup, its settings and where they came from.
     Raises ValueError naming the field to change."""
-    lead = f"auto at budget {choice.budget:.2f}" if choice.preset_name == "auto" else (choice.preset_name or "custom")
+    at_budget = choice.preset_name == "auto" or choice.preset_name in METHODS
+    lead = f"{choice.preset_name} at budget {choice.budget:.2f}" if at_budget else (choice.preset_name or "custom")
     lines = [f"{lead} on {name}:"]
     settings = []
     for kind, what in (("image", "1024x768 image"), ("video", "16-frame video")):
@@ -83,7 +86,7 @@ def build_choice(preset: str = "custom", budget: float = DEFAULT_BUDGET, **knobs
         if preset not in PRESET_CHOICES:
             raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
         name = PRESET_CHOICES[preset]
-        if name == "auto":
+        if name == "auto" or name in METHODS:
             return MergeChoice(name, MergeConfig(), check_budget(budget))
         if name is not None:
             return MergeChoice(name, PRESETS[name])
@@ -107,9 +110,10 @@ class MergeConfigNode:
     DESCRIPTION = (
         "auto spends the budget's share of the work on the picture (every vision-encoder and LLM layer counted) "
         "with the settings calibrated for the loaded model (iLLaVA Calibrate), or the paper preset scaled to the "
-        "budget when it has none, and says which on Encode. Named presets are "
-        "written for Qwen2.5-VL-7B and scaled to the loaded model's depth; the knobs below apply only with "
-        "preset = custom, where layers are used exactly as written."
+        "budget when it has none, and says which on Encode. A method's name (illava, fastv, fastervlm, "
+        "pyramiddrop, sparsevlm, ...) places that method as its paper does, spending the same budget, to compare "
+        "methods at the same work. Named presets are written for Qwen2.5-VL-7B and scaled to the loaded model's "
+        "depth; the knobs below apply only with preset = custom, where layers are used exactly as written."
     )
 
     @classmethod
@@ -117,7 +121,7 @@ class MergeConfigNode:
         d = CUSTOM_DEFAULTS
         return {
             "required": {
-                "preset": (list(PRESET_CHOICES), {"default": "auto", "tooltip": "auto: the loaded model's calibrated settings at the budget (the paper preset until it is calibrated). off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. custom: use the knobs below."}),
+                "preset": (list(PRESET_CHOICES), {"default": "auto", "tooltip": "auto: the loaded model's calibrated settings at the budget (the paper preset until it is calibrated). off: no merging. paper image / paper video: the paper's settings. fast: about 11% of the visual tokens reach the late LLM layers. illava ... sparsevlm: that method at its usual placement, its work solved for the budget, to compare methods at the same work (fastervlm, pyramiddrop and sparsevlm are the paper's own peers). custom: use the knobs below."}),
                 "stage1_layers": ("STRING", {"default": _layers_text(d.stage1_layers), "tooltip": "Vision-encoder blocks that merge tokens, each the first block that runs on fewer tokens, e.g. '13,14,15,16' (from 1, increasing, at most the encoder's depth; empty = no stage 1). Custom only."}),
                 "stage1_keep": ("FLOAT", {"default": d.stage1_keep, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Fraction of visual tokens that leave the vision encoder (recycled tokens included). Custom only."}),
                 "stage1_recycled": ("INT", {"default": d.stage1_recycled, "min": 0, "max": 64, "tooltip": "Tokens per image that absorb the discarded ones instead of dropping them. Custom only."}),
@@ -127,11 +131,11 @@ class MergeConfigNode:
                 "recycle_weighting": (list(RECYCLE_WEIGHTINGS), {"default": d.recycle_weighting, "tooltip": "How discarded tokens are averaged into recycled ones: by attention score, plain mean, or as in the paper's code. Custom only."}),
                 "score_chunk": ("INT", {"default": d.score_chunk, "min": 16, "max": 65536, "tooltip": "Rows scored at once in the vision encoder: lower saves memory on large images. Custom only."}),
                 # Last, so that saved workflows from before it keep their widget order.
-                "method": (list(METHODS), {"default": d.method, "tooltip": "illava, or a baseline to compare with: fastv (LLM layers only, no recycling), visionzip (encoder output: set stage1_layers to the encoder depth), tome (merging in every listed ViT block), random. Custom only."}),
+                "method": (list(METHODS), {"default": d.method, "tooltip": "illava, or a peer to compare with: fastv, pyramiddrop, sparsevlm (LLM layers only), fastervlm, visionzip (encoder output: set stage1_layers to the encoder depth), tome (merging in every listed ViT block), random. Custom only; pick a method as the preset to place it for you."}),
             },
             # Optional and after method, so that saved workflows and API prompts from before it still load.
             "optional": {
-                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto only: the share of the work on the picture that remains, every vision-encoder and LLM layer counted (0.33 = about three times less)."}),
+                "budget": ("FLOAT", {"default": DEFAULT_BUDGET, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "auto and the methods: the share of the work on the picture that remains, every vision-encoder and LLM layer counted (0.33 = about three times less)."}),
             },
         }
 

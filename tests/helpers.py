@@ -11,6 +11,7 @@ from PIL import Image
 import illava
 from illava.llm_stage import Stage2, installed
 from illava.prompt import build_inputs
+from illava.resolve import placed
 
 # One config per baseline method, each reducing where that method can.
 # Where and in what precision the model fixtures run: the CPU in fp32 by default (and in CI);
@@ -30,7 +31,18 @@ BASELINE_CONFIGS = (
     illava.MergeConfig(method="tome", stage1_layers=(1, 3), stage1_keep=0.5),
     illava.MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5),
     illava.MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.5),
+    illava.MergeConfig(method="fastervlm", stage1_layers=(2,), stage1_keep=0.4),
+    illava.MergeConfig(method="pyramiddrop", stage2_layers=(2,), stage2_keep=0.5),
+    illava.MergeConfig(method="sparsevlm", stage2_layers=(2,), stage2_keep=0.3),
 )
+# The paper's own peers, each tested at its usual placement in every family (``placed_peer``).
+PEERS = ("fastervlm", "pyramiddrop", "sparsevlm")
+
+
+def placed_peer(lvlm: illava.LVLM, name: str) -> illava.MergeConfig:
+    """Method ``name`` at its usual placement in this model, keeping a share small enough to recycle."""
+    config = placed(name, lvlm.backbone)
+    return config.with_(stage1_keep=0.4) if config.stage1_active else config.with_(stage2_keep=0.3)
 
 
 def vanilla_generate(lvlm: illava.LVLM, requests, max_new_tokens: int = 6, system_prompt: str | None = None):
@@ -151,7 +163,8 @@ def assert_cached_decoding_equals_a_fresh_forward(
         logits = lvlm.model(**fresh, position_ids=torch.arange(ids.shape[1])[None], use_cache=False).logits[0, -steps:]
     torch.testing.assert_close(result.logits[0], logits, rtol=0, atol=CACHED_ATOL)
     tokens = result.stats[0]["visual_tokens"]
-    assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+    assert (tokens["llm_input"] < tokens["llm_input_full"]) == config.stage1_active
+    assert (tokens["llm_after_stage2"] < tokens["llm_input"]) == config.stage2_active
 
 
 def assert_alone_equals_batched(lvlm: illava.LVLM, first, second, config) -> None:

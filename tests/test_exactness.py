@@ -8,6 +8,12 @@ from illava import MergeConfig
 
 # Stage layers present but keeping everything: iLLaVA's own encoder and decoder loops run.
 IDENTITY = MergeConfig(stage1_layers=(1, 3), stage1_keep=1.0, stage2_layers=(1, 2), stage2_keep=1.0)
+# The paper's peers keeping everything: their own scoring (the [CLS] stand-in, SparseVLM's raters) runs.
+PEERS_KEEPING_EVERYTHING = (
+    MergeConfig(method="fastervlm", stage1_layers=(4,)),
+    MergeConfig(method="pyramiddrop", stage2_layers=(1, 2, 3)),
+    MergeConfig(method="sparsevlm", stage2_layers=(1, 2)),
+)
 
 
 def cases(images):
@@ -30,6 +36,16 @@ def test_merging_off_equals_vanilla_generate_exactly(lvlm, images, case, config)
         assert torch.equal(result.logits[b], expected_logits[b])
         tokens = result.stats[b]["visual_tokens"]
         assert tokens["llm_after_stage2"] == tokens["llm_input"] == tokens["llm_input_full"]
+
+
+@pytest.mark.parametrize("config", PEERS_KEEPING_EVERYTHING, ids=lambda config: config.method)
+def test_the_papers_peers_set_but_keeping_everything_equal_vanilla_exactly(lvlm, images, config):
+    requests = cases(images)["batch of two"]
+    expected_ids, expected_logits = vanilla_generate(lvlm, requests)
+    result = illava_generate(lvlm, requests, config)
+    for b in range(len(requests)):
+        assert torch.equal(torch.tensor(result.ids[b]), expected_ids[b, : len(result.ids[b])])
+        assert torch.equal(result.logits[b], expected_logits[b])
 
 
 def test_system_prompt_matches_vanilla(qwen25, images):

@@ -42,10 +42,16 @@ def test_methods_are_placed_as_documented(qwen25):
     assert placed("fastv", small) == MergeConfig(method="fastv", stage2_layers=(1,))
     assert placed("visionzip", small).stage1_layers == (4,)
     assert placed("tome", small).stage1_layers == (1, 2, 3, 4)
+    assert placed("fastervlm", small) == MergeConfig(method="fastervlm", stage1_layers=(4,))
+    assert placed("pyramiddrop", small).stage2_layers == (1, 2, 3)
+    assert placed("sparsevlm", small).stage2_layers == (1, 2)
     both = placed("illava", backbone(32, 28))
     assert both.stage1_layers == (13, 14, 15, 16) and both.stage2_layers == (6, 7, 8)
+    # Qwen2.5-VL-7B's 28 layers: PyramidDrop's stages start at 7, 14, 21; SparseVLM's cuts follow layers 2, 5 and 13.
+    assert placed("pyramiddrop", backbone(32, 28)).stage2_layers == (7, 14, 21)
+    assert placed("sparsevlm", backbone(32, 28)).stage2_layers == (3, 6, 14)
     with pytest.raises(ValueError, match="unknown method"):
-        method_config("sparsevlm", 0.3, qwen25, "image")
+        method_config("sparse-vlm", 0.3, qwen25, "image")
 
 
 def test_llm_side_methods_move_to_a_layer_the_backbone_can_score():

@@ -7,10 +7,12 @@ import torch
 
 from helpers import (
     BASELINE_CONFIGS,
+    PEERS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
     assert_equals_vanilla,
+    placed_peer,
     random_image,
 )
 from helpers import illava_media_encode as encode
@@ -90,6 +92,12 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(intern
     # InternVL's video frames take image placeholders too.
     visual_ids = [internvl.model.config.image_token_id]
     assert_cached_decoding_equals_a_fresh_forward(internvl, images, video, BOTH, visual_ids, PROMPTS, STEPS)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, internvl, name):
+    config = placed_peer(internvl, name)
+    assert_cached_decoding_equals_a_fresh_forward(internvl, [pictures["wide"], pictures["small"]], None, config, [internvl.model.config.image_token_id], PROMPTS, STEPS)
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["two images", "video"])

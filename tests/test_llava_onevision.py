@@ -9,10 +9,12 @@ import torch
 
 from helpers import (
     BASELINE_CONFIGS,
+    PEERS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
     assert_equals_vanilla,
+    placed_peer,
     random_image,
     vanilla_media_generate,
 )
@@ -167,6 +169,12 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(llava_
     config = llava_onevision.model.config
     visual_ids = [config.image_token_id, config.video_token_id]
     assert_cached_decoding_equals_a_fresh_forward(llava_onevision, images, video, BOTH, visual_ids, PROMPTS, STEPS)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, llava_onevision, name):
+    config = placed_peer(llava_onevision, name)
+    assert_cached_decoding_equals_a_fresh_forward(llava_onevision, [pictures["wide"], pictures["tall"]], None, config, [llava_onevision.model.config.image_token_id], PROMPTS, STEPS)
 
 
 @pytest.mark.parametrize("layers, keep", [((2,), 0.5), ((1, 3), 0.3)])

@@ -8,7 +8,6 @@ from illava.merge import (
     RECYCLED,
     apply_reduction,
     attention_received,
-    plan_counts,
     query_row_attention,
     recycled_values,
     reduce_tokens,
@@ -48,24 +47,19 @@ def test_half_precision_scores_of_large_norm_queries_stay_finite_and_rank_as_in_
     assert torch.equal(half.topk(16).indices.sort().values, reference.topk(16).indices.sort().values)
 
 
-def test_query_row_attention_repeats_grouped_heads_and_masks_padding():
+def test_query_row_attention_repeats_grouped_heads_and_masks_each_row():
     torch.manual_seed(0)
-    q = torch.randn(2, 4, 8)
+    q = torch.randn(2, 4, 3, 8)
     k = torch.randn(2, 2, 6, 8)
-    mask = torch.tensor([[True] * 6, [False, False, True, True, True, True]])
+    mask = torch.ones(2, 3, 6, dtype=torch.bool)
+    mask[1, :, :2] = False
+    mask[0, 0, 4:] = False
     got = query_row_attention(q, k, mask, 0.5)
     kk = k.repeat_interleave(2, dim=1)
-    logits = torch.einsum("bhd,bhnd->bhn", q, kk) * 0.5
-    logits[1, :, :2] = float("-inf")
+    logits = torch.einsum("bhmd,bhnd->bhmn", q, kk) * 0.5
+    logits = logits.masked_fill(~mask[:, None], float("-inf"))
     torch.testing.assert_close(got, logits.softmax(-1))
-    assert torch.all(got[1, :, :2] == 0)
-
-
-def test_plan_counts():
-    assert plan_counts(100, 0.25, 1) == (25, 1)
-    assert plan_counts(100, 1.0, 3) == (100, 0)
-    assert plan_counts(10, 0.01, 2) == (1, 0)
-    assert plan_counts(10, 0.5, 8) == (5, 4)
+    assert torch.all(got[1, :, :, :2] == 0) and torch.all(got[0, :, 0, 4:] == 0)
 
 
 def test_reduce_tokens_keeps_the_best_and_folds_the_rest_into_anchors():

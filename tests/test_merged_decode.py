@@ -15,6 +15,9 @@ VISIONZIP = MergeConfig(method="visionzip", stage1_layers=(4,), stage1_keep=0.3)
 TOME = MergeConfig(method="tome", stage1_layers=(1, 2, 3), stage1_keep=0.35)
 RANDOM = MergeConfig(method="random", stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.5)
 DISTINCT = MergeConfig(method="distinct", stage1_layers=(1,), stage1_keep=0.4, stage2_layers=(2,), stage2_keep=0.5)
+FASTERVLM = MergeConfig(method="fastervlm", stage1_layers=(4,), stage1_keep=0.4)
+PYRAMIDDROP = MergeConfig(method="pyramiddrop", stage2_layers=(1, 2, 3), stage2_keep=0.3)
+SPARSEVLM = MergeConfig(method="sparsevlm", stage2_layers=(1, 2), stage2_keep=0.3)
 STEPS = 6
 PROMPTS = ("Describe both pictures in detail.", "What differs between them?", "List every object.", "Tell a story.")
 
@@ -27,6 +30,9 @@ PROMPTS = ("Describe both pictures in detail.", "What differs between them?", "L
         MergeConfig(method="visionzip", stage1_layers=(4,), stage1_keep=0.5),
         MergeConfig(method="tome", stage1_layers=(2,), stage1_keep=0.5),
         MergeConfig(method="fastv", stage2_layers=(2,), stage2_keep=0.25),
+        FASTERVLM,
+        PYRAMIDDROP,
+        SPARSEVLM,
     ],
     ids=lambda config: config.method,
 )
@@ -53,8 +59,9 @@ def test_token_counts_follow_the_config(lvlm, images, config):
 
 @pytest.mark.parametrize(
     "config",
-    [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM, DISTINCT],
-    ids=["stage1", "both", "stage2-twice", "fastv", "visionzip", "tome", "random", "distinct"],
+    [STAGE1, BOTH, STAGE2_TWICE, FASTV, VISIONZIP, TOME, RANDOM, DISTINCT, FASTERVLM, PYRAMIDDROP, SPARSEVLM],
+    ids=["stage1", "both", "stage2-twice", "fastv", "visionzip", "tome", "random", "distinct", "fastervlm", "pyramiddrop",
+         "sparsevlm"],
 )
 def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(lvlm, images, config):
     cached, fresh, stage2, prompt = cached_and_fresh_logits(lvlm, images, config, PROMPTS, STEPS)
@@ -93,3 +100,16 @@ def test_merging_changes_the_output(qwen25, images):
     off = illava_generate(qwen25, requests, MergeConfig())
     on = illava_generate(qwen25, requests, BOTH)
     assert not torch.allclose(off.logits[0], on.logits[0])
+
+
+def test_sparsevlm_scores_with_every_rater_and_falls_back_to_the_last_token():
+    from illava.llm_stage import _PrefillState
+
+    valid = torch.tensor([[False, True, True, True, True, True], [True, True, True, True, True, True]])
+    visual = torch.tensor([[False, True, True, False, False, False], [True, True, False, False, False, False]])
+    state = _PrefillState.start(valid, visual)
+    state.raters = torch.tensor([[False, False, False, True, False, True], [False] * 6])
+    slots, weights, key_mask = state.query_slots(-1)
+    assert slots.tolist() == [[3, 5], [5, 5]]
+    assert weights.tolist() == [[0.5, 0.5], [1.0, 0.0]]
+    assert torch.equal(key_mask, valid)

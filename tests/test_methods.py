@@ -9,13 +9,19 @@ from illava.merge import (
     MERGED,
     RECYCLED,
     apply_reduction,
+    DROPPED,
     bipartite_reduction,
     contextual_reduction,
+    density_peak_clusters,
     distinct_scores,
     merged_sizes,
+    pooled_cluster_reduction,
     random_scores,
+    sparse_counts,
+    summary_attention,
+    text_raters,
 )
-from illava.methods import select
+from illava.methods import encoder_scorer, select
 
 
 def _one_hot_features(groups: list[int], width: int = 4) -> torch.Tensor:
@@ -74,13 +80,66 @@ def test_random_scores_repeat_for_the_same_size():
     assert not torch.equal(random_scores(10), torch.sort(random_scores(10)).values)
 
 
-@pytest.mark.parametrize("method", ["fastv", "random"])
+@pytest.mark.parametrize("method", ["fastv", "random", "fastervlm", "pyramiddrop"])
 def test_dropping_methods_recycle_nothing(method):
     scores = torch.rand(20)
     reduction, _, _ = select(method, scores, torch.randn(20, 4), n_out=5, recycled=3, weighting="score")
     assert reduction.kept.numel() == 5 and reduction.anchor.numel() == 0
-    if method == "fastv":
+    if method != "random":
         assert set(reduction.kept.tolist()) == set(torch.topk(scores, 5).indices.tolist())
+
+
+def test_fastervlm_scores_by_the_cls_row_or_the_mean_query_where_there_is_none():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 4)
+    cls = summary_attention(q, k, 0.5, row=0)
+    torch.testing.assert_close(cls, (q[..., :1, :] @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(1)[:, 0])
+    standin = encoder_scorer("fastervlm", chunk=16)(q, k, 0.5)
+    mean_query = q.mean(dim=-2, keepdim=True)
+    torch.testing.assert_close(standin, (mean_query @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(1)[:, 0])
+    # Every other method scores by the attention each token receives, with or without a [CLS] row.
+    received = encoder_scorer("illava", chunk=16)(q, k, 0.5, cls_row=0)
+    torch.testing.assert_close(received, (q @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(dim=(1, 2)))
+    assert not torch.allclose(standin, received)
+
+
+def test_sparsevlm_pools_the_best_pruned_tokens_and_settles_its_cluster_count():
+    # 40 tokens to 10: 32 pruned (2 clusters take kept slots), the best 30% + 1 of them (10) pooled, a
+    # cluster per ten pooled + 1.
+    assert sparse_counts(40, 10) == (2, 10)
+    assert sparse_counts(5, 1) == (0, 0) and sparse_counts(8, 8) == (0, 0)  # one slot left: no cluster
+    scores = torch.arange(40.0).flip(0)  # token 0 best
+    # The pooled tokens (8-17) form two tight blobs: 8-12 and 13-17.
+    features = torch.zeros(40, 2)
+    features[8:13] = torch.tensor([1.0, 0.0]) + 0.01 * torch.arange(5.0)[:, None]
+    features[13:18] = torch.tensor([0.0, 1.0]) + 0.01 * torch.arange(5.0)[:, None]
+    features[18:] = torch.randn(22, 2)
+    reduction, weights, weighting = select("sparsevlm", scores, features, n_out=10, recycled=0, weighting="score")
+    assert weighting == "mean" and reduction.kept.numel() == 10
+    assert (reduction.status[:8] == KEPT).all() and (reduction.status[18:] == DROPPED).all()
+    anchors = reduction.anchor.tolist()
+    assert len(anchors) == 2 and sum(8 <= a < 13 for a in anchors) == 1 and sum(13 <= a < 18 for a in anchors) == 1
+    assert len(set(reduction.group[8:13].tolist())) == 1 and len(set(reduction.group[13:18].tolist())) == 1
+    assert (reduction.status[8:18] != DROPPED).all() and (reduction.group[18:] == -1).all()
+    merged = apply_reduction(torch.arange(40.0)[:, None], weights, reduction, weighting)
+    assert sorted(merged[:, 0].tolist())[-2:] == pytest.approx([10.0, 15.0])  # each cluster's plain mean
+
+
+def test_density_peaks_put_one_centre_in_each_blob_and_break_ties_by_order():
+    blob = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]])
+    features = torch.cat([blob, blob + 5.0])
+    centres, cluster = density_peak_clusters(features, 2)
+    assert sorted(c // 4 for c in centres.tolist()) == [0, 1]
+    assert cluster[:4].unique().numel() == 1 and cluster[4:].unique().numel() == 1 and cluster[0] != cluster[4]
+    again, _ = density_peak_clusters(features, 2)
+    assert torch.equal(centres, again)
+
+
+def test_sparsevlm_raters_are_the_text_tokens_the_visual_tokens_lean_on():
+    visual = torch.tensor([[4.0, 0.0], [3.0, 0.5]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [-1.0, 0.0]])
+    assert text_raters(visual, text).tolist() == [True, False, True, False]
+    assert not text_raters(visual, text[:1]).any()  # one text token: no share is above the average
 
 
 def test_illava_recycles_what_was_asked():
@@ -94,6 +153,9 @@ def test_illava_recycles_what_was_asked():
         (dict(method="fastv", stage1_layers=(2,)), "prunes in the language model only"),
         (dict(method="tome", stage2_layers=(2,)), "merges in the vision encoder only"),
         (dict(method="visionzip", stage2_layers=(2,)), "merges in the vision encoder only"),
+        (dict(method="fastervlm", stage2_layers=(2,)), "merges in the vision encoder only"),
+        (dict(method="pyramiddrop", stage1_layers=(2,)), "prunes in the language model only"),
+        (dict(method="sparsevlm", stage1_layers=(2,)), "prunes in the language model only"),
         (dict(method="fast-v"), "method must be one of"),
     ],
 )

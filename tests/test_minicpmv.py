@@ -10,10 +10,12 @@ import torch
 
 from helpers import (
     BASELINE_CONFIGS,
+    PEERS,
     assert_alone_equals_batched,
     assert_baseline_method_runs,
     assert_cached_decoding_equals_a_fresh_forward,
     assert_equals_vanilla,
+    placed_peer,
     random_image,
     vanilla_media_generate,
 )
@@ -104,6 +106,12 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(minicp
     config = minicpmv.model.config
     visual_ids = [config.image_token_id, config.video_token_id]
     assert_cached_decoding_equals_a_fresh_forward(minicpmv, images, video, BOTH, visual_ids, PROMPTS, STEPS)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, minicpmv, name):
+    config = placed_peer(minicpmv, name)
+    assert_cached_decoding_equals_a_fresh_forward(minicpmv, cases(pictures)["two images"][0][0], None, config, [minicpmv.model.config.image_token_id], PROMPTS, STEPS)
 
 
 def test_placeholders_match_kept_tokens_slice_by_slice(minicpmv, pictures):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import illava
+from illava.methods import encoder_scorer
 
 
 @pytest.fixture(params=["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
@@ -23,7 +24,7 @@ def _vanilla_inputs(lvlm, images, prompts):
 
 
 @pytest.mark.parametrize("layer", [1, 3])
-def test_stage2_scores_equal_eager_last_row_attention(eager_lvlm, images, layer):
+def test_stage2_scores_equal_eager_attention_rows(eager_lvlm, images, layer):
     lvlm = eager_lvlm
     inputs = _vanilla_inputs(lvlm, images[:2], ["Short.", "A much longer question about this picture?"])
     text_model = lvlm.backbone.language_model
@@ -34,16 +35,18 @@ def test_stage2_scores_equal_eager_last_row_attention(eager_lvlm, images, layer)
         out = lvlm.model(**inputs, output_attentions=True)
     finally:
         hook.remove()
-    expected = out.attentions[layer][:, :, -1, :].mean(dim=1)
+    n = inputs["input_ids"].shape[1]
+    # The last prompt token (iLLaVA, FastV, PyramidDrop) and two earlier text tokens (SparseVLM's raters).
+    slots = torch.tensor([[n - 1, n - 3, n - 6]] * 2)
+    expected = out.attentions[layer][:, :, slots[0], :].mean(dim=1)
     kwargs = {k: inputs[k] for k in ("attention_mask", "mm_token_type_ids", "image_grid_thw")}
     positions = lvlm.backbone.position_ids(inputs["input_ids"], kwargs)
     hidden = captured["hidden"]
     rotary = text_model.rotary_emb(hidden, positions[1:])
     key_mask = inputs["attention_mask"].bool()
-    slot = torch.full((hidden.shape[0],), hidden.shape[1] - 1)
-    got = lvlm.backbone.query_scores(text_model.layers[layer], hidden, rotary, key_mask, slot)
+    got = lvlm.backbone.query_scores(text_model.layers[layer], hidden, rotary, key_mask, slots)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    assert torch.all(got[0][~key_mask[0]] == 0)
+    assert torch.all(got[0][:, ~key_mask[0]] == 0) and torch.all(got[:, 1, n - 2 :] == 0)
 
 
 def test_stage1_scores_equal_eager_attention_received(eager_lvlm, images, monkeypatch):
@@ -89,6 +92,6 @@ def test_stage1_scores_equal_eager_attention_received(eager_lvlm, images, monkey
     expected_groups = expected.reshape(-1, 4).sum(-1)
     kwargs = captured["kwargs"]
     got = lvlm.backbone.group_scores(
-        block.attn, captured["qkv"], kwargs["position_embeddings"], kwargs["cu_seqlens"], chunk=37
+        block.attn, captured["qkv"], kwargs["position_embeddings"], kwargs["cu_seqlens"], encoder_scorer("illava", chunk=37)
     )
     torch.testing.assert_close(got, expected_groups, rtol=0, atol=1e-5)

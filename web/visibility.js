@@ -1,6 +1,8 @@
 // Which widgets a node shows for its current values. Pure (no DOM, no ComfyUI imports; tested with
 // node --test): the knobs a choice ignores are hidden, but they stay inputs and keep their values.
 
+import { PRESET_LABELS } from "./budget.js";
+
 // Merge Config knobs that only preset = "custom" reads.
 export const CUSTOM_KNOBS = [
   "stage1_layers", "stage1_keep", "stage1_recycled", "stage2_layers", "stage2_keep", "stage2_recycled",
@@ -15,7 +17,8 @@ export const PROMPT_STYLES = ["question", "custom"];
 const RULES = {
   iLLaVA_MergeConfig: {
     ...Object.fromEntries(CUSTOM_KNOBS.map((name) => [name, (v) => v.preset === "custom"])),
-    budget: (v) => v.preset === "auto",
+    // auto and the methods spend a budget; the fixed presets and custom do not.
+    budget: (v) => v.preset !== "custom" && !(v.preset in PRESET_LABELS),
   },
   iLLaVA_Generate: generationRules(),
   iLLaVA_Caption: generationRules(),

@@ -288,14 +288,16 @@ class Backbone:
         hidden: torch.Tensor,
         rotary: tuple[torch.Tensor, torch.Tensor],
         key_mask: torch.Tensor,
-        slot: torch.Tensor,
+        slots: torch.Tensor,
         keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(batch, n) head-averaged attention the token at ``slot`` (per sample) pays every token in ``layer``.
+        """(batch, m, n) head-averaged attention the tokens at ``slots`` (batch, m) pay every token in ``layer``,
+        each up to its own slot.
 
-        hidden: the layer's input; keys: its rotated keys when the KV cache already holds them.
+        hidden: the layer's input; key_mask: (batch, n) False for padding; keys: its rotated keys when the
+        KV cache already holds them.
         """
-        return decoder_query_scores(layer, hidden, rotary, key_mask, slot, keys)
+        return decoder_query_scores(layer, hidden, rotary, key_mask, slots, keys)
 
     def pop_layer_features(self, text_kwargs: dict[str, Any]) -> LayerFeatures | None:
         """Take the per-layer visual features (DeepStack) out of the text model's forward arguments; None

@@ -22,7 +22,10 @@ from .evaluate import KindResult, evaluate, prior_accuracy
 
 # auto: the model's merge profile at each budget (the paper preset scaled to it when it has none);
 # illava-stage1 / illava-stage2: iLLaVA's placement with one stage only.
-METHODS = ("auto", "illava", "illava-stage1", "illava-stage2", "distinct", "fastv", "visionzip", "tome", "random")
+METHODS = (
+    "auto", "illava", "illava-stage1", "illava-stage2", "distinct", "fastv", "visionzip", "tome", "random",
+    "fastervlm", "pyramiddrop", "sparsevlm",
+)
 # Distinct from the scene seeds of other runs: --seed S asks questions S * SEED_STRIDE onwards.
 SEED_STRIDE = 100_000
 

@@ -20,7 +20,10 @@ def build(node, **changes):
 def test_presets_map_to_the_library_presets(config_node):
     from illava_pack.illava import PRESETS
 
-    assert config_node.INPUT_TYPES()["required"]["preset"][0] == ["auto", "off", "paper image", "paper video", "fast", "custom"]
+    from illava_pack.illava.methods import METHODS
+
+    menu = ["auto", "off", "paper image", "paper video", "fast", *METHODS, "custom"]
+    assert config_node.INPUT_TYPES()["required"]["preset"][0] == menu
     assert config_node.INPUT_TYPES()["required"]["preset"][1]["default"] == "auto"
     auto = build(config_node, preset="auto", budget=0.22)
     assert (auto.preset_name, auto.budget) == ("auto", 0.22)
@@ -91,6 +94,17 @@ def test_presets_are_scaled_to_the_loaded_model(config_node, lvlm):
         config = build(config_node, preset=label).resolve(model)
         assert config.stage1_layers and max(config.stage1_layers) < model.backbone.vit_depth
         assert config.stage2_layers and max(config.stage2_layers) < model.backbone.llm_depth
+
+
+def test_a_method_as_the_preset_is_placed_for_the_budget(config_node, lvlm):
+    from illava_pack.illava.resolve import method_at
+
+    model = lvlm.shared.lvlm
+    choice = build(config_node, preset="pyramiddrop", budget=0.8, stage2_layers="1")
+    assert (choice.preset_name, choice.budget) == ("pyramiddrop", 0.8)
+    config = choice.resolve(model)
+    assert config == method_at("pyramiddrop", 0.8, model).config
+    assert config.method == "pyramiddrop" and len(config.stage2_layers) == 3 and config.stage2_keep < 1.0
 
 
 def test_custom_layers_past_the_model_depth_fail_naming_the_field(config_node, lvlm):

@@ -10,10 +10,12 @@ const generate = (sampling, style) => ({
   sampling, prompt: "Describe.", max_new_tokens: 64, ...(style ? { style } : {}), ...Object.fromEntries(SAMPLING_KNOBS.map((n) => [n, 1])),
 });
 
-test("merge config shows the knobs only for custom and the budget only for auto", () => {
+test("merge config shows the knobs only for custom and the budget only for auto and the methods", () => {
   assert.deepEqual(hiddenWidgets("iLLaVA_MergeConfig", mergeConfig("custom")), ["budget"]);
   assert.deepEqual(hiddenWidgets("iLLaVA_MergeConfig", mergeConfig("auto")), CUSTOM_KNOBS);
   assert.deepEqual(hiddenWidgets("iLLaVA_MergeConfig", mergeConfig("fast")).sort(), [...CUSTOM_KNOBS, "budget"].sort());
+  // A method as the preset is placed for the budget, like auto.
+  assert.deepEqual(hiddenWidgets("iLLaVA_MergeConfig", mergeConfig("sparsevlm")), CUSTOM_KNOBS);
 });
 
 test("sampling knobs show only when sampling, on Generate and Caption", () => {

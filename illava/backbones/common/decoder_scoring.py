@@ -1,9 +1,9 @@
-"""Stage 2's scores in a Llama-style decoder layer: the attention the last prompt token pays every token.
+"""Stage 2's scores in a Llama-style decoder layer: the attention a few prompt tokens pay every token.
 
 Qwen2, Qwen2.5, Qwen3 and Qwen3.5 decoders (the LLMs of every supported family) share this layout:
 ``input_layernorm``, then ``self_attn`` with ``q_proj``/``k_proj`` (and per-head norms in Qwen3 and
-later), grouped key heads and the model's own ``apply_rotary_pos_emb``. Only the query row needed
-is recomputed, so the model's attention kernel stays untouched.
+later), grouped key heads and the model's own ``apply_rotary_pos_emb``. Only the query rows needed
+are recomputed, so the model's attention kernel stays untouched.
 """
 
 from __future__ import annotations
@@ -35,26 +35,27 @@ def decoder_query_scores(
     hidden: torch.Tensor,
     rotary,
     key_mask: torch.Tensor,
-    slot: torch.Tensor,
+    slots: torch.Tensor,
     keys: torch.Tensor | None = None,
     queries: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = plain_queries,
 ) -> torch.Tensor:
-    """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``.
+    """Head-averaged attention paid by the tokens at ``slots`` (batch, m) to every token, in ``layer``: (batch, m, n).
 
-    hidden: the layer's input; rotary: its (cos, sin); key_mask: (batch, n) False for padding; keys:
-    its rotated keys (batch, kv_heads, n, head_dim) when the KV cache already holds them, else they
-    are recomputed. ``queries`` turns normed hidden states into that layer's queries.
+    hidden: the layer's input; rotary: its (cos, sin); key_mask: (batch, n) False for padding; each query
+    also sees only the keys up to its own slot, as in the model's causal attention. keys: the layer's
+    rotated keys (batch, kv_heads, n, head_dim) when the KV cache already holds them, else they are
+    recomputed. ``queries`` turns normed hidden states into that layer's queries.
     """
     attn = layer.self_attn
-    b = hidden.shape[0]
     cos, sin = rotary
-    rows = torch.arange(b, device=hidden.device)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
     apply_rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-    q = queries(attn, layer.input_layernorm(hidden[rows, slot][:, None]))
-    q, _ = apply_rope(q, q, cos[rows, slot][:, None], sin[rows, slot][:, None])
+    q = queries(attn, layer.input_layernorm(hidden[rows, slots]))
+    q, _ = apply_rope(q, q, cos[rows, slots], sin[rows, slots])
     if keys is None:
         x = layer.input_layernorm(hidden)
         keys = heads(attn.k_proj(x), attn.head_dim, getattr(attn, "k_norm", None))
         keys, _ = apply_rope(keys, keys, cos, sin)
-    probs = query_row_attention(q[:, :, 0], keys, key_mask, attn.scaling)
+    causal = torch.arange(keys.shape[-2], device=hidden.device) <= slots[..., None]
+    probs = query_row_attention(q, keys, key_mask[:, None, :] & causal, attn.scaling)
     return probs.mean(dim=1)

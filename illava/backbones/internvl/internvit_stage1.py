@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 
 from ...config import MergeConfig
-from ...merge import KEPT, attention_received, stage_targets
+from ...merge import KEPT, stage_targets
+from ...methods import EncoderScorer, encoder_scorer
 from ..common.group_reduction import reduce_groups
 from ..common.ragged import run_ragged
 
@@ -74,6 +75,7 @@ def run_encoder(
     """
     layers = tower.encoder.layer
     stage_layers = config.stage1_layers
+    scorer = encoder_scorer(config.method, config.score_chunk)
     tiles = list(tower.embeddings(pixel_values).unbind(0))
     ids = [torch.arange(t.shape[0] - 1, device=t.device) for t in tiles]
     inputs = tiles
@@ -83,7 +85,7 @@ def run_encoder(
         if index in stage_layers:
             step = stage_layers.index(index) + 1
             if scored:
-                received = run_ragged(lambda batch, layer=layers[index - 1]: _received(layer, batch, config.score_chunk), inputs)
+                received = run_ragged(lambda batch, layer=layers[index - 1]: _scores(layer, batch, scorer), inputs)
                 scores = [row[1:] for row in received]
             else:
                 scores = [torch.zeros(rows.shape[0] - 1, device=rows.device) for rows in tiles]
@@ -100,11 +102,11 @@ def run_encoder(
     return ids, [t[1:] for t in tiles]
 
 
-def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each row of equal-length tiles (CLS included) receives in ``layer``, whose input was
-    ``hidden`` (tiles, n, d): (tiles, n)."""
+def _scores(layer: torch.nn.Module, hidden: torch.Tensor, scorer: EncoderScorer) -> torch.Tensor:
+    """``scorer``'s score of each row of equal-length tiles (CLS included, in row 0) from the attention of
+    ``layer``, whose input was ``hidden`` (tiles, n, d): (tiles, n)."""
     attn = layer.attention
     x = layer.layernorm_before(hidden)
     q = attn.q_norm(attn.q_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     k = attn.k_norm(attn.k_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    return attention_received(q, k, attn.scale, chunk)
+    return scorer(q, k, attn.scale, cls_row=0)

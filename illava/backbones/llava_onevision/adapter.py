@@ -22,6 +22,7 @@ import torch
 
 from ...config import MergeConfig, Resolution
 from ...merge import DROPPED, KEPT
+from ...methods import encoder_scorer
 from ..base import EncodedVision, ItemLayout, ItemShape, register
 from .layout import (
     TileLayout,
@@ -162,7 +163,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
             self.feature_layer,
             config.stage1_layers,
             reducer,
-            config.score_chunk,
+            encoder_scorer(config.method, config.score_chunk),
             scored,
             check_interrupt,
         )

@@ -9,7 +9,7 @@ from ...merge import DROPPED, KEPT, apply_reduction, merged_sizes, stage_targets
 from ...methods import select
 
 # Methods that keep or drop tokens without merging them, the only ones a pooled video cell allows.
-CELL_METHODS = ("illava", "random")
+CELL_METHODS = ("illava", "random", "fastervlm")
 
 
 class TokenReducer:

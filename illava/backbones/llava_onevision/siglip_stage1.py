@@ -3,8 +3,8 @@
 SigLIP has no CLS token, no rotary positions (its learned position table is added once, before
 the first layer) and runs without an attention mask, so removing tokens mid-encoder is selecting
 rows. Tiles start as one batch, as in the model; once they hold different numbers of tokens, tiles
-of equal length run (and are scored) together. A token's score is the attention it receives in the layer before
-the reduction, recomputed from that layer's queries and keys, so sdpa stays on.
+of equal length run (and are scored) together. A token's score comes from the attention of the layer before
+the reduction (``scorer``: the method's rule), recomputed from that layer's queries and keys, so sdpa stays on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from ...merge import attention_received
+from ...methods import EncoderScorer
 from ..common.ragged import run_ragged
 
 
@@ -35,7 +35,7 @@ def run_encoder(
     n_layers: int,
     stage_layers: tuple[int, ...],
     reducer: TileReducer,
-    chunk: int,
+    scorer: EncoderScorer,
     scored: bool = True,
     check_interrupt: Callable[[], None] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -57,7 +57,7 @@ def run_encoder(
         if index in stage_layers:
             step = stage_layers.index(index) + 1
             if scored:
-                scores = run_ragged(lambda batch, layer=layers[index - 1]: _received(layer, batch, chunk), inputs)
+                scores = run_ragged(lambda batch, layer=layers[index - 1]: _scores(layer, batch, scorer), inputs)
             else:
                 scores = [torch.zeros(t.shape[0], device=t.device) for t in tiles]
             for t in range(len(tiles)):
@@ -72,11 +72,11 @@ def run_encoder(
     return ids, tiles
 
 
-def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each token of equal-length tiles receives in ``layer``, whose input was ``hidden``
-    (tiles, n, d): (tiles, n)."""
+def _scores(layer: torch.nn.Module, hidden: torch.Tensor, scorer: EncoderScorer) -> torch.Tensor:
+    """``scorer``'s score of each token of equal-length tiles from the attention of ``layer``, whose input was
+    ``hidden`` (tiles, n, d): (tiles, n)."""
     attn = layer.self_attn
     x = layer.layer_norm1(hidden)
     q = attn.q_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     k = attn.k_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    return attention_received(q, k, attn.scale, chunk)
+    return scorer(q, k, attn.scale)

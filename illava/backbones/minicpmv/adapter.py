@@ -173,8 +173,8 @@ class MiniCPMVBackbone(VisionTowerBackbone):
                 "window_kernel_size (2, 2): leave stage1_layers empty for this model"
             )
 
-    def query_scores(self, layer, hidden: torch.Tensor, rotary, key_mask: torch.Tensor, slot: torch.Tensor, keys=None):
-        """Head-averaged attention paid by the token at ``slot`` (per sample) to every token, in ``layer``.
+    def query_scores(self, layer, hidden: torch.Tensor, rotary, key_mask: torch.Tensor, slots: torch.Tensor, keys=None):
+        """Head-averaged attention paid by the tokens at ``slots`` (batch, m) to every token, in ``layer``.
 
         Qwen3.5's query projection carries an output gate beside each head's query; only the query scores.
         """
@@ -184,7 +184,7 @@ class MiniCPMVBackbone(VisionTowerBackbone):
                 "stage 2 ranks visual tokens with the attention of the layer before it, but that layer is a "
                 f"linear-attention one here: use stage2_layers from {list(self.stage2_choices)}"
             )
-        return decoder_query_scores(layer, hidden, rotary, key_mask, slot, keys, _gated_queries)
+        return decoder_query_scores(layer, hidden, rotary, key_mask, slots, keys, _gated_queries)
 
     def _encoded(self, grid: torch.Tensor, features, blocks, status) -> EncodedVision:
         """Per item: its slices' tokens in order, their cells on the item's (views, rows, columns) token map."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from ...config import MergeConfig
-from ...merge import KEPT, attention_received, stage_targets
+from ...merge import KEPT, stage_targets
+from ...methods import EncoderScorer, encoder_scorer
 from ..common.group_reduction import reduce_groups
 from ..common.ragged import run_ragged
 
@@ -116,8 +117,7 @@ class SliceEncoder:
 
     def _reduce(self, step, score_layer, previous, hidden, parts: list[Slice], reducer: BlockReducer):
         """Reduce every slice; scores come from ``score_layer``, whose input was ``previous``."""
-        chunk = self.config.score_chunk
-        scores = self._scores(score_layer, previous, parts, chunk)
+        scores = self._scores(score_layer, previous, parts, encoder_scorer(self.config.method, self.config.score_chunk))
         rows, out, start = [], [], 0
         for index, (part, score) in enumerate(zip(parts, scores)):
             n = part.ids.numel()
@@ -127,14 +127,14 @@ class SliceEncoder:
             start += n
         return torch.cat(rows), out
 
-    def _scores(self, layer, previous, parts: list[Slice], chunk: int) -> list[torch.Tensor]:
-        """Per slice, the attention each of its current rows' blocks received in ``layer`` (per row)."""
+    def _scores(self, layer, previous, parts: list[Slice], scorer: EncoderScorer) -> list[torch.Tensor]:
+        """Per slice, ``scorer``'s score of each of its current rows' blocks from the attention of ``layer`` (per row)."""
         if not self.scored:
             return [torch.zeros(p.ids.numel(), device=p.ids.device) for p in parts]
         inputs, before = previous
         pieces = list(inputs.split([old.ids.numel() for old in before]))
         received = []
-        for part, old, rows in zip(parts, before, run_ragged(lambda batch: _received(layer, batch, chunk), pieces)):
+        for part, old, rows in zip(parts, before, run_ragged(lambda batch: _received(layer, batch, scorer), pieces)):
             # The layer may have run before the window merger: sum its rows per block, then give each
             # current row its block's total divided among the block's current rows.
             old_block, _ = old.block_of(old.ids)
@@ -203,11 +203,11 @@ class _Segments:
         return layer(hidden[None], attention_mask=None, cu_seqlens=self.cu_seqlens, max_seqlen=max(counts))[0]
 
 
-def _received(layer: torch.nn.Module, hidden: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean attention each row of equal-length slices receives in ``layer``, whose input was ``hidden``
-    (slices, n, d): (slices, n)."""
+def _received(layer: torch.nn.Module, hidden: torch.Tensor, scorer: EncoderScorer) -> torch.Tensor:
+    """``scorer``'s score of each row of equal-length slices from the attention of ``layer``, whose input was
+    ``hidden`` (slices, n, d): (slices, n)."""
     attn = layer.self_attn
     x = layer.layer_norm1(hidden)
     q = attn.q_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
     k = attn.k_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    return attention_received(q, k, attn.scaling, chunk)
+    return scorer(q, k, attn.scaling)

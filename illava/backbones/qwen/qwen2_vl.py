@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ...config import MergeConfig, Resolution
-from ...merge import KEPT, apply_reduction, attention_received, merged_sizes, stage_targets
-from ...methods import select
+from ...merge import KEPT, apply_reduction, merged_sizes, stage_targets
+from ...methods import EncoderScorer, encoder_scorer, select
 from ..common.ragged import run_ragged
 from ..base import Backbone, EncodedVision, ItemShape, register
 from .layout import QwenLayout, qwen_layouts
@@ -218,7 +218,7 @@ class QwenVLBackbone(Backbone):
                     qkv = projections.pop(index - 1)
                     if config.scored:
                         attn = visual.blocks[index - 1].attn
-                        scores = self.group_scores(attn, qkv, (cos, sin), cu_full, config.score_chunk)
+                        scores = self.group_scores(attn, qkv, (cos, sin), cu_full, encoder_scorer(config.method, config.score_chunk))
                     else:
                         scores = torch.zeros(hidden.shape[0], device=device)
                     keep_index, hidden, carried, status, sizes = _reduce_segments(
@@ -266,8 +266,9 @@ class QwenVLBackbone(Backbone):
         """Features the model takes from inside the encoder after ``block_index`` (none for Qwen2/2.5-VL)."""
         return None
 
-    def group_scores(self, attn, qkv: torch.Tensor, rotary, cu_seqlens, chunk) -> torch.Tensor:
-        """Attention received by each merge group in the block of ``attn``, over its whole frame (not its window).
+    def group_scores(self, attn, qkv: torch.Tensor, rotary, cu_seqlens, scorer: EncoderScorer) -> torch.Tensor:
+        """``scorer``'s score of each merge group from the attention of the block of ``attn``, over its whole
+        frame (not its window): the sum over the group's patches.
 
         qkv: that block's q/k/v projection output (n, 3 * width); rotary: its (cos, sin).
         """
@@ -279,7 +280,7 @@ class QwenVLBackbone(Backbone):
         lengths = cu_seqlens.diff().tolist()
         # Frames of a video (and images of one size) are segments of equal length: scored as one batch.
         received = run_ragged(
-            lambda qs, ks: attention_received(qs.transpose(1, 2), ks.transpose(1, 2), attn.scaling, chunk),
+            lambda qs, ks: scorer(qs.transpose(1, 2), ks.transpose(1, 2), attn.scaling),
             list(q.split(lengths)),
             list(k.split(lengths)),
         )
