@@ -38,18 +38,16 @@ def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, chunk: in
     return total / (heads * n)
 
 
-def summary_attention(q: torch.Tensor, k: torch.Tensor, scale: float, row: int | None = None) -> torch.Tensor:
-    """Attention one summary query of a bidirectional segment pays each key, averaged over heads (FasterVLM).
+def row_attention(q: torch.Tensor, k: torch.Tensor, scale: float, row: int) -> torch.Tensor:
+    """Attention the token at ``row`` of a bidirectional segment pays each key, averaged over heads: FasterVLM's
+    [CLS] attention with ``row`` the [CLS] token's.
 
-    q, k: (..., heads, n, head_dim). ``row``: the [CLS] token's row where the encoder has one; without one
-    the summary query is the mean of the segment's queries (the projections are linear, so that is the
-    query of its mean normed token). Returns (..., n) float32 summing to 1, scored in float32 as in
+    q, k: (..., heads, n, head_dim). Returns (..., n) float32 summing to 1, scored in float32 as in
     ``attention_received``.
     """
     if q.dtype in (torch.float16, torch.bfloat16):
         q, k = q.float(), k.float()
-    query = q[..., row : row + 1, :] if row is not None else q.mean(dim=-2, keepdim=True)
-    logits = torch.matmul(query * scale, k.transpose(-2, -1))
+    logits = torch.matmul(q[..., row : row + 1, :] * scale, k.transpose(-2, -1))
     return logits.softmax(dim=-1, dtype=torch.float32).mean(dim=-3)[..., 0, :]
 
 

@@ -22,7 +22,7 @@ from .merge import (
     pooled_cluster_reduction,
     random_scores,
     reduce_tokens,
-    summary_attention,
+    row_attention,
 )
 
 # (scores, similarity, n_out, recycled, weighting, sizes) -> (reduction, weights, weighting for apply_reduction)
@@ -102,7 +102,7 @@ PLACEMENTS = {
 # text tokens most relevant to the picture ("raters").
 RANKINGS = {
     "attention": "attention received in the encoder; the last prompt token's attention in the LLM",
-    "cls": "the [CLS] token's attention at the encoder layer the projector reads (a summary query where "
+    "cls": "the [CLS] token's attention at the encoder layer the projector reads (attention received where "
     "the encoder has no [CLS] token)",
     "raters": "the attention of the prompt's text tokens most relevant to the visual ones",
 }
@@ -171,8 +171,16 @@ def encoder_scorer(name: str, chunk: int) -> EncoderScorer:
     """How method ``name`` scores the tokens of an encoder segment from one layer's queries and keys.
 
     Called as ``scorer(q, k, scale, cls_row=None)`` with q, k (..., heads, n, head_dim); ``cls_row`` is the
-    [CLS] token's row in encoders that have one. ``chunk``: query rows scored at a time.
+    [CLS] token's row in encoders that have one. ``chunk``: query rows scored at a time. FasterVLM's [CLS]
+    attention has no [CLS] token to come from in Qwen's ViT and SigLIP: there it is the attention every token
+    receives, the stand-in that kept the most answers on the demo model's calibration scenes
+    (``scripts/fastervlm_standin.py``).
     """
-    if method(name).ranks_by == "cls":
-        return lambda q, k, scale, cls_row=None: summary_attention(q, k, scale, cls_row)
-    return lambda q, k, scale, cls_row=None: attention_received(q, k, scale, chunk)
+    cls = method(name).ranks_by == "cls"
+
+    def scorer(q: torch.Tensor, k: torch.Tensor, scale: float, cls_row: int | None = None) -> torch.Tensor:
+        if cls and cls_row is not None:
+            return row_attention(q, k, scale, cls_row)
+        return attention_received(q, k, scale, chunk)
+
+    return scorer

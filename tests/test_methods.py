@@ -15,10 +15,9 @@ from illava.merge import (
     density_peak_clusters,
     distinct_scores,
     merged_sizes,
-    pooled_cluster_reduction,
     random_scores,
+    row_attention,
     sparse_counts,
-    summary_attention,
     text_raters,
 )
 from illava.methods import encoder_scorer, select
@@ -89,18 +88,17 @@ def test_dropping_methods_recycle_nothing(method):
         assert set(reduction.kept.tolist()) == set(torch.topk(scores, 5).indices.tolist())
 
 
-def test_fastervlm_scores_by_the_cls_row_or_the_mean_query_where_there_is_none():
+def test_fastervlm_scores_by_the_cls_row_or_attention_received_where_there_is_none():
     torch.manual_seed(0)
     q, k = torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 4)
-    cls = summary_attention(q, k, 0.5, row=0)
+    cls = encoder_scorer("fastervlm", chunk=16)(q, k, 0.5, cls_row=0)
     torch.testing.assert_close(cls, (q[..., :1, :] @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(1)[:, 0])
-    standin = encoder_scorer("fastervlm", chunk=16)(q, k, 0.5)
-    mean_query = q.mean(dim=-2, keepdim=True)
-    torch.testing.assert_close(standin, (mean_query @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(1)[:, 0])
+    torch.testing.assert_close(cls, row_attention(q, k, 0.5, 0))
+    received = (q @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(dim=(1, 2))
+    torch.testing.assert_close(encoder_scorer("fastervlm", chunk=16)(q, k, 0.5), received)
     # Every other method scores by the attention each token receives, with or without a [CLS] row.
-    received = encoder_scorer("illava", chunk=16)(q, k, 0.5, cls_row=0)
-    torch.testing.assert_close(received, (q @ k.transpose(-2, -1) * 0.5).softmax(-1).mean(dim=(1, 2)))
-    assert not torch.allclose(standin, received)
+    torch.testing.assert_close(encoder_scorer("illava", chunk=16)(q, k, 0.5, cls_row=0), received)
+    assert not torch.allclose(cls, received)
 
 
 def test_sparsevlm_pools_the_best_pruned_tokens_and_settles_its_cluster_count():
