@@ -38,7 +38,7 @@ from .loading import LVLM
 from .media import to_pil_images
 from .methods import method
 from .profiles import KINDS, MergeProfile, ProfileEntry, model_identity
-from .resolve import fitted
+from .resolve import fitted, placed
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
 from .visuals import VisualTokens, encode
 
@@ -48,6 +48,9 @@ STAGE1_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STAGE2_DEPTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.65)
 # How stage 1 ranks tokens at each place it is tried: attention received, or distinctiveness.
 SCORES = ("illava", "distinct")
+# The peers tried at their usual placements (ToMe in every encoder block, VisionZip and FasterVLM at its
+# output, PyramidDrop and SparseVLM in the LLM).
+PEERS = ("tome", "visionzip", "fastervlm", "pyramiddrop", "sparsevlm")
 # Stage 1's share of the reduction (in log ratio) when both stages run.
 STAGE1_SHARES = (0.25, 0.5, 0.75)
 RECYCLED_CHOICES = (0, 1, 2, 4)
@@ -246,7 +249,7 @@ class _Search:
 
     def planned(self, budgets: Sequence[float]) -> int:
         """Candidates the search measures (the progress bar's length)."""
-        first = len(self.stage2_layers) + 1 + len(SCORES) * len(self.stage1_layers) + 1 + 2
+        first = len(self.stage2_layers) + 1 + len(SCORES) * len(self.stage1_layers) + 1 + len(PEERS)
         return len(budgets) * (first + 2 * 2 * len(STAGE1_SHARES) + (len(RECYCLED_CHOICES) - 1) + (len(WEIGHTINGS) - 1))
 
     def run(self, budgets: Sequence[float]) -> list[ProfileEntry]:
@@ -263,10 +266,7 @@ class _Search:
         stage2.append(at(MergeConfig(stage2_layers=early)) if len(early) > 1 else None)
         stage1 = [at(MergeConfig(stage1_layers=(layer,), method=name)) for layer in self.stage1_layers for name in SCORES]
         stage1.append(at(MergeConfig(stage1_layers=tuple(range(1, depth + 1)))))
-        peers = [
-            at(MergeConfig(method="tome", stage1_layers=tuple(range(1, depth + 1)))),
-            at(MergeConfig(method="visionzip", stage1_layers=(depth,))),
-        ]
+        peers = [at(placed(name, self.lvlm.backbone, self.kind)) for name in PEERS]
         both = []
         for s2 in _best(stage2, budget, 2, self.kl_tolerance):
             for s1 in _best(stage1, budget, 2, self.kl_tolerance):

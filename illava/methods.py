@@ -39,7 +39,8 @@ class Method:
     stages: the stages it may run in (1: inside the vision encoder, 2: inside the language model).
     select: how it reduces one group of tokens to ``n_out`` (see ``select``).
     placement: where its paper runs it, one of ``PLACEMENTS`` (``resolve.placed`` puts it in a model).
-    recycles: whether it folds what it discards into recycled tokens (so their number and weighting matter).
+    recycles: whether it folds what it discards into as many recycled tokens as asked, weighted as asked (so
+        calibration tries their number and weighting); SparseVLM recycles by its own rule, so it does not.
     ranks_by: whose attention scores tokens, one of ``RANKINGS``.
     """
 
@@ -133,7 +134,7 @@ METHODS: dict[str, Method] = {
                True, frozenset({2}), _drop, "llm-pyramid"),
         Method("sparsevlm", "drop by the attention of the question's relevant text tokens at a few LLM layers; "
                "the best pruned tokens clustered into recycled ones", True, frozenset({2}), _sparse, "llm-sparse",
-               recycles=True, ranks_by="raters"),
+               ranks_by="raters"),
     )
 }
 

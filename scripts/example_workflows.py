@@ -18,6 +18,7 @@ DEMO_MODEL = "illava-scenes-qwen2.5-vl"
 IMAGE_QUESTION = "how many objects are there?"
 VIDEO_QUESTION = "which shape appears?"
 DESCRIBE_QUESTION = "what objects are there?"
+PEERS_BUDGET = 0.75
 # Sockets ComfyUI core nodes used here take and give, with their widgets' values.
 CORE = {
     "PreviewAny": {"inputs": [("source", "*")], "outputs": [], "widgets": []},
@@ -141,6 +142,30 @@ def merging_off_and_on(mappings: dict) -> None:
     w.write("Compare merging off and on")
 
 
+def papers_peers(mappings: dict) -> None:
+    """iLLaVA (auto) beside the three methods the paper compares against, each placed as its paper does and
+    spending the same work; 0.75 is the least all three can reach on the demo model."""
+    w = Workflow(mappings)
+    model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
+    example = w.node("iLLaVA_ExampleImage", (10, 420), (280, 130))
+    truth = w.node("PreviewAny", (10, 580), (280, 260), title="questions and true answers")
+    w.link(example, "questions", truth, "source")
+    for index, (preset, title) in enumerate((("auto", "iLLaVA (auto)"), ("fastervlm", "FasterVLM"),
+                                             ("pyramiddrop", "PyramidDrop"), ("sparsevlm", "SparseVLM"))):
+        x, y = 310 + 460 * (index % 2), 10 + 610 * (index // 2)
+        config = w.node("iLLaVA_MergeConfig", (x, y), (220, 310), title=f"{title} at work {PEERS_BUDGET}",
+                        preset=preset, budget=PEERS_BUDGET)
+        encoded = w.node("iLLaVA_EncodeImage", (x, y + 350), (220, 220), title=f"Encode ({title})")
+        answer = w.node("iLLaVA_Generate", (x + 230, y), (220, 570), title=f"Generate ({title})", prompt=IMAGE_QUESTION,
+                        max_new_tokens=16)
+        w.link(model, "lvlm", encoded, "lvlm")
+        w.link(example, "image", encoded, "image")
+        w.link(config, "config", encoded, "config")
+        w.link(model, "lvlm", answer, "lvlm")
+        w.link(encoded, "visuals", answer, "visuals")
+    w.write("Compare iLLaVA with the paper's peers at the same work")
+
+
 def video_question(mappings: dict) -> None:
     w = Workflow(mappings)
     model = w.node("iLLaVA_LoadLVLM", (10, 10), (280, 380), model=DEMO_MODEL)
@@ -192,7 +217,7 @@ def caption_a_folder(mappings: dict) -> None:
 
 def main() -> None:
     mappings = load_pack()
-    for build in (caption_in_one_node, merging_off_and_on, video_question, budgets, caption_a_folder):
+    for build in (caption_in_one_node, merging_off_and_on, papers_peers, video_question, budgets, caption_a_folder):
         build(mappings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -207,3 +208,19 @@ def test_web_prompt_styles_match_the_library(pack):
     script = "import {PROMPT_STYLES} from './web/visibility.js'; console.log(JSON.stringify(PROMPT_STYLES));"
     result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == [name for name, style in CAPTION_STYLES.items() if style.uses_prompt]
+
+def test_peers_example_runs_each_method_at_the_same_work(mappings, runner):
+    path = ROOT / "example_workflows" / "Compare iLLaVA with the paper's peers at the same work.json"
+    api = ui_to_api(json.loads(path.read_text()), mappings)
+    outputs, _ = runner({"PreviewAny": PreviewAnyStandIn}).run(api)
+    stats = {api[nid]["inputs"]["preset"]: outputs[answer][2] for answer, node in api.items()
+             if node["class_type"] == "iLLaVA_Generate" for nid in [api[node["inputs"]["visuals"][0]]["inputs"]["config"][0]]}
+    assert sorted(stats) == ["auto", "fastervlm", "pyramiddrop", "sparsevlm"]
+    for text in stats.values():
+        work = float(re.search(r"^work ([0-9.]+) of merging off", text, re.M).group(1))
+        assert abs(work - 0.75) <= 0.02, text
+    # FasterVLM merges in the encoder only; PyramidDrop and SparseVLM in the LLM only.
+    shares = {name: re.search(r"after stage 1 \((\d+)%\) -> \d+ after stage 2 \((\d+)%\)", text).groups()
+              for name, text in stats.items()}
+    assert shares["fastervlm"][0] == shares["fastervlm"][1] != "100"
+    assert shares["pyramiddrop"][0] == shares["sparsevlm"][0] == "100" != shares["sparsevlm"][1]
