@@ -13,6 +13,7 @@ import torch
 from .config import MergeConfig
 from .loading import LVLM
 from .merge import stage_targets
+from .methods import method
 
 # Largest batch the budget may pick: beyond it padding and decoding overheads outweigh what batching saves.
 MAX_AUTO_BATCH = 64
@@ -56,15 +57,16 @@ def item_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int, visual_token
     text = lvlm.model.config.get_text_config()
     intermediate = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
     activations = prompt_tokens * (4 * text.hidden_size + 2 * intermediate) * _element_bytes(lvlm)
-    transient = max(activations, stage2_bytes(lvlm, config, prompt_tokens))
+    transient = max(activations, stage2_bytes(lvlm, config, prompt_tokens, prompt_tokens - visual_tokens))
     logits = 2 * text.vocab_size * 4
     return kv_bytes(lvlm, config, prompt_tokens, visual_tokens, new_tokens) + transient + prompt_tokens**2 + logits
 
 
-def stage2_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int) -> int:
+def stage2_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int, text_tokens: int = 1) -> int:
     """What a stage-2 layer holds for one prompt while it ranks and gathers (0 without stage 2): the scoring
     layer's keys recomputed and in fp32 (per key head, never repeated per query head), the fp32 attention
-    row of every head and its softmax, and the hidden state cloned and gathered."""
+    rows of every head and their softmax (one row, or one per rater for SparseVLM: at most the prompt's
+    ``text_tokens``), and the hidden state cloned and gathered."""
     if not config.stage2_active:
         return 0
     text = lvlm.model.config.get_text_config()
@@ -73,7 +75,8 @@ def stage2_bytes(lvlm: LVLM, config: MergeConfig, prompt_tokens: int) -> int:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     element = _element_bytes(lvlm)
     keys = kv_heads * head_dim * (element + 4)
-    return prompt_tokens * (keys + 2 * heads * 4 + 2 * text.hidden_size * element)
+    rows = max(1, text_tokens) if method(config.method).ranks_by == "raters" else 1
+    return prompt_tokens * (keys + 2 * heads * 4 * rows + 2 * text.hidden_size * element)
 
 
 def batch_size_for(

@@ -258,6 +258,10 @@ def test_the_batch_estimate_counts_stage2s_transient_and_the_padded_mask(qwen25)
     for config in (off, stage2):
         beyond_cache = item_bytes(qwen25, config, 400, 300, 64) - kv_bytes(qwen25, config, 400, 300, 64)
         assert beyond_cache >= max(stage2_bytes(qwen25, config, 400), 1) + 400**2
+    # SparseVLM ranks with one attention row per rater, at most one per text token of the prompt.
+    sparse = stage2.with_(method="sparsevlm")
+    assert stage2_bytes(qwen25, sparse, 400, 100) > stage2_bytes(qwen25, stage2, 400, 100)
+    assert item_bytes(qwen25, sparse, 400, 300, 64) >= kv_bytes(qwen25, sparse, 400, 300, 64) + stage2_bytes(qwen25, sparse, 400, 100)
 
 
 @pytest.mark.parametrize("config", [illava.MergeConfig(), illava.MergeConfig(stage2_layers=(1,), stage2_keep=0.25)], ids=["off", "stage2"])
