@@ -63,18 +63,23 @@ def readout(choice: MergeChoice, model, name: str) -> str:
         less = f"about {1 / estimate.work:.1f}x less work on the picture" if estimate.work < 0.995 else "no work saved"
         lines.append(f"{what}: work {estimate.work:.2f}, {less}; estimated ViT + prefill speedup {estimate.speedup:.1f}x "
                      f"with a {TYPICAL_TEXT_TOKENS}-token prompt")
-        settings.append(f"{kind}: {settings_text(config)}" + (f" ({config.origin})" if config.origin else ""))
+        text = settings_text(config, model.backbone.vit_depth)
+        settings.append(f"{kind}: {text}" + (f" ({config.origin})" if config.origin else ""))
     return "\n".join(lines + settings)
 
 
-def settings_text(config: MergeConfig) -> str:
-    """E.g. 'stage 1 before encoder block 1 keeps 24% | stage 2 before LLM layer 1 keeps 50%'."""
+def settings_text(config: MergeConfig, vit_depth: int) -> str:
+    """E.g. 'stage 1 before encoder block 1 keeps 24% | stage 2 before LLM layer 1 keeps 50%'; a stage-1 layer at
+    the encoder's depth reads 'at the encoder output'."""
     parts = []
     for stage, layers, keep, where in ((1, config.stage1_layers, config.stage1_keep, "encoder block"),
                                        (2, config.stage2_layers, config.stage2_keep, "LLM layer")):
         if layers:
             at = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
-            parts.append(f"stage {stage} before {where} {at} keeps {keep:.0%}")
+            place = "at the encoder output" if stage == 1 and layers == (vit_depth,) else f"before {where} {at}"
+            # A keep ratio below 1% still keeps tokens: say how many hundredths, not 0%.
+            share = f"{keep:.0%}" if keep >= 0.01 else f"{keep:.2%}"
+            parts.append(f"stage {stage} {place} keeps {share}")
     method = "" if config.method == "illava" else f" ({config.method})"
     return (" | ".join(parts) or "no merging") + method
 

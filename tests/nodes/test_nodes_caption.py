@@ -122,6 +122,11 @@ def test_the_readout_route_says_what_settings_buy_on_the_chosen_model(pack, mode
     status, body = settings_readout({"model": "tiny-qwen2_5_vl", "preset": "custom", "stage1_layers": "9"})
     assert body["text"].startswith("invalid: iLLaVA Merge Config: stage1_layers contains 9")
     assert settings_readout({"model": "no-such-model"})[0] == 404
+    status, body = settings_readout({"model": DEMO_MODEL_NAME, "preset": "fastervlm", "budget": "0.75"})
+    assert status == 200 and body["text"].splitlines()[0] == f"fastervlm at budget 0.75 on {DEMO_MODEL_NAME}:"
+    assert "image: stage 1 at the encoder output keeps" in body["text"]
+    status, body = settings_readout({"model": DEMO_MODEL_NAME, "preset": "pyramiddrop", "budget": "0.5"})
+    assert "cannot reach 0.50 there" in body["text"] and "keeps 0%" not in body["text"]
 
 
 def test_a_model_removed_after_the_workflow_was_saved_is_named_at_queue_time(mappings, models_root):
