@@ -7,12 +7,12 @@ nothing process-wide; models are read from local folders only.
 
 __version__ = "0.1.0"
 
-from .captioning import CAPTION_STYLES, caption_prompt
+from .captioning.styles import CAPTION_STYLES, caption_prompt
 from .config import PRESETS, MergeConfig, Resolution, preset
 from .generation import Generation, GenerationOptions, Stats, generate, generate_batch
 from .loading import LVLM, ModelFolderError, load
 from .resolve import auto_config, resolve
-from .visuals import VisualItem, VisualTokens, encode
+from .encoding import VisualItem, VisualTokens, encode
 
 __all__ = [
     "__version__",

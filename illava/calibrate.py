@@ -40,7 +40,7 @@ from .methods import method
 from .profiles import KINDS, MergeProfile, ProfileEntry, model_identity
 from .resolve import fitted, placed
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_video
-from .visuals import VisualTokens, encode
+from .encoding import VisualTokens, encode
 
 # KL differences below this (nats per answer token) are ties, which the cheaper configuration wins.
 KL_TIE = 1e-3

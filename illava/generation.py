@@ -11,11 +11,11 @@ import torch
 
 from .config import MergeConfig
 from .cost import cost_model
-from .llm_stage import Stage2, installed
+from .stage2 import Stage2, installed
 from .loading import LVLM, synchronize
 from .prompt import Request, build_inputs
 from .trace import ItemTrace
-from .visuals import VisualItem, VisualTokenCounts, VisualTokens, visual_token_counts
+from .encoding import VisualItem, VisualTokenCounts, VisualTokens, visual_token_counts
 
 TokenCallback = Callable[[int, int, list], None]
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from .loading import LVLM
-from .visuals import VisualItem
+from .encoding import VisualItem
 
 Request = tuple[Sequence[VisualItem], str]
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..illava.budget import DEFAULT_BUDGET
-from ..illava.captioning import DEFAULT_STYLE
+from ..illava.captioning.styles import DEFAULT_STYLE
 from ..illava.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from . import comfy_compat
 from .config import MergeChoice, build_choice

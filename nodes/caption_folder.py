@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from ..illava.budget import DEFAULT_BUDGET
-from ..illava.caption_plan import KINDS
-from ..illava.captioning import DEFAULT_STYLE
-from ..illava.folder_captions import Progress, caption_folder
+from ..illava.captioning.plan import KINDS
+from ..illava.captioning.styles import DEFAULT_STYLE
+from ..illava.captioning.folder import Progress, caption_folder
 from ..illava.generation import GenerationOptions
 from . import comfy_compat
 from .caption import caption_choice

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..illava import VisualTokens
-from ..illava.captioning import CAPTION_STYLES, caption_prompt
+from ..illava.captioning.styles import CAPTION_STYLES, caption_prompt
 from .config import MergeChoice
 from .handle import LVLMHandle
 from .run import answer_remembered, sampling_options

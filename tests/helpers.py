@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import illava
-from illava.llm_stage import Stage2, installed
+from illava.stage2 import Stage2, installed
 from illava.prompt import build_inputs
 from illava.resolve import placed
 

@@ -13,7 +13,7 @@ import illava
 from helpers import extended_inputs, random_image
 from illava import MergeConfig
 from illava.calibrate import CalibrationInput, _Search, calibrate, read_inputs
-from illava.llm_stage import Stage2, installed
+from illava.stage2 import Stage2, installed
 from illava.resolve import auto_config
 from illava.profiles import (
     PROFILE_NAME,

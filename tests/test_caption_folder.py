@@ -14,10 +14,10 @@ from PIL import Image
 import illava
 from helpers import random_image
 from illava.__main__ import main
-from illava.batch_memory import batch_size_for, item_bytes, kv_bytes, stage2_bytes
-from illava.caption_batch import CaptionSpec, caption_batch
-from illava.caption_plan import by_size, entry_for, scan
-from illava.folder_captions import Summary, caption_folder
+from illava.captioning.memory import batch_size_for, item_bytes, kv_bytes, stage2_bytes
+from illava.captioning.batch import CaptionSpec, caption_batch
+from illava.captioning.plan import by_size, entry_for, scan
+from illava.captioning.folder import Summary, caption_folder
 
 OPTIONS = illava.GenerationOptions(max_new_tokens=3)
 MERGED = illava.MergeConfig(stage1_layers=(1,), stage1_keep=0.5, stage2_layers=(1,), stage2_keep=0.5)
@@ -45,7 +45,7 @@ def test_a_batch_that_runs_out_of_memory_is_freed_before_its_items_are_retried(q
 
     import torch
 
-    from illava import caption_batch as module
+    from illava.captioning import batch as module
 
     real, held, calls = module.generate_batch, [], []
 
@@ -287,7 +287,7 @@ def test_the_kv_estimate_matches_the_cache_a_batch_leaves(qwen25, tmp_path, monk
 
 
 def test_a_caption_file_gets_the_mode_the_umask_asks_for(tmp_path):
-    from illava.caption_outputs import write_atomically
+    from illava.captioning.outputs import write_atomically
 
     previous = os.umask(0o022)
     try:

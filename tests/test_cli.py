@@ -10,7 +10,7 @@ from PIL import Image
 
 import illava
 from illava.__main__ import main
-from illava.captioning import caption_prompt
+from illava.captioning.styles import caption_prompt
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -12,9 +12,9 @@ import pytest
 from illava.backbones import Backbone, supported_model_types
 
 PACKAGE = Path(__file__).resolve().parents[1] / "illava"
-# The core: what a ComfyUI install needs to merge and generate. __main__ is the command line, which
-# also runs the lab's jobs (demo, eval, bench).
-CORE = sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("__main__.py",))
+# The core: what a ComfyUI install needs to merge, generate and caption. The command line (__main__.py and cli/)
+# is not: it also runs the lab's jobs (demo, eval, bench).
+CORE = sorted([*(p for p in PACKAGE.glob("*.py") if p.name != "__main__.py"), *(PACKAGE / "captioning").glob("*.py")])
 FAMILY_WORDS = ("qwen", "llava", "internvl", "internvit", "minicpm", "siglip", "deepstack", "mrope_section")
 # "illava" (this library) contains "llava"; it names no model.
 OWN_NAME = "illava"
@@ -67,13 +67,13 @@ def _code_words(path: Path) -> set[str]:
     return words
 
 
-@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_core_imports_neither_the_lab_nor_the_fixtures(path):
     bad = sorted(m for m in _imports(path) if m.startswith(("illava.lab", "illava.testing")))
     assert not bad, f"{path.name} imports {bad}"
 
 
-@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_core_names_no_model(path):
     named = sorted(
         word for word in _code_words(path)
@@ -136,3 +136,15 @@ def test_the_backbone_contract_declares_every_hook_the_core_calls():
         if not inspect.getdoc(getattr(Backbone, name)) and not inspect.getdoc(inspect.getattr_static(Backbone, name))
     )
     assert not undocumented, f"Backbone hooks without a docstring: {undocumented}"
+
+
+def test_every_folder_of_the_library_is_a_package_the_wheel_finds():
+    """setup.py finds the wheel's packages; a folder of modules without an __init__.py would be left out silently."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts}
+    missing = sorted(str(folder.relative_to(PACKAGE.parent)) for folder in folders if not (folder / "__init__.py").is_file())
+    assert not missing, f"folders without __init__.py: {missing}"
+
+
+def test_the_command_line_is_a_few_lines_of_dispatch():
+    lines = [line for line in (PACKAGE / "__main__.py").read_text().splitlines() if line.strip()]
+    assert len(lines) <= 20

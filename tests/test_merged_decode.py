@@ -103,7 +103,7 @@ def test_merging_changes_the_output(qwen25, images):
 
 
 def test_sparsevlm_scores_with_every_rater_and_falls_back_to_the_last_token():
-    from illava.llm_stage import _PrefillState
+    from illava.stage2 import _PrefillState
 
     valid = torch.tensor([[False, True, True, True, True, True], [True, True, True, True, True, True]])
     visual = torch.tensor([[False, True, True, False, False, False], [True, True, False, False, False, False]])

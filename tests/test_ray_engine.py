@@ -16,12 +16,12 @@ import pytest
 
 import illava
 from illava.__main__ import main
-from illava.caption_outputs import ParquetFiles
-from illava.caption_plan import entry_for
-from illava.folder_captions import caption_folder
+from illava.captioning.outputs import ParquetFiles
+from illava.captioning.plan import entry_for
+from illava.captioning.folder import caption_folder
 from illava.lab import scenes
 from illava.lab.demo_model import demo_model_folder
-from illava.ray_engine import caption_folder_ray, local_instance, local_sizes
+from illava.captioning.ray_engine import caption_folder_ray, local_instance, local_sizes
 
 # Users without Ray skip these; CI installs requirements-ray.txt, so there a missing Ray fails.
 ray = importlib.import_module("ray") if os.environ.get("CI") else pytest.importorskip("ray")

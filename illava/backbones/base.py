@@ -1,6 +1,6 @@
 """The backbone contract: every hook the core calls, and the registry that picks an adapter by ``model_type``.
 
-The core (``visuals``, ``prompt``, ``generation``, ``llm_stage``) knows no model: it asks the
+The core (``encoding``, ``prompt``, ``generation``, ``stage2``) knows no model: it asks the
 adapter for the processor's inputs, the encoder's (stage-1 reduced) features, each item's token map
 and prompt text, the extra arguments the model's ``generate`` takes, and the attention scores
 stage 2 ranks tokens by. Adding a model family means adding a sub-package here that implements

@@ -175,7 +175,7 @@ def run_vanilla(lvlm, inputs: dict, new_tokens: int) -> Run:
     from transformers.video_utils import VideoMetadata
 
     from ..generation import GenerationClock
-    from ..visuals import VisualTokenCounts
+    from ..encoding import VisualTokenCounts
     from ..video import load_video
 
     processor = lvlm.processor

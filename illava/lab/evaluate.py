@@ -15,7 +15,7 @@ from PIL import Image
 from ..config import MergeConfig
 from ..generation import GenerationOptions, generate
 from ..loading import LVLM
-from ..visuals import encode
+from ..encoding import encode
 from . import scenes
 
 # Scene videos are frame stacks; feeding them at one frame rate keeps every frame and gives each

@@ -203,7 +203,7 @@ def test_web_presets_match_the_library(pack):
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_web_prompt_styles_match_the_library(pack):
-    from illava_pack.illava.captioning import CAPTION_STYLES
+    from illava_pack.illava.captioning.styles import CAPTION_STYLES
 
     script = "import {PROMPT_STYLES} from './web/visibility.js'; console.log(JSON.stringify(PROMPT_STYLES));"
     result = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)

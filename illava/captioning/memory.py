@@ -10,10 +10,10 @@ import os
 
 import torch
 
-from .config import MergeConfig
-from .loading import LVLM
-from .merge import stage_targets
-from .methods import method
+from ..config import MergeConfig
+from ..loading import LVLM
+from ..merge import stage_targets
+from ..methods import method
 
 # Largest batch the budget may pick: beyond it padding and decoding overheads outweigh what batching saves.
 MAX_AUTO_BATCH = 64

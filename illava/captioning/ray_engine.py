@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .caption_batch import CaptionSpec, ItemResult, caption_batch
-from .caption_plan import Entry
-from .folder_captions import INTERRUPTED, STOPPED, FolderJob, Progress, Summary, check_batch_size, plan_folder
-from .loading import check_model_folder, load
+from .batch import CaptionSpec, ItemResult, caption_batch
+from .plan import Entry
+from .folder import INTERRUPTED, STOPPED, FolderJob, Progress, Summary, check_batch_size, plan_folder
+from ..loading import check_model_folder, load
 
 DEFAULT_ACTORS = 2
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from .caption_plan import Entry
+from .plan import Entry
 
 ERRORS_NAME = "illava-errors.jsonl"
 # Records a Parquet part holds: large enough that a big job makes few files, small enough that a killed run

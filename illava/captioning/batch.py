@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .caption_plan import KINDS, Entry
-from .config import MergeConfig, Resolution
-from .generation import GenerationOptions, generate_batch
-from .loading import LVLM, release_cached_memory
-from .media import to_pil_images
-from .prompt import build_inputs
-from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
-from .visuals import VisualTokens, encode
+from .plan import KINDS, Entry
+from ..config import MergeConfig, Resolution
+from ..generation import GenerationOptions, generate_batch
+from ..loading import LVLM, release_cached_memory
+from ..media import to_pil_images
+from ..prompt import build_inputs
+from ..video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from ..encoding import VisualTokens, encode
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .batch_memory import batch_size_for, free_memory_bytes
-from .caption_batch import CaptionSpec, ItemResult, Prepared, generate_prepared, prepare
-from .caption_outputs import CaptionOutputs, ErrorLog, JsonLines, ParquetFiles, TextFiles
-from .caption_plan import KINDS, Entry, by_size, scan
-from .captioning import DEFAULT_STYLE, caption_prompt
-from .config import MergeConfig, Resolution
-from .generation import GenerationOptions
-from .loading import LVLM
-from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from .memory import batch_size_for, free_memory_bytes
+from .batch import CaptionSpec, ItemResult, Prepared, generate_prepared, prepare
+from .outputs import CaptionOutputs, ErrorLog, JsonLines, ParquetFiles, TextFiles
+from .plan import KINDS, Entry, by_size, scan
+from .styles import DEFAULT_STYLE, caption_prompt
+from ..config import MergeConfig, Resolution
+from ..generation import GenerationOptions
+from ..loading import LVLM
+from ..video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 STOPPED = "Stopped when asked, after the batch in hand"
 # The summary names at most this many passed-over files, so a folder of thousands stays one readable paragraph.
@@ -103,7 +103,7 @@ def caption_folder(
     one ``jsonl`` file (path, caption, prompt, tokens, timing), or of Parquet files in the folder ``parquet``.
     Inputs already captioned there are skipped unless ``overwrite``. ``config`` is one MergeConfig, or one per
     kind ("image", "video"). ``batch_size`` is a number, or "auto": as many prompts as ``memory_budget`` bytes
-    hold beyond the loaded weights (``batch_memory.item_bytes``; default: a share of the device's free memory).
+    hold beyond the loaded weights (``memory.item_bytes``; default: a share of the device's free memory).
     Bad files are named in the summary and the errors file; ``progress(Progress)`` follows each batch. Raises
     ValueError for bad arguments before any file is read.
     """
