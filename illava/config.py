@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .merge import Schedule
 from .methods import METHODS, method
 
 RECYCLE_WEIGHTINGS = ("score", "mean", "paper")
@@ -76,6 +77,16 @@ class MergeConfig:
     def stage2_active(self) -> bool:
         """Stage 2 runs (through iLLaVA's decoder loop) whenever it has layers, even at keep 1.0."""
         return bool(self.stage2_layers)
+
+    @property
+    def stage1_schedule(self) -> Schedule:
+        """Stage 1's tokens left after each of its layers."""
+        return Schedule(self.stage1_layers, self.stage1_keep)
+
+    @property
+    def stage2_schedule(self) -> Schedule:
+        """Stage 2's tokens left after each of its layers."""
+        return Schedule(self.stage2_layers, self.stage2_keep)
 
     @property
     def scored(self) -> bool:

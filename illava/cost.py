@@ -22,7 +22,6 @@ from typing import Sequence
 import torch
 
 from .config import MergeConfig
-from .merge import stage_targets
 
 # A prompt's text tokens when a readout or ``auto`` has no prompt at hand: a chat template and a short question.
 TYPICAL_TEXT_TOKENS = 60
@@ -70,8 +69,7 @@ class CostModel:
         _, rows, columns = shape.grid
         cells = rows * columns
         schedule = {
-            layer: stage_targets([cells], config.stage1_keep, len(config.stage1_layers), j + 1)[0]
-            for j, layer in enumerate(config.stage1_layers)
+            layer: config.stage1_schedule.left([cells], layer)[0] for layer in config.stage1_layers
         }
         kept, out = cells, []
         for index in range(len(self.vision) + 1):
@@ -83,8 +81,7 @@ class CostModel:
         """The visual tokens each LLM layer runs on (and caches), after stage 1 and on stage 2's schedule."""
         visual = sum(shape.tokens_full * self.vit_cells(shape, config)[-1] / _cells(shape) for shape in shapes)
         schedule = {
-            layer: stage_targets([round(visual)], config.stage2_keep, len(config.stage2_layers), j + 1)[0]
-            for j, layer in enumerate(config.stage2_layers)
+            layer: config.stage2_schedule.left([round(visual)], layer)[0] for layer in config.stage2_layers
         }
         out = []
         for index in range(len(self.text)):

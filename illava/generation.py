@@ -124,7 +124,40 @@ def generate_batch(
     config = config or MergeConfig()
     options = options or GenerationOptions()
     backbone = lvlm.backbone
-    config.check_depths(backbone.vit_depth, backbone.llm_depth)
+    _check_requests(lvlm, requests, config)
+    clock = GenerationClock(options.max_new_tokens, on_token, lvlm.device)
+    # Prefill counts the prompt's assembly (its M-RoPE positions included), as a plain generate() does inside.
+    clock.start()
+    inputs = build_inputs(lvlm, requests, system_prompt)
+    prompt_length = inputs["input_ids"].shape[1]
+    _check_context(lvlm, prompt_length, options.max_new_tokens)
+    stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
+    kwargs = _generate_kwargs(lvlm, options, clock, return_logits)
+    if forced_ids is not None:
+        kwargs["prefix_allowed_tokens_fn"] = _forcing(forced_ids, prompt_length, min(lvlm.eos_token_ids))
+    rng = torch.random.fork_rng(devices=[lvlm.device] if lvlm.device.type == "cuda" else []) if options.do_sample else nullcontext()
+    with rng, torch.inference_mode(), installed(backbone, stage2):
+        if options.do_sample:
+            torch.manual_seed(options.seed)
+        out = lvlm.model.generate(**backbone.generate_inputs(inputs), **kwargs)
+        clock.stop()
+    ids = [_trim(row.tolist(), lvlm.eos_token_ids, lvlm.pad_token_id) for row in out.sequences[:, prompt_length:]]
+    record = stage2.record if stage2 is not None else None
+    stats, traces = [], []
+    for b, (items, _) in enumerate(requests):
+        timing = dict(new_tokens=len(ids[b]), vit_s=vit_s, prefill_s=clock.prefill_s, decode_s=clock.decode_s)
+        stats.append(_stats(lvlm, items, int(inputs["attention_mask"][b].sum()), config, record, b, timing))
+        traces.append(_item_traces(items, record.visual_status[b] if record is not None else None))
+    logits = None
+    if return_logits:
+        logits = [torch.stack([step[b] for step in out.logits]).float().cpu() for b in range(len(requests))]
+    texts = [lvlm.processor.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    return Generation(texts=texts, ids=ids, stats=stats, traces=traces, logits=logits)
+
+
+def _check_requests(lvlm: LVLM, requests: Sequence[Request], config: MergeConfig) -> None:
+    """A ValueError naming what to fix: layers the model lacks, an empty prompt or request, a static cache."""
+    config.check_depths(lvlm.backbone.vit_depth, lvlm.backbone.llm_depth)
     if not requests:
         raise ValueError("nothing to generate: give at least one prompt")
     for items, prompt in requests:
@@ -138,12 +171,10 @@ def generate_batch(
             f"stage 2 shortens each layer's cache as it prunes, which a {cache!r} cache (the model's generation_config."
             f"cache_implementation) cannot: set it to None or 'dynamic', or clear stage2_layers"
         )
-    clock = GenerationClock(options.max_new_tokens, on_token, lvlm.device)
-    # Prefill counts the prompt's assembly (its M-RoPE positions included), as a plain generate() does inside.
-    clock.start()
-    inputs = build_inputs(lvlm, requests, system_prompt)
-    _check_context(lvlm, inputs["input_ids"].shape[1], options.max_new_tokens)
-    stage2 = Stage2(backbone, config, inputs["mm_token_type_ids"] != 0) if config.stage2_active else None
+
+
+def _generate_kwargs(lvlm: LVLM, options: GenerationOptions, clock: "GenerationClock", return_logits: bool) -> dict:
+    """The model's own ``generate`` arguments for ``options``, timed by ``clock``."""
     kwargs = dict(
         max_new_tokens=options.max_new_tokens,
         min_new_tokens=options.min_new_tokens,
@@ -159,43 +190,17 @@ def generate_batch(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if options.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = options.repetition_penalty
-    if forced_ids is not None:
-        kwargs["prefix_allowed_tokens_fn"] = _forcing(forced_ids, inputs["input_ids"].shape[1], min(lvlm.eos_token_ids))
-    rng = torch.random.fork_rng(devices=[lvlm.device] if lvlm.device.type == "cuda" else []) if options.do_sample else nullcontext()
-    with rng, torch.inference_mode(), installed(backbone, stage2):
-        if options.do_sample:
-            torch.manual_seed(options.seed)
-        out = lvlm.model.generate(**backbone.generate_inputs(inputs), **kwargs)
-        clock.stop()
-    prompt_length = inputs["input_ids"].shape[1]
-    new_ids = out.sequences[:, prompt_length:]
-    ids = [_trim(row.tolist(), lvlm.eos_token_ids, lvlm.pad_token_id) for row in new_ids]
-    texts = [lvlm.processor.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
-    stats, traces = [], []
-    cost = cost_model(backbone)
-    for b, (items, _) in enumerate(requests):
-        after2 = stage2.record.visual_after[b] if stage2 is not None else None
-        counts = visual_token_counts(items, after2)
-        prompt_tokens = int(inputs["attention_mask"][b].sum())
-        estimate = cost.estimate([item.layout for item in items], prompt_tokens - counts["llm_input"], config)
-        stats.append(
-            Stats(
-                visual_tokens=counts,
-                work=estimate.work,
-                predicted_speedup=estimate.speedup,
-                prompt_tokens=prompt_tokens,
-                new_tokens=len(ids[b]),
-                vit_s=vit_s,
-                prefill_s=clock.prefill_s,
-                decode_s=clock.decode_s,
-                config=config.to_dict(),
-            )
-        )
-        traces.append(_item_traces(items, stage2.record.visual_status[b] if stage2 is not None else None))
-    logits = None
-    if return_logits:
-        logits = [torch.stack([step[b] for step in out.logits]).float().cpu() for b in range(len(requests))]
-    return Generation(texts=texts, ids=ids, stats=stats, traces=traces, logits=logits)
+    return kwargs
+
+
+def _stats(lvlm: LVLM, items, prompt_tokens: int, config: MergeConfig, record, b: int, timing: dict) -> "Stats":
+    """Prompt ``b``'s token counts (stage 2's from its ``record``), work, predicted speedup and ``timing``."""
+    counts = visual_token_counts(items, record.visual_after[b] if record is not None else None)
+    estimate = cost_model(lvlm.backbone).estimate(
+        [item.layout for item in items], prompt_tokens - counts["llm_input"], config
+    )
+    return Stats(visual_tokens=counts, work=estimate.work, predicted_speedup=estimate.speedup,
+                 prompt_tokens=prompt_tokens, **timing, config=config.to_dict())
 
 
 def _check_context(lvlm: LVLM, prompt_tokens: int, max_new_tokens: int) -> None:

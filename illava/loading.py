@@ -169,8 +169,6 @@ def load(
     The model's merge profile (``auto``'s settings) is looked up in ``profile_stores``, then in the
     per-user store, then in the folder (``profiles.find_profile``); ``profile_note`` says what was found.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     folder = Path(path)
     check_model_folder(folder, allow_pickle)
     if attn_implementation not in ATTENTIONS:
@@ -182,24 +180,15 @@ def load(
         raise ValueError("flash attention runs only in fp16 or bf16: choose dtype bf16 or fp16, or attention sdpa")
     placed = resolve_device(weights_device) if weights_device is not None else torch_device
     quantized = quantization_config(quantization, torch_dtype)
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            folder,
-            dtype=torch_dtype,
-            attn_implementation=attn_implementation,
-            local_files_only=True,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=not allow_pickle,
-            # Each weight is read straight to where it lives: no whole copy in host RAM first, no second move.
-            # bitsandbytes quantizes them as they are placed.
-            device_map={"": placed},
-            **({"quantization_config": quantized} if quantized is not None else {}),
-        )
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
-    except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
-    model.eval()
+    settings = dict(
+        dtype=torch_dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+        use_safetensors=not allow_pickle,
+        # Each weight is read straight to where it lives: no whole copy in host RAM first, no second move.
+        # bitsandbytes quantizes them as they are placed.
+        device_map={"": placed},
+        **({"quantization_config": quantized} if quantized is not None else {}),
+    )
+    model, processor = _from_pretrained(folder, settings)
     profile, note = find_profile(folder, profile_stores)
     return LVLM(
         model=model,
@@ -212,3 +201,19 @@ def load(
         profile_note=note,
         quantization=quantization,
     )
+
+
+def _from_pretrained(folder: Path, settings: dict):
+    """transformers' own model (in eval mode) and processor from local files; any failure inside transformers
+    becomes one ModelFolderError naming the folder."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, **settings)
+        processor = AutoProcessor.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=settings["trust_remote_code"]
+        )
+    except Exception as error:  # noqa: BLE001 - any failure inside transformers becomes one clear message
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFolderError(f"could not load the model in {str(folder)!r}: {first}") from error
+    return model.eval(), processor

@@ -9,7 +9,7 @@ and keeps the anchor's position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -86,12 +86,28 @@ class Reduction:
     anchor: (n_recycled,) indices of slots holding a recycled token (a subset of kept).
     group: (n,) for each input token, the index into ``anchor`` of the group it joined, -1 if none.
     status: (n,) int8 codes DROPPED / KEPT / RECYCLED / MERGED.
+    weights, weighting: how a recycled token averages its group (see ``recycled_values``): the method's
+        scores or ToMe's token sizes, and "score", "mean" or "paper"; a selection sets them with ``combining``.
     """
 
     kept: torch.Tensor
     anchor: torch.Tensor
     group: torch.Tensor
     status: torch.Tensor
+    weights: torch.Tensor | None = None
+    weighting: str = "mean"
+
+    def combining(self, weights: torch.Tensor | None, weighting: str) -> "Reduction":
+        """This reduction, its recycled tokens averaged by ``weights`` as ``weighting`` says."""
+        return replace(self, weights=weights, weighting=weighting)
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """The surviving rows of ``values`` (n, ...), anchors holding their recycled tokens."""
+        return apply_reduction(values, self.weights, self, self.weighting)
+
+    def recycled(self, values: torch.Tensor) -> torch.Tensor:
+        """The recycled token of each anchor, from the rows of ``values`` (n, ...)."""
+        return recycled_values(values, self.weights, self, self.weighting)
 
 
 def reduce_tokens(scores: torch.Tensor, similarity: torch.Tensor, n_out: int, n_recycled: int) -> Reduction:
@@ -261,7 +277,8 @@ def recycled_values(
     """The recycled token of each anchor: a weighted mean of its group's ``values`` (n, ...).
 
     weighting: "score" (by importance), "mean" (uniform) or "paper" (by rank within the group, the
-    least important token weighted most, as in the iLLaVA reference code). Accumulates in float32.
+    least important token weighted most, as in the iLLaVA reference code); ``scores`` may be None for
+    "mean". Accumulates in float32.
     """
     members = torch.nonzero(reduction.group >= 0).squeeze(-1)
     target = reduction.group[members]
@@ -300,6 +317,22 @@ def apply_reduction(
     out = values.clone()
     out[reduction.anchor] = recycled_values(values, scores, reduction, weighting)
     return out[reduction.kept]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one stage spreads its reduction over its ``layers``: each cut keeps the same fraction, ``keep`` in all."""
+
+    layers: tuple[int, ...]
+    keep: float
+
+    def left(self, counts: list[int], layer: int) -> list[int]:
+        """The tokens each of ``counts`` has left after the stage's cut at ``layer``."""
+        return stage_targets(counts, self.keep, len(self.layers), self.layers.index(layer) + 1)
+
+    def steps(self, counts: list[int]) -> list[list[int]]:
+        """``left`` after each of the stage's cuts in turn."""
+        return [self.left(counts, layer) for layer in self.layers]
 
 
 def stage_targets(counts: list[int], keep: float, n_layers: int, step: int) -> list[int]:

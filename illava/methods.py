@@ -25,10 +25,8 @@ from .merge import (
     row_attention,
 )
 
-# (scores, similarity, n_out, recycled, weighting, sizes) -> (reduction, weights, weighting for apply_reduction)
-Selector = Callable[
-    [torch.Tensor, torch.Tensor, int, int, str, "torch.Tensor | None"], "tuple[Reduction, torch.Tensor, str]"
-]
+# (scores, similarity, n_out, recycled, weighting, sizes) -> the reduction, carrying how it combines its groups
+Selector = Callable[[torch.Tensor, torch.Tensor, int, int, str, "torch.Tensor | None"], Reduction]
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class Method:
 def _illava(scores, similarity, n_out, recycled, weighting, sizes):
     n = scores.shape[0]
     n_recycled = min(recycled, max(n_out - 1, 0), n - n_out)
-    return reduce_tokens(scores, similarity, n_out, n_recycled), scores, weighting
+    return reduce_tokens(scores, similarity, n_out, n_recycled).combining(scores, weighting)
 
 
 def _distinct(scores, similarity, n_out, recycled, weighting, sizes):
@@ -65,7 +63,7 @@ def _distinct(scores, similarity, n_out, recycled, weighting, sizes):
 
 
 def _drop(scores, similarity, n_out, recycled, weighting, sizes):
-    return reduce_tokens(scores, similarity, n_out, 0), scores, weighting
+    return reduce_tokens(scores, similarity, n_out, 0)
 
 
 def _random(scores, similarity, n_out, recycled, weighting, sizes):
@@ -75,16 +73,16 @@ def _random(scores, similarity, n_out, recycled, weighting, sizes):
 def _visionzip(scores, similarity, n_out, recycled, weighting, sizes):
     n = scores.shape[0]
     contextual = min(max(1, round(n_out * CONTEXTUAL_SHARE)), max(n_out - 1, 0), n - n_out)
-    return contextual_reduction(scores, similarity, n_out, contextual), scores, "mean"
+    return contextual_reduction(scores, similarity, n_out, contextual).combining(scores, "mean")
 
 
 def _sparse(scores, similarity, n_out, recycled, weighting, sizes):
-    return pooled_cluster_reduction(scores, similarity, n_out), scores, "mean"
+    return pooled_cluster_reduction(scores, similarity, n_out).combining(scores, "mean")
 
 
 def _tome(scores, similarity, n_out, recycled, weighting, sizes):
     sizes = torch.ones(scores.shape[0], device=scores.device) if sizes is None else sizes
-    return bipartite_reduction(similarity, n_out), sizes, "score"
+    return bipartite_reduction(similarity, n_out).combining(sizes, "score")
 
 
 # Where a method usually runs, as its paper places it; the layers follow each model's depths.
@@ -154,12 +152,12 @@ def select(
     recycled: int,
     weighting: str,
     sizes: torch.Tensor | None = None,
-) -> tuple[Reduction, torch.Tensor, str]:
-    """The reduction method ``name`` makes of one group of ``n`` tokens down to ``n_out``.
+) -> Reduction:
+    """The reduction method ``name`` makes of one group of ``n`` tokens down to ``n_out``, carrying how its
+    recycled tokens combine their groups (``Reduction.apply``).
 
-    Returns the reduction plus the weights and weighting that ``apply_reduction`` must combine its
-    groups with. ``recycled`` is the requested number of recycled tokens (iLLaVA only); ``sizes``
-    are ToMe's token sizes (ones when None).
+    ``recycled`` is the requested number of recycled tokens and ``weighting`` their weighting (the methods
+    that recycle as asked); ``sizes`` are ToMe's token sizes (ones when None).
     """
     return method(name).select(scores, similarity, n_out, recycled, weighting, sizes)
 

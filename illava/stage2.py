@@ -26,7 +26,7 @@ import torch
 
 from .backbones import Backbone
 from .config import MergeConfig
-from .merge import KEPT, apply_reduction, recycled_values, stage_targets, text_raters
+from .merge import KEPT, text_raters
 from .methods import method
 from .methods import select as select_reduction
 
@@ -38,6 +38,24 @@ class _Segment:
     layer: int
     index: torch.Tensor
     valid: torch.Tensor
+
+
+@dataclass
+class _Run:
+    """One forward call's state as the layer loop reads it; a stage-2 cut or a decoding step's re-masking
+    changes what the later layers get."""
+
+    hidden: torch.Tensor
+    cache: object
+    past: int
+    use_cache: bool
+    attention_mask: torch.Tensor
+    rotary: tuple
+    text_position_ids: torch.Tensor | None
+    visual_positions: torch.Tensor | None
+    layer_features: list | None
+    mask: object = None
+    padding: object = None
 
 
 @dataclass
@@ -79,9 +97,37 @@ class Stage2:
         use_cache=None,
         **kwargs,
     ):
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
+        run = self._normalised(input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, kwargs)
+        state = self._start_prefill(run) if run.past == 0 else None
+        segment_at = {segment.layer: segment for segment in self.segments}
+        hidden = layer_input = run.hidden
+        for index, layer in enumerate(self.text_model.layers):
+            if state is not None and index in self.config.stage2_layers:
+                hidden = self._cut(index, layer_input, hidden, run, state)
+            elif state is None and index in segment_at:
+                self._remask(segment_at[index], hidden, run, index)
+            layer_input = hidden
+            hidden = layer(
+                hidden,
+                attention_mask=run.padding if index in self.linear_layers else run.mask,
+                position_embeddings=run.rotary,
+                position_ids=run.text_position_ids,
+                use_cache=run.use_cache,
+                **{_cache_argument(): run.cache},
+                **kwargs,
+            )
+            if run.layer_features is not None and index < len(run.layer_features):
+                hidden = self.backbone.add_layer_features(hidden, run.visual_positions, run.layer_features[index])
+        if state is not None:
+            self.record = state.record(self.visual_mask)
+        return BaseModelOutputWithPast(last_hidden_state=self.text_model.norm(hidden), **{_cache_argument(): run.cache})
+
+    def _normalised(self, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, kwargs) -> "_Run":
+        """The call's arguments as the layer loop reads them, as the model's own forward would prepare them."""
         from transformers.cache_utils import DynamicCache
         from transformers.masking_utils import create_causal_mask
-        from transformers.modeling_outputs import BaseModelOutputWithPast
 
         model = self.text_model
         # Before transformers 5.24 the cache argument was named past_key_values.
@@ -89,12 +135,9 @@ class Stage2:
             cache = kwargs.pop("past_key_values", None)
         # Features some models add to the visual tokens after each of the first layers (DeepStack).
         extra = self.backbone.pop_layer_features(kwargs)
-        visual_positions = extra.visual_mask if extra is not None else None
-        layer_features = extra.features if extra is not None else None
         if inputs_embeds is None:
             inputs_embeds = model.embed_tokens(input_ids)
-        if use_cache is None:
-            use_cache = model.config.use_cache
+        use_cache = model.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=model.config)
         past = cache.get_seq_length() if cache is not None else 0
@@ -110,58 +153,48 @@ class Stage2:
             text_position_ids, position_ids = position_ids[0], position_ids[1:]
         if attention_mask is None:
             attention_mask = torch.ones(batch, past + length, dtype=torch.long, device=inputs_embeds.device)
-        mask = create_causal_mask(
-            config=model.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=text_position_ids,
-            **{_cache_argument(): cache},
+        run = _Run(
+            hidden=inputs_embeds, cache=cache, past=past, use_cache=use_cache, attention_mask=attention_mask,
+            rotary=model.rotary_emb(inputs_embeds, position_ids), text_position_ids=text_position_ids,
+            visual_positions=extra.visual_mask if extra is not None else None,
+            layer_features=extra.features if extra is not None else None,
         )
-        padding = self._padding(inputs_embeds, attention_mask, cache)
-        hidden = inputs_embeds
-        rotary = model.rotary_emb(hidden, position_ids)
-        prefill = past == 0
-        if prefill:
-            self.segments = []
-            self.prefill_length = length
-            self.record = Stage2Record()
-            state = _PrefillState.start(attention_mask.bool(), self.visual_mask)
-            if method(self.config.method).ranks_by == "raters":
-                state.raters = _raters(inputs_embeds, state, self.score_position)
-        segment_at = {segment.layer: segment for segment in self.segments}
-        layer_input = hidden
-        for index, layer in enumerate(model.layers):
-            if prefill and index in self.config.stage2_layers:
-                keys = _cached_keys(cache, index - 1, hidden.shape[1])
-                hidden, rotary, layer_features = self._reduce(
-                    index, model.layers[index - 1], layer_input, keys, hidden, rotary, layer_features, state
-                )
-                visual_positions = state.visual
-                mask = self._mask(hidden, state.valid.long(), cache, index)
-                padding = self._padding(hidden, state.valid.long(), cache)
-                text_position_ids = None
-            elif not prefill and index in segment_at:
-                segment = segment_at[index]
-                full = attention_mask[:, : self.prefill_length].gather(1, segment.index) * segment.valid
-                reduced = torch.cat([full, attention_mask[:, self.prefill_length :]], dim=1)
-                mask = self._mask(hidden, reduced, cache, index)
-                padding = self._padding(hidden, reduced, cache)
-                text_position_ids = None
-            layer_input = hidden
-            hidden = layer(
-                hidden,
-                attention_mask=padding if index in self.linear_layers else mask,
-                position_embeddings=rotary,
-                position_ids=text_position_ids,
-                use_cache=use_cache,
-                **{_cache_argument(): cache},
-                **kwargs,
-            )
-            if layer_features is not None and index < len(layer_features):
-                hidden = self.backbone.add_layer_features(hidden, visual_positions, layer_features[index])
-        if prefill:
-            self.record = state.record(self.visual_mask)
-        return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), **{_cache_argument(): cache})
+        run.mask = create_causal_mask(
+            config=model.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            position_ids=text_position_ids, **{_cache_argument(): cache},
+        )
+        run.padding = self._padding(inputs_embeds, attention_mask, cache)
+        return run
+
+    def _start_prefill(self, run: "_Run") -> "_PrefillState":
+        """Forget the last prompt's cuts and start this one's bookkeeping (SparseVLM's raters chosen here)."""
+        self.segments = []
+        self.prefill_length = run.hidden.shape[1]
+        self.record = Stage2Record()
+        state = _PrefillState.start(run.attention_mask.bool(), self.visual_mask)
+        if method(self.config.method).ranks_by == "raters":
+            state.raters = _raters(run.hidden, state, self.score_position)
+        return state
+
+    def _cut(self, index: int, layer_input, hidden, run: "_Run", state: "_PrefillState") -> torch.Tensor:
+        """Prefill at stage-2 layer ``index``: reduce the visual tokens and give the later layers their masks."""
+        keys = _cached_keys(run.cache, index - 1, hidden.shape[1])
+        hidden, run.rotary, run.layer_features = self._reduce(
+            index, self.text_model.layers[index - 1], layer_input, keys, hidden, run.rotary, run.layer_features, state
+        )
+        run.visual_positions = state.visual
+        run.mask = self._mask(hidden, state.valid.long(), run.cache, index)
+        run.padding = self._padding(hidden, state.valid.long(), run.cache)
+        run.text_position_ids = None
+        return hidden
+
+    def _remask(self, segment: _Segment, hidden, run: "_Run", index: int) -> None:
+        """A decoding step from stage-2 layer ``index`` on: the padding mask of the reduced cache it reads."""
+        full = run.attention_mask[:, : self.prefill_length].gather(1, segment.index) * segment.valid
+        reduced = torch.cat([full, run.attention_mask[:, self.prefill_length :]], dim=1)
+        run.mask = self._mask(hidden, reduced, run.cache, index)
+        run.padding = self._padding(hidden, reduced, run.cache)
+        run.text_position_ids = None
 
     def _mask(self, hidden, attention_mask, cache, layer_index):
         from transformers.masking_utils import create_causal_mask
@@ -196,22 +229,19 @@ class Stage2:
             scores = (attention * weights[..., None]).sum(dim=1)
         else:
             scores = torch.zeros(hidden.shape[:2], device=hidden.device)
-        step = config.stage2_layers.index(index) + 1
-        targets = stage_targets(state.visual_counts0, config.stage2_keep, len(config.stage2_layers), step)
+        targets = config.stage2_schedule.left(state.visual_counts0, index)
         rows, recycled, reductions = [], [], []
         visual_counts = state.visual.sum(-1).tolist()
         for b in range(hidden.shape[0]):
             visual = torch.nonzero(state.visual[b] & state.valid[b]).squeeze(-1)
             text = torch.nonzero(~state.visual[b] & state.valid[b]).squeeze(-1)
-            reduction, weights, weighting = select_reduction(
+            reduction = select_reduction(
                 config.method, scores[b, visual], hidden[b, visual], targets[b],
                 config.stage2_recycled, config.recycle_weighting,
             )
-            values = None
-            if reduction.anchor.numel():
-                values = recycled_values(hidden[b, visual], weights, reduction, weighting)
+            values = reduction.recycled(hidden[b, visual]) if reduction.anchor.numel() else None
             state.mark(b, visual, reduction.status)
-            reductions.append((reduction, weights, weighting))
+            reductions.append(reduction)
             rows.append(torch.sort(torch.cat([text, visual[reduction.kept]])).values)
             recycled.append((visual[reduction.anchor], values))
         width = max(row.numel() for row in rows)
@@ -235,10 +265,7 @@ class Stage2:
 
     def _reduce_rows(self, features: torch.Tensor, counts: list[int], reductions) -> torch.Tensor:
         """Per-visual-token features (all rows' visual tokens in order) reduced as the tokens were."""
-        parts = []
-        for rows, (reduction, weights, weighting) in zip(torch.split(features, counts), reductions):
-            parts.append(apply_reduction(rows, weights, reduction, weighting))
-        return torch.cat(parts)
+        return torch.cat([reduction.apply(rows) for rows, reduction in zip(torch.split(features, counts), reductions)])
 
 
 @functools.cache

@@ -66,12 +66,12 @@ def test_distinct_keeps_the_tokens_unlike_the_picture_and_recycles_the_backgroun
     scores = distinct_scores(features)
     assert set(scores.argsort(descending=True)[:2].tolist()) == {2, 5}
     attention = torch.linspace(1.0, 0.0, 8)  # ignored: distinct needs no attention
-    reduction, weights, _ = select("distinct", attention, features, n_out=3, recycled=1, weighting="score")
+    reduction = select("distinct", attention, features, n_out=3, recycled=1, weighting="score")
     status = reduction.status.tolist()
     assert [i for i, code in enumerate(status) if code == KEPT] == [2, 5]
     # The background is folded into one recycled token, a background token itself.
     assert status.count(RECYCLED) == 1 and status.count(MERGED) == 5 and status.index(RECYCLED) not in (2, 5)
-    assert torch.equal(weights, scores)
+    assert torch.equal(reduction.weights, scores)
 
 
 def test_random_scores_repeat_for_the_same_size():
@@ -82,7 +82,7 @@ def test_random_scores_repeat_for_the_same_size():
 @pytest.mark.parametrize("method", ["fastv", "random", "fastervlm", "pyramiddrop"])
 def test_dropping_methods_recycle_nothing(method):
     scores = torch.rand(20)
-    reduction, _, _ = select(method, scores, torch.randn(20, 4), n_out=5, recycled=3, weighting="score")
+    reduction = select(method, scores, torch.randn(20, 4), n_out=5, recycled=3, weighting="score")
     assert reduction.kept.numel() == 5 and reduction.anchor.numel() == 0
     if method != "random":
         assert set(reduction.kept.tolist()) == set(torch.topk(scores, 5).indices.tolist())
@@ -112,14 +112,14 @@ def test_sparsevlm_pools_the_best_pruned_tokens_and_settles_its_cluster_count():
     features[8:13] = torch.tensor([1.0, 0.0]) + 0.01 * torch.arange(5.0)[:, None]
     features[13:18] = torch.tensor([0.0, 1.0]) + 0.01 * torch.arange(5.0)[:, None]
     features[18:] = torch.randn(22, 2)
-    reduction, weights, weighting = select("sparsevlm", scores, features, n_out=10, recycled=0, weighting="score")
-    assert weighting == "mean" and reduction.kept.numel() == 10
+    reduction = select("sparsevlm", scores, features, n_out=10, recycled=0, weighting="score")
+    assert reduction.weighting == "mean" and reduction.kept.numel() == 10
     assert (reduction.status[:8] == KEPT).all() and (reduction.status[18:] == DROPPED).all()
     anchors = reduction.anchor.tolist()
     assert len(anchors) == 2 and sum(8 <= a < 13 for a in anchors) == 1 and sum(13 <= a < 18 for a in anchors) == 1
     assert len(set(reduction.group[8:13].tolist())) == 1 and len(set(reduction.group[13:18].tolist())) == 1
     assert (reduction.status[8:18] != DROPPED).all() and (reduction.group[18:] == -1).all()
-    merged = apply_reduction(torch.arange(40.0)[:, None], weights, reduction, weighting)
+    merged = reduction.apply(torch.arange(40.0)[:, None])
     assert sorted(merged[:, 0].tolist())[-2:] == pytest.approx([10.0, 15.0])  # each cluster's plain mean
 
 
@@ -141,8 +141,8 @@ def test_sparsevlm_raters_are_the_text_tokens_the_visual_tokens_lean_on():
 
 
 def test_illava_recycles_what_was_asked():
-    reduction, _, weighting = select("illava", torch.rand(20), torch.randn(20, 4), n_out=5, recycled=2, weighting="paper")
-    assert reduction.anchor.numel() == 2 and weighting == "paper"
+    reduction = select("illava", torch.rand(20), torch.randn(20, 4), n_out=5, recycled=2, weighting="paper")
+    assert reduction.anchor.numel() == 2 and reduction.weighting == "paper"
 
 
 @pytest.mark.parametrize(

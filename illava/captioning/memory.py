@@ -12,7 +12,6 @@ import torch
 
 from ..config import MergeConfig
 from ..loading import LVLM
-from ..merge import stage_targets
 from ..methods import method
 
 # Largest batch the budget may pick: beyond it padding and decoding overheads outweigh what batching saves.
@@ -23,13 +22,13 @@ FREE_SHARE = 0.8
 
 def layer_lengths(config: MergeConfig, llm_depth: int, prompt_tokens: int, visual_tokens: int, new_tokens: int) -> list[int]:
     """Tokens each decoder layer caches by the end of generation: the whole prompt before the first stage-2
-    layer, the prompt less what stage 2 removed from its layers on (its schedule, ``merge.stage_targets``,
+    layer, the prompt less what stage 2 removed from its layers on (its schedule, ``MergeConfig.stage2_schedule``,
     plus the recycled tokens), and the generated tokens in every layer."""
     lengths, removed = [], 0
     layers = config.stage2_layers if config.stage2_active else ()
     for layer in range(llm_depth):
         if layer in layers:
-            kept = stage_targets([visual_tokens], config.stage2_keep, len(layers), layers.index(layer) + 1)[0]
+            kept = config.stage2_schedule.left([visual_tokens], layer)[0]
             removed = max(0, visual_tokens - kept - config.stage2_recycled)
         lengths.append(prompt_tokens - removed + new_tokens)
     return lengths

@@ -64,7 +64,8 @@ def build_lvlm(arch: str, device: torch.device, dtype: torch.dtype, llm_layers: 
 
     from ..backbones import backbone_for
     from ..loading import LVLM
-    from ..testing.models import byte_level_tokenizer, model_config, processor_for
+    from ..testing.models import model_config, processor_for
+    from ..testing.text import byte_level_tokenizer
 
     kind, text, vision = ARCHES[arch]
     text = replace(text, num_hidden_layers=llm_layers or text.num_hidden_layers)
@@ -285,40 +286,44 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         shapes = runs[methods[1]][0].shapes
         base = median_run(runs["vanilla"])
         for method in methods:
-            med = median_run(runs[method])
             config = MergeConfig() if method == "vanilla" else config_for(method, inputs)
             estimate = cost.estimate(shapes, text_tokens, config)
-            ttft = med["vit_s"] + med["prefill_s"]
-            new = runs[method][0].new_tokens
-            name, _, budget = method.partition("@")
-            row = {
-                "arch": args.arch,
-                "depth": depth,
-                "input": input_name,
-                "method": "vanilla transformers" if method == "vanilla" else "illava",
-                "preset": None if method == "vanilla" else name,
-                "budget": float(budget) if budget else None,
-                "config": config.to_dict(),
-                "work": estimate.work,
-                "predicted_speedup": estimate.speedup,
-                "visual_tokens": runs[method][0].visual_tokens,
-                "vit_s": med["vit_s"],
-                "prefill_s": ttft,
-                "llm_prefill_s": med["prefill_s"],
-                "decode_tok_s": new / med["decode_s"] if med["decode_s"] > 0 else None,
-                "throughput_tok_s": new / (ttft + med["decode_s"]),
-                "peak_mem_bytes": med["peak_mem_bytes"],
-                "peak_extra_bytes": med["peak_extra_bytes"],
-                "speedup_prefill": (base["vit_s"] + base["prefill_s"]) / ttft,
-                "memory_ratio": med["peak_mem_bytes"] / base["peak_mem_bytes"],
-                "extra_memory_ratio": med["peak_extra_bytes"] / max(1, base["peak_extra_bytes"]),
-            }
-            row["measured_over_predicted"] = row["speedup_prefill"] / row["predicted_speedup"]
+            row = {"arch": args.arch, "depth": depth, "input": input_name,
+                   **_timed_row(method, config, estimate, runs[method], base)}
             rows.append(row)
             log(_row_line(row))
     return {"device": str(device), "device_name": device_name(device), "dtype": str(dtype).replace("torch.", ""),
             "new_tokens": args.new_tokens,
             "repeats": args.repeats, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def _timed_row(method: str, config: MergeConfig, estimate, runs: list["Run"], base: dict) -> dict[str, Any]:
+    """One result row: ``method``'s settings, its work and predicted speedup, and its medians against vanilla's."""
+    med = median_run(runs)
+    ttft = med["vit_s"] + med["prefill_s"]
+    new = runs[0].new_tokens
+    name, _, budget = method.partition("@")
+    row = {
+        "method": "vanilla transformers" if method == "vanilla" else "illava",
+        "preset": None if method == "vanilla" else name,
+        "budget": float(budget) if budget else None,
+        "config": config.to_dict(),
+        "work": estimate.work,
+        "predicted_speedup": estimate.speedup,
+        "visual_tokens": runs[0].visual_tokens,
+        "vit_s": med["vit_s"],
+        "prefill_s": ttft,
+        "llm_prefill_s": med["prefill_s"],
+        "decode_tok_s": new / med["decode_s"] if med["decode_s"] > 0 else None,
+        "throughput_tok_s": new / (ttft + med["decode_s"]),
+        "peak_mem_bytes": med["peak_mem_bytes"],
+        "peak_extra_bytes": med["peak_extra_bytes"],
+        "speedup_prefill": (base["vit_s"] + base["prefill_s"]) / ttft,
+        "memory_ratio": med["peak_mem_bytes"] / base["peak_mem_bytes"],
+        "extra_memory_ratio": med["peak_extra_bytes"] / max(1, base["peak_extra_bytes"]),
+    }
+    row["measured_over_predicted"] = row["speedup_prefill"] / row["predicted_speedup"]
+    return row
 
 
 def bench_methods(presets, budgets) -> list[str]:

@@ -3,6 +3,6 @@
 Nothing here is used by the core library; tests, the benchmark and the demo build their models with it.
 """
 
-from .models import ARCHES, build_model_folder, processor_for
+from .models import build_model_folder, fixtures, processor_for
 
-__all__ = ["ARCHES", "build_model_folder", "processor_for"]
+__all__ = ["build_model_folder", "fixtures", "processor_for"]

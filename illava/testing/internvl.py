@@ -7,6 +7,7 @@ InternVL's dynamic tiling does (up to twelve at full size).
 
 from __future__ import annotations
 
+from .fixture import Fixture
 from .text import named_token_tokenizer, set_generation_ids, text_config
 
 QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1e6}
@@ -90,3 +91,6 @@ def processor(tokenizer):
         image_seq_length=TOKENS_PER_TILE,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+FIXTURES = {"internvl": Fixture(tokenizer, model_config, lambda tokenizer_, min_pixels, max_pixels: processor(tokenizer_))}

@@ -7,6 +7,7 @@ Tiles are 70 pixels, 5x5 SigLIP tokens: an odd side like the real 27x27, so vide
 
 from __future__ import annotations
 
+from .fixture import Fixture
 from .text import byte_level_tokenizer, set_generation_ids, text_config
 
 QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1e6}
@@ -87,3 +88,6 @@ def processor(tokenizer):
         vision_feature_select_strategy="full",
         chat_template=CHAT_TEMPLATE,
     )
+
+
+FIXTURES = {"llava_onevision": Fixture(tokenizer, model_config, lambda tokenizer_, min_pixels, max_pixels: processor(tokenizer_))}

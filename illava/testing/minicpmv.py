@@ -9,6 +9,7 @@ slices of that size, as MiniCPM-V's slicing does at 448 pixels. The text model m
 
 from __future__ import annotations
 
+from .fixture import Fixture
 from .text import named_token_tokenizer, set_generation_ids, text_config
 
 PATCH = 14
@@ -105,3 +106,6 @@ def processor(tokenizer):
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+FIXTURES = {"minicpmv": Fixture(tokenizer, model_config, lambda tokenizer_, min_pixels, max_pixels: processor(tokenizer_))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from illava.lab import scenes
-from illava.testing.models import CHAT_TEMPLATE, SPECIAL_TOKENS
+from illava.testing.text import CHAT_TEMPLATE, SPECIAL_TOKENS
 
 IMAGE_MIN_PIXELS, IMAGE_MAX_PIXELS = 56 * 56, 224 * 224
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 56 * 56, 160 * 160

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...config import MergeConfig
-from ...merge import KEPT, apply_reduction, merged_sizes
+from ...merge import KEPT, merged_sizes
 from ...methods import select
 
 
@@ -32,7 +32,7 @@ def reduce_groups(
     grouped = hidden[order]
     n_out = min(order.shape[0], target)
     group_sizes = sizes[group_ids]
-    reduction, weights, weighting = select(
+    reduction = select(
         config.method,
         scores[order].sum(-1),
         grouped.flatten(1),
@@ -44,6 +44,6 @@ def reduce_groups(
     status[group_ids] = torch.where(reduction.status == KEPT, status[group_ids], reduction.status)
     sizes[group_ids[reduction.kept]] = merged_sizes(group_sizes, reduction)
     rows = order[reduction.kept].reshape(-1)
-    values = apply_reduction(grouped, weights, reduction, weighting).flatten(0, 1)
+    values = reduction.apply(grouped).flatten(0, 1)
     raster = torch.argsort(rows)
     return rows[raster], values[raster]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ...config import MergeConfig
-from ...merge import KEPT, stage_targets
+from ...merge import KEPT
 from ...methods import EncoderScorer, encoder_scorer
 from ..common.group_reduction import reduce_groups
 from ..common.ragged import run_ragged
@@ -39,8 +39,7 @@ class GroupReducer:
         self.status = [torch.full((groups,), KEPT, dtype=torch.int8, device=device) for _ in range(tiles)]
         # ToMe's token sizes: how many original groups each current group stands for.
         self.sizes = [torch.ones(groups, device=device) for _ in range(tiles)]
-        layers = len(config.stage1_layers)
-        self.targets = [stage_targets([groups] * tiles, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
+        self.targets = config.stage1_schedule.steps([groups] * tiles)
 
     def group_of(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(group, place in the group) of each patch id; places follow pixel shuffle's channel order."""

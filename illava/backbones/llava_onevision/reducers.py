@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...config import MergeConfig
-from ...merge import DROPPED, KEPT, apply_reduction, merged_sizes, stage_targets
+from ...merge import DROPPED, KEPT, merged_sizes
 from ...methods import select
 
 # Methods that keep or drop tokens without merging them, the only ones a pooled video cell allows.
@@ -33,11 +33,7 @@ class TokenReducer:
         # ToMe's token sizes: how many original tokens each current token stands for.
         self.sizes = [torch.ones(int(c.numel()), device=device) for c in cells]
         budgets = [max(1, round(n / s)) if n else 0 for n, s in zip(counts, shrink)]
-        layers = len(config.stage1_layers)
-        self.targets = [
-            [min(n, t) for n, t in zip(counts, stage_targets(budgets, config.stage1_keep, layers, step))]
-            for step in range(1, layers + 1)
-        ]
+        self.targets = [[min(n, t) for n, t in zip(counts, step)] for step in config.stage1_schedule.steps(budgets)]
 
     def __call__(self, step, tile, scores, hidden, ids):
         config = self.config
@@ -45,14 +41,14 @@ class TokenReducer:
         n_out = min(candidates.numel(), self.targets[step - 1][tile])
         local = hidden[candidates]
         sizes = self.sizes[tile][candidates]
-        reduction, weights, weighting = select(
+        reduction = select(
             config.method, scores[candidates], local, n_out, config.stage1_recycled, config.recycle_weighting, sizes
         )
         status = self.status[tile]
         original = ids[candidates]
         status[original] = torch.where(reduction.status == KEPT, status[original], reduction.status)
         self.sizes[tile] = merged_sizes(sizes, reduction)
-        return candidates[reduction.kept], apply_reduction(local, weights, reduction, weighting)
+        return candidates[reduction.kept], reduction.apply(local)
 
 
 class CellReducer:
@@ -78,9 +74,8 @@ class CellReducer:
         self.weights = weights.float().to(device)
         self.footprint = self.weights != 0
         self.status = [torch.full((weights.shape[0],), KEPT, dtype=torch.int8, device=device) for _ in range(frames)]
-        layers = len(config.stage1_layers)
         cells = [weights.shape[0]] * frames
-        self.targets = [stage_targets(cells, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
+        self.targets = config.stage1_schedule.steps(cells)
 
     def __call__(self, step, tile, scores, hidden, ids):
         footprint = self.footprint
@@ -94,7 +89,7 @@ class CellReducer:
         token_scores[ids] = scores.float()
         cell_scores = (self.weights @ token_scores)[alive]
         n_out = min(alive.numel(), self.targets[step - 1][tile])
-        reduction = select(self.method, cell_scores, cell_scores[:, None], n_out, 0, "score")[0]
+        reduction = select(self.method, cell_scores, cell_scores[:, None], n_out, 0, "score")
         status[alive] = torch.where(reduction.status == KEPT, status[alive], reduction.status)
         needed = footprint[alive[reduction.kept]].any(0)
         keep = torch.nonzero(needed[ids]).squeeze(-1)

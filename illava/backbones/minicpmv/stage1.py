@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ...config import MergeConfig
-from ...merge import KEPT, stage_targets
+from ...merge import KEPT
 from ...methods import EncoderScorer, encoder_scorer
 from ..common.group_reduction import reduce_groups
 from ..common.ragged import run_ragged
@@ -57,8 +57,7 @@ class BlockReducer:
         self.status = [torch.full((n,), KEPT, dtype=torch.int8, device=device) for n in blocks]
         # ToMe's token sizes: how many original blocks each current block stands for.
         self.sizes = [torch.ones(n, device=device) for n in blocks]
-        layers = len(config.stage1_layers)
-        self.targets = [stage_targets(blocks, config.stage1_keep, layers, step) for step in range(1, layers + 1)]
+        self.targets = config.stage1_schedule.steps(blocks)
 
     def __call__(
         self, step: int, index: int, part: Slice, scores: torch.Tensor, hidden: torch.Tensor

@@ -10,18 +10,40 @@ true neighbours and every kept patch keeps its real 2D rotary position; the atte
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ...config import MergeConfig, Resolution
-from ...merge import KEPT, apply_reduction, merged_sizes, stage_targets
+from ...merge import KEPT, merged_sizes
 from ...methods import EncoderScorer, encoder_scorer, select
 from ..common.ragged import run_ragged
 from ..base import Backbone, EncodedVision, ItemShape, register
 from .layout import QwenLayout, qwen_layouts
 from .video import preprocess
+
+
+@dataclass
+class _EncoderPass:
+    """The ViT's state between blocks: merge groups (``unit`` patches each) in the blocks' order, their
+    rotary angles, segment and window boundaries, stage-1 codes and ToMe sizes per original group, and the
+    features carried from inside the encoder (DeepStack)."""
+
+    hidden: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    groups: "_Groups"
+    n_segments: int
+    segment_groups0: list[int]
+    status: torch.Tensor
+    sizes: torch.Tensor
+    windowed: bool
+    carried: list = field(default_factory=list)
+    cu_full: torch.Tensor | None = None
+    cu_win: torch.Tensor | None = None
+    max_full: int | None = None
+    max_win: int | None = None
 
 
 @dataclass
@@ -156,6 +178,43 @@ class QwenVLBackbone(Backbone):
     def encode_vision(
         self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, config: MergeConfig, check_interrupt=None
     ) -> EncodedVision:
+        visual = self.visual
+        run = self._start_pass(pixel_values, grid_thw)
+        targets = {layer: config.stage1_schedule.left(run.segment_groups0, layer) for layer in config.stage1_layers}
+        # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
+        projections: dict[int, torch.Tensor] = {}
+        hooks = [
+            visual.blocks[layer - 1].attn.qkv.register_forward_hook(
+                lambda module, args, out, at=layer - 1: projections.__setitem__(at, out)
+            )
+            for layer in targets
+        ]
+        try:
+            # One pass beyond the last block, so that a stage-1 layer equal to the depth reduces the
+            # encoder's output.
+            for index in range(len(visual.blocks) + 1):
+                if check_interrupt is not None:
+                    check_interrupt()
+                if index in targets:
+                    self._cut(run, index, projections.pop(index - 1), targets[index], config)
+                if index < len(visual.blocks):
+                    self._run_block(run, index)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        merged = visual.merger(run.hidden.reshape(-1, run.hidden.shape[-1]))
+        raster_order = torch.argsort(run.groups.raster)
+        return _split_items(
+            merged[raster_order],
+            [c[raster_order] for c in run.carried],
+            run.groups.raster[raster_order],
+            self.layouts(grid_thw),
+            self.merge_unit,
+            run.status,
+        )
+
+    def _start_pass(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> "_EncoderPass":
+        """The patch embeddings in the first block's (window) order, with their rotary angles and segments."""
         from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
         visual = self.visual
@@ -165,8 +224,7 @@ class QwenVLBackbone(Backbone):
         position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
         cu_seqlens = get_vision_cu_seqlens(grid_thw).to(device)
         hidden = self.embed_patches(pixel_values, grid_thw)
-        n_tokens = hidden.shape[0]
-        n_groups = n_tokens // unit
+        n_groups = hidden.shape[0] // unit
         if windowed:
             order, cu_window = get_vision_window_index(
                 grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size
@@ -174,89 +232,65 @@ class QwenVLBackbone(Backbone):
             order = order.to(device)
         else:
             order = torch.arange(n_groups, device=device)
-        hidden = hidden.reshape(n_groups, unit, -1)[order]
         cos, sin = visual.rotary_pos_emb(hidden, position_ids.to(device))
-        cos = cos.reshape(n_groups, unit, -1)[order]
-        sin = sin.reshape(n_groups, unit, -1)[order]
         positions = torch.arange(n_groups, device=device) * unit
-        segment_of_raster = torch.bucketize(positions, cu_seqlens[1:], right=True)
         groups = _Groups(
             raster=order,
-            segment=segment_of_raster[order],
+            segment=torch.bucketize(positions, cu_seqlens[1:], right=True)[order],
             window=torch.bucketize(positions, cu_window.to(device)[1:], right=True) if windowed else None,
         )
         n_segments = cu_seqlens.numel() - 1
-        segment_groups0 = torch.bincount(groups.segment, minlength=n_segments).tolist()
-        status = torch.full((n_groups,), KEPT, dtype=torch.int8, device=device)
-        layers = config.stage1_layers
-        targets = {
-            layer: stage_targets(segment_groups0, config.stage1_keep, len(layers), j + 1) for j, layer in enumerate(layers)
-        }
-
-        cu_full = cu_seqlens
-        cu_win = _window_cu(groups.window, unit) if windowed else None
-        # Flash attention's longest sequence is read off the device once per change, not once per block.
-        max_full, max_win = _max_lengths(cu_full, cu_win, visual.config)
-        # Features taken from inside the encoder (DeepStack), reduced together with the hidden states.
-        carried: list[torch.Tensor] = []
-        # The block before each stage-1 layer hands over its q/k/v projection instead of recomputing it.
-        projections: dict[int, torch.Tensor] = {}
-        hooks = [
-            visual.blocks[layer - 1].attn.qkv.register_forward_hook(
-                lambda module, args, out, at=layer - 1: projections.__setitem__(at, out)
-            )
-            for layer in targets
-        ]
-        sizes = torch.ones(n_groups, device=device)
-        try:
-            # One pass beyond the last block, so that a stage-1 layer equal to the depth reduces the
-            # encoder's output.
-            for index in range(len(visual.blocks) + 1):
-                if check_interrupt is not None:
-                    check_interrupt()
-                if index in targets:
-                    qkv = projections.pop(index - 1)
-                    if config.scored:
-                        attn = visual.blocks[index - 1].attn
-                        scores = self.group_scores(attn, qkv, (cos, sin), cu_full, encoder_scorer(config.method, config.score_chunk))
-                    else:
-                        scores = torch.zeros(hidden.shape[0], device=device)
-                    keep_index, hidden, carried, status, sizes = _reduce_segments(
-                        hidden, carried, scores, sizes, groups, cu_full, unit, targets[index], config, status
-                    )
-                    groups = groups.take(keep_index)
-                    cos, sin = cos[keep_index], sin[keep_index]
-                    cu_full = _counts_cu(groups.segment, n_segments, unit)
-                    cu_win = _window_cu(groups.window, unit) if windowed else None
-                    max_full, max_win = _max_lengths(cu_full, cu_win, visual.config)
-                if index == len(visual.blocks):
-                    break
-                block = visual.blocks[index]
-                flat = hidden.reshape(-1, hidden.shape[-1])
-                full = not windowed or index in visual.fullatt_block_indexes
-                flat = block(
-                    flat,
-                    cu_seqlens=cu_full if full else cu_win,
-                    max_seqlen=max_full if full else max_win,
-                    position_embeddings=(cos.reshape(flat.shape[0], -1), sin.reshape(flat.shape[0], -1)),
-                )
-                hidden = flat.reshape(-1, unit, flat.shape[-1])
-                inner = self.inner_features(index, flat)
-                if inner is not None:
-                    carried.append(inner)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        merged = visual.merger(hidden.reshape(-1, hidden.shape[-1]))
-        raster_order = torch.argsort(groups.raster)
-        return _split_items(
-            merged[raster_order],
-            [c[raster_order] for c in carried],
-            groups.raster[raster_order],
-            self.layouts(grid_thw),
-            unit,
-            status,
+        run = _EncoderPass(
+            hidden=hidden.reshape(n_groups, unit, -1)[order],
+            cos=cos.reshape(n_groups, unit, -1)[order],
+            sin=sin.reshape(n_groups, unit, -1)[order],
+            groups=groups,
+            n_segments=n_segments,
+            segment_groups0=torch.bincount(groups.segment, minlength=n_segments).tolist(),
+            status=torch.full((n_groups,), KEPT, dtype=torch.int8, device=device),
+            sizes=torch.ones(n_groups, device=device),
+            windowed=windowed,
         )
+        self._recount(run, cu_seqlens)
+        return run
+
+    def _recount(self, run: "_EncoderPass", cu_full: torch.Tensor) -> None:
+        """The segments' and windows' boundaries after a change of tokens."""
+        run.cu_full = cu_full
+        run.cu_win = _window_cu(run.groups.window, self.merge_unit) if run.windowed else None
+        # Flash attention's longest sequence is read off the device once per change, not once per block.
+        run.max_full, run.max_win = _max_lengths(run.cu_full, run.cu_win, self.visual.config)
+
+    def _cut(self, run: "_EncoderPass", index: int, qkv: torch.Tensor, targets: list[int], config: MergeConfig) -> None:
+        """Stage 1 before block ``index``: each segment reduced to its target, scored with the block before."""
+        if config.scored:
+            attn = self.visual.blocks[index - 1].attn
+            scorer = encoder_scorer(config.method, config.score_chunk)
+            scores = self.group_scores(attn, qkv, (run.cos, run.sin), run.cu_full, scorer)
+        else:
+            scores = torch.zeros(run.hidden.shape[0], device=run.hidden.device)
+        keep_index, run.hidden, run.carried, run.status, run.sizes = _reduce_segments(
+            run.hidden, run.carried, scores, run.sizes, run.groups, run.cu_full, self.merge_unit, targets, config, run.status
+        )
+        run.groups = run.groups.take(keep_index)
+        run.cos, run.sin = run.cos[keep_index], run.sin[keep_index]
+        self._recount(run, _counts_cu(run.groups.segment, run.n_segments, self.merge_unit))
+
+    def _run_block(self, run: "_EncoderPass", index: int) -> None:
+        """Encoder block ``index`` over every kept token, in its window or its whole frame."""
+        visual = self.visual
+        flat = run.hidden.reshape(-1, run.hidden.shape[-1])
+        full = not run.windowed or index in visual.fullatt_block_indexes
+        flat = visual.blocks[index](
+            flat,
+            cu_seqlens=run.cu_full if full else run.cu_win,
+            max_seqlen=run.max_full if full else run.max_win,
+            position_embeddings=(run.cos.reshape(flat.shape[0], -1), run.sin.reshape(flat.shape[0], -1)),
+        )
+        run.hidden = flat.reshape(-1, self.merge_unit, flat.shape[-1])
+        inner = self.inner_features(index, flat)
+        if inner is not None:
+            run.carried.append(inner)
 
     def embed_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Patch embeddings in raster (2x2-group-major) order, as the encoder's first block sees them."""
@@ -299,13 +333,13 @@ def _reduce_segments(hidden, carried, scores, sizes, groups: _Groups, cu_full, u
     for segment, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         n = end - start
         local = hidden[start:end]
-        reduction, weights, weighting = select(
+        reduction = select(
             config.method, scores[start:end], local.reshape(n, -1), targets[segment],
             config.stage1_recycled, config.recycle_weighting, sizes[start:end],
         )
-        hidden_parts.append(apply_reduction(local, weights, reduction, weighting))
+        hidden_parts.append(reduction.apply(local))
         for parts, feature in zip(carried_parts, carried):
-            parts.append(apply_reduction(feature[start:end], weights, reduction, weighting))
+            parts.append(reduction.apply(feature[start:end]))
         size_parts.append(merged_sizes(sizes[start:end], reduction))
         kept_parts.append(reduction.kept + start)
         raster = groups.raster[start:end]
