@@ -145,13 +145,15 @@ def encode(
         pixel_values, grid = backbone.image_inputs(lvlm.processor, to_pil_images(images), resolution)
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "image", config, check_interrupt)
         vit_s += seconds
-        items.extend(_item("image", encoded, i, pixel_values) for i in range(len(encoded.features)))
+        normalisation = _normalisation(lvlm.processor.image_processor)
+        items.extend(_item("image", encoded, i, pixel_values, normalisation) for i in range(len(encoded.features)))
     if video is not None:
         frames = load_video(video, fps, max_frames, video_fps)
         pixel_values, grid = backbone.video_inputs(lvlm.processor, frames)
         encoded, seconds = _timed_encoder(lvlm, pixel_values, grid, "video", config, check_interrupt)
         vit_s += seconds
-        items.append(_item("video", encoded, 0, pixel_values, frames.fps, frames.metadata()))
+        normalisation = _normalisation(lvlm.processor.video_processor)
+        items.append(_item("video", encoded, 0, pixel_values, normalisation, frames.fps, frames.metadata()))
     estimate = cost_model(backbone).estimate([item.layout for item in items], TYPICAL_TEXT_TOKENS, config)
     return VisualTokens(items=tuple(items), config=config, vit_s=vit_s, model_id=lvlm.model_id, estimate=estimate)
 
@@ -169,9 +171,15 @@ def _timed_encoder(lvlm: LVLM, pixel_values, grid, kind: str, config: MergeConfi
     return encoded, time.perf_counter() - start
 
 
-def _item(kind: str, encoded: EncodedVision, index: int, host_pixels, video_fps=None, video_metadata=None) -> VisualItem:
+def _normalisation(processor) -> tuple[list[float], list[float]]:
+    """The (mean, std) an image or video processor normalised its pixels with, which a preview undoes."""
+    return processor.image_mean, processor.image_std
+
+
+def _item(kind: str, encoded: EncodedVision, index: int, host_pixels, normalisation, video_fps=None,
+          video_metadata=None) -> VisualItem:
     # Previews are drawn from the processor's pixels, still on the host, never from the device copy.
-    layout = dataclasses.replace(encoded.layouts[index], pixels=host_pixels)
+    layout = dataclasses.replace(encoded.layouts[index], pixels=host_pixels, normalisation=normalisation)
     return VisualItem(
         kind=kind,
         layout=layout,

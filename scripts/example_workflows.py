@@ -94,6 +94,14 @@ class Workflow:
         source["outputs"][slot]["links"].append(link_id)
         target["inputs"][target_slot]["link"] = link_id
 
+    def encode_and_answer(self, model: dict, source: tuple[dict, str], config: dict, encoded: dict, answer: dict) -> None:
+        """Link Load LVLM, ``source`` (node, output) and a Merge Config into an Encode node, and on to a Generate node."""
+        self.link(model, "lvlm", encoded, "lvlm")
+        self.link(source[0], source[1], encoded, source[1])
+        self.link(config, "config", encoded, "config")
+        self.link(model, "lvlm", answer, "lvlm")
+        self.link(encoded, "visuals", answer, "visuals")
+
     def write(self, name: str) -> None:
         workflow = {
             "last_node_id": len(self.nodes),
@@ -131,11 +139,7 @@ def merging_off_and_on(mappings: dict) -> None:
         config = w.node("iLLaVA_MergeConfig", (310, y), (270, 300), title=title, **values)
         encoded = w.node("iLLaVA_EncodeImage", (600, y), (250, 300), title=f"Encode ({name})")
         answer = w.node("iLLaVA_Generate", (870, y), (340, 580), title=f"Generate ({name})", prompt=IMAGE_QUESTION, max_new_tokens=16)
-        w.link(model, "lvlm", encoded, "lvlm")
-        w.link(example, "image", encoded, "image")
-        w.link(config, "config", encoded, "config")
-        w.link(model, "lvlm", answer, "lvlm")
-        w.link(encoded, "visuals", answer, "visuals")
+        w.encode_and_answer(model, (example, "image"), config, encoded, answer)
     maps = w.node("iLLaVA_PreviewTokens", (10, 1230), (840, 520), title="what auto kept (stage 1, then stage 2)")
     w.link(encoded, "visuals", maps, "visuals")
     w.link(answer, "trace", maps, "trace")
@@ -158,11 +162,7 @@ def papers_peers(mappings: dict) -> None:
         encoded = w.node("iLLaVA_EncodeImage", (x, y + 350), (220, 220), title=f"Encode ({title})")
         answer = w.node("iLLaVA_Generate", (x + 230, y), (220, 570), title=f"Generate ({title})", prompt=IMAGE_QUESTION,
                         max_new_tokens=16)
-        w.link(model, "lvlm", encoded, "lvlm")
-        w.link(example, "image", encoded, "image")
-        w.link(config, "config", encoded, "config")
-        w.link(model, "lvlm", answer, "lvlm")
-        w.link(encoded, "visuals", answer, "visuals")
+        w.encode_and_answer(model, (example, "image"), config, encoded, answer)
     w.write("Compare iLLaVA with the paper's peers at the same work")
 
 
@@ -175,11 +175,7 @@ def video_question(mappings: dict) -> None:
     answer = w.node("iLLaVA_Generate", (610, 10), (340, 580), prompt=VIDEO_QUESTION, max_new_tokens=16)
     truth = w.node("PreviewAny", (970, 10), (240, 260), title="questions and true answers")
     maps = w.node("iLLaVA_PreviewTokens", (310, 640), (900, 460), title="what each stage kept, frame group by frame group")
-    w.link(model, "lvlm", encoded, "lvlm")
-    w.link(example, "video", encoded, "video")
-    w.link(config, "config", encoded, "config")
-    w.link(model, "lvlm", answer, "lvlm")
-    w.link(encoded, "visuals", answer, "visuals")
+    w.encode_and_answer(model, (example, "video"), config, encoded, answer)
     w.link(example, "questions", truth, "source")
     w.link(encoded, "visuals", maps, "visuals")
     w.link(answer, "trace", maps, "trace")

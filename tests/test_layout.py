@@ -148,3 +148,15 @@ def test_every_folder_of_the_library_is_a_package_the_wheel_finds():
 def test_the_command_line_is_a_few_lines_of_dispatch():
     lines = [line for line in (PACKAGE / "__main__.py").read_text().splitlines() if line.strip()]
     assert len(lines) <= 20
+
+
+def test_a_family_missing_a_required_hook_cannot_be_made():
+    class Partial(Backbone):
+        @property
+        def language_model(self):
+            return None
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial(None)
+    required = sorted(Backbone.__abstractmethods__)
+    assert "encode_vision" in required and "image_inputs" in required and "query_scores" not in required

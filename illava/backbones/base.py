@@ -9,6 +9,8 @@ these hooks and calls ``register``.
 
 from __future__ import annotations
 
+import abc
+
 import functools
 import math
 from dataclasses import dataclass, field
@@ -40,21 +42,25 @@ class ItemShape:
 class ItemLayout(ItemShape):
     """One encoded image's or video's shape, and how to draw its preview, the same for every backbone.
 
-    draw: turns the pixel values of the item's call, as the processor made them, into its preview.
-    pixels: those pixel values on the host, bound by ``encode``. The preview is drawn only when
+    draw: turns the pixel values of the item's call, as the processor made them, into its preview
+    (``draw(pixels, mean=..., std=...)``, the processor's normalisation undone).
+    pixels, normalisation: those pixel values on the host and the processor's (mean, std), bound by
+    ``encode``. The preview is drawn only when
     something reads it, so an encode copies no pixels off the device and pays for no picture.
     Adapters subclass it to carry what their own prompt text needs.
     """
 
     draw: Callable[[torch.Tensor], np.ndarray] | None = field(default=None, kw_only=True, repr=False, compare=False)
     pixels: torch.Tensor | None = field(default=None, kw_only=True, repr=False, compare=False)
+    normalisation: tuple[list[float], list[float]] | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     @functools.cached_property
     def preview(self) -> np.ndarray:
         """(views, h, w, 3) uint8: each view as the encoder saw it."""
-        if self.draw is None or self.pixels is None:
+        if self.draw is None or self.pixels is None or self.normalisation is None:
             raise ValueError("this layout carries no pixels to draw a preview from")
-        return self.draw(self.pixels)
+        mean, std = self.normalisation
+        return self.draw(self.pixels, mean=mean, std=std)
 
 
 @dataclass(frozen=True)
@@ -89,11 +95,12 @@ class LayerFeatures:
     features: list[torch.Tensor]
 
 
-class Backbone:
+class Backbone(abc.ABC):
     """Thin adapter around one transformers model class: where its parts are, how to feed and score it.
 
-    Hooks without a default raise NotImplementedError; the defaults fit a model whose processor
-    puts one placeholder per visual feature in the prompt and whose decoder is Llama-style.
+    The hooks a family must write are abstract (an adapter missing one cannot be made); the others have
+    defaults that fit a model whose processor puts one placeholder per visual feature in the prompt and whose
+    decoder is Llama-style.
     """
 
     #: The text model takes (t, h, w) M-RoPE positions; False for plain 1D rotary positions.
@@ -106,19 +113,6 @@ class Backbone:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        # Pixel normalisation, to show the pixels as the encoder saw them; the processor's, once one is seen.
-        self.pixel_mean, self.pixel_std = self.default_normalisation()
-
-    @staticmethod
-    def default_normalisation() -> tuple[list[float], list[float]]:
-        """Pixel mean and std to assume before a processor has been seen."""
-        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-    def seen(self, processor) -> None:
-        """Remember the pixel normalisation of ``processor`` (an image or video processor) for previews."""
-        self.pixel_mean, self.pixel_std = processor.image_mean, processor.image_std
 
     @property
     def config(self):
@@ -127,9 +121,9 @@ class Backbone:
     # --- sizes -------------------------------------------------------------------------------
 
     @property
+    @abc.abstractmethod
     def language_model(self) -> torch.nn.Module:
         """The text model whose ``forward`` stage 2 stands in for (it has ``layers``, ``norm``, ``rotary_emb``)."""
-        raise NotImplementedError
 
     @property
     def llm_depth(self) -> int:
@@ -137,14 +131,14 @@ class Backbone:
         return len(self.language_model.layers)
 
     @property
+    @abc.abstractmethod
     def vit_depth(self) -> int:
         """Vision encoder layers that run (and that stage 1 can reduce before; the depth itself means its output)."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def vision_layers(self) -> torch.nn.ModuleList:
         """The vision encoder's layers in order (the first ``vit_depth`` of them run)."""
-        raise NotImplementedError
 
     @property
     def stage2_choices(self) -> tuple[int, ...] | None:
@@ -179,11 +173,11 @@ class Backbone:
         (None: over its whole view)."""
         return None
 
+    @abc.abstractmethod
     def typical_shapes(self, kind: str, processor=None) -> tuple[ItemShape, ...]:
         """The shapes of a typical input of ``kind``: a 1024x768 image, or a 16-frame 448x448 video, cut as
         ``processor`` (the model's own; its class defaults when None) cuts it. ``auto``, the method
         placements and the readouts fit their budgets on it; every run reports its work on its own input."""
-        raise NotImplementedError
 
     @property
     def context_length(self) -> int:
@@ -199,18 +193,18 @@ class Backbone:
 
     # --- vision: processor inputs and the encoder ---------------------------------------------
 
+    @abc.abstractmethod
     def image_inputs(
         self, processor, images: list, resolution: Resolution = Resolution()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel values, grid) of the PIL images of one prompt, each encoded within ``resolution``'s pixel
         range as this model's processor can honour it; the grid is the adapter's own, handed back to
         ``encode_vision`` and ``stock_encode`` as it is."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def smallest_image_pixels(self, processor) -> int:
         """The fewest pixels this model encodes an image with (one merge group, or one tile for tiling
         models); a ``max_pixels`` below it cannot be honoured."""
-        raise NotImplementedError
 
     def check_resolution(self, processor, resolution: Resolution) -> None:
         """Raise ValueError when ``resolution.max_pixels`` is below the smallest image the model encodes."""
@@ -222,14 +216,15 @@ class Backbone:
                 f"({side}x{side} = {smallest} pixels): raise max_pixels, or set 0 for the model's default"
             )
 
+    @abc.abstractmethod
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel values, grid) of one clip's sampled ``video.Frames``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stock_encode(self, pixel_values: torch.Tensor, grid: torch.Tensor, kind: str) -> EncodedVision:
         """The model's own vision encoder, untouched (stage 1 off); ``kind`` is "image" or "video"."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode_vision(
         self,
         pixel_values: torch.Tensor,
@@ -238,7 +233,6 @@ class Backbone:
         check_interrupt: Callable[[], None] | None = None,
     ) -> EncodedVision:
         """The vision encoder with stage 1 as ``config`` sets it; ``check_interrupt`` is called between layers."""
-        raise NotImplementedError
 
     # --- the prompt --------------------------------------------------------------------------
 
@@ -306,7 +300,7 @@ class Backbone:
 
     def add_layer_features(self, hidden: torch.Tensor, visual_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``hidden`` after a layer, with one layer's ``LayerFeatures`` added to its visual tokens."""
-        raise NotImplementedError
+        raise NotImplementedError("a family whose pop_layer_features returns features adds them here")
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}

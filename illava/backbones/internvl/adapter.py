@@ -71,7 +71,6 @@ class InternVLBackbone(FeatureLayerBackbone):
             limits["min_patches"] = min(most, math.ceil(resolution.min_pixels / tile))
         # InternVLProcessor turns tiling on for images (its image processor alone leaves it off).
         processed = processor.image_processor(images=images, crop_to_patches=True, return_tensors="pt", **limits)
-        self.seen(processor.image_processor)
         return processed["pixel_values"], torch.as_tensor(processed["num_patches"]).view(-1, 1)
 
     def smallest_image_pixels(self, processor) -> int:
@@ -81,7 +80,6 @@ class InternVLBackbone(FeatureLayerBackbone):
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         pixel_values = processor.video_processor(videos=[frames.pixels], return_tensors="pt")["pixel_values_videos"][0]
-        self.seen(processor.video_processor)
         return pixel_values, torch.tensor([[pixel_values.shape[0]]])
 
     def feature_kinds(self, items: Sequence) -> dict[str, list]:
@@ -185,7 +183,7 @@ class InternVLBackbone(FeatureLayerBackbone):
                 tokens_full=count * self.groups_per_tile,
                 patches=count * self.side**2,
                 draw=functools.partial(
-                    tile_pictures, select=(slice(start, start + count),), mean=self.pixel_mean, std=self.pixel_std
+                    tile_pictures, select=(slice(start, start + count),)
                 ),
             )
             for count, start in zip(counts, starts)

@@ -67,7 +67,6 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         images = [fit_area(image, resolution) for image in images]
         # One nested list: the images share one prompt, so several images are one tile each, as the model was trained.
         processed = processor.image_processor(images=[images], return_tensors="pt")
-        self.seen(processor.image_processor)
         return processed["pixel_values"], processed["image_sizes"]
 
     def smallest_image_pixels(self, processor) -> int:
@@ -77,7 +76,6 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         pixel_values = processor.video_processor(videos=[frames.pixels], return_tensors="pt")["pixel_values_videos"]
-        self.seen(processor.video_processor)
         return pixel_values, torch.tensor([pixel_values.shape[1], *pixel_values.shape[-2:]])[None]
 
     def generate_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +174,7 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
                 tokens_full=layout.tokens_full,
                 patches=layout.tiles * self.side**2,
                 draw=functools.partial(
-                    tile_pictures, select=(0,) if video else (i, slice(layout.tiles)), mean=self.pixel_mean, std=self.pixel_std
+                    tile_pictures, select=(0,) if video else (i, slice(layout.tiles))
                 ),
             )
             for i, layout in enumerate(layouts)

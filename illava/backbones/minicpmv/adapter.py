@@ -57,12 +57,6 @@ class MiniCPMVBackbone(VisionTowerBackbone):
     columns). A video is one item whose frames are sliced like images.
     """
 
-    @staticmethod
-    def default_normalisation() -> tuple[list[float], list[float]]:
-        from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
-
-        return IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
-
     @property
     def encoder_layers(self) -> torch.nn.ModuleList:
         return self.tower.encoder.layers
@@ -91,7 +85,6 @@ class MiniCPMVBackbone(VisionTowerBackbone):
         # Its slices and source size follow the input's size, so the pixel range resizes the input.
         images = [fit_area(image, resolution) for image in images]
         processed = processor.image_processor(images=images, return_tensors="pt")
-        self.seen(processor.image_processor)
         counts = torch.tensor(processed["num_patches_per_image"])
         items = torch.repeat_interleave(torch.arange(len(counts)), counts)
         columns = torch.repeat_interleave(torch.tensor([g[1] for g in processed["grids"]]), counts)
@@ -106,7 +99,6 @@ class MiniCPMVBackbone(VisionTowerBackbone):
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """The clip's already sampled frames, each sliced like an image (the source frame, then its slices)."""
         processed = processor.video_processor(videos=[frames.pixels], do_sample_frames=False, return_tensors="pt")
-        self.seen(processor.video_processor)
         counts = torch.as_tensor(processed["num_patches_per_frame"]).long()
         frame = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         columns = torch.repeat_interleave(torch.as_tensor(processed["grids_videos"])[:, 1].long(), counts)
@@ -213,7 +205,7 @@ class MiniCPMVBackbone(VisionTowerBackbone):
                     tokens_full=sum(h * w for h, w in views),
                     patches=patches,
                     draw=functools.partial(
-                        slice_pictures, grid=grid_rows, members=members, mean=self.pixel_mean, std=self.pixel_std
+                        slice_pictures, grid=grid_rows, members=members
                     ),
                     columns=int(grid[members[0], 4]),
                     frames=int(grid[members, 1].max()) + 1,

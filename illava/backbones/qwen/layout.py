@@ -52,14 +52,14 @@ def patch_pictures(
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def qwen_layouts(grid_thw: torch.Tensor, patch: int, temporal: int, merge: int, mean, std) -> tuple[QwenLayout, ...]:
+def qwen_layouts(grid_thw: torch.Tensor, patch: int, temporal: int, merge: int) -> tuple[QwenLayout, ...]:
     """One layout per item of a call: its (t, h/merge, w/merge) token map, counts and preview drawing."""
     layouts, start = [], 0
     for row in grid_thw.tolist():
         t, h, w = (int(v) for v in row)
         patches = t * h * w
         draw = functools.partial(
-            patch_pictures, start=start, grid_thw=(t, h, w), patch=patch, temporal=temporal, merge=merge, mean=mean, std=std
+            patch_pictures, start=start, grid_thw=(t, h, w), patch=patch, temporal=temporal, merge=merge
         )
         start += patches
         layouts.append(

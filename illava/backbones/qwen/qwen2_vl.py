@@ -113,7 +113,6 @@ class QwenVLBackbone(Backbone):
         self, processor, images: list, resolution: Resolution = Resolution()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         processed = processor.image_processor(images=images, return_tensors="pt", size=pixel_range(processor, resolution))
-        self.seen(processor.image_processor)
         return processed["pixel_values"], processed["image_grid_thw"]
 
     def smallest_image_pixels(self, processor) -> int:
@@ -123,15 +122,13 @@ class QwenVLBackbone(Backbone):
 
     def video_inputs(self, processor, frames) -> tuple[torch.Tensor, torch.Tensor]:
         processed = preprocess(processor.video_processor, frames)
-        self.seen(processor.video_processor)
         return processed["pixel_values_videos"], processed["video_grid_thw"]
 
     def layouts(self, grid_thw: torch.Tensor) -> tuple[QwenLayout, ...]:
         """Each item's token map, counts and preview drawing, from the processor's patch grids."""
         vision = self.visual.config
         return qwen_layouts(
-            grid_thw, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size,
-            self.pixel_mean, self.pixel_std,
+            grid_thw, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size
         )
 
     def stock_encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, kind: str) -> EncodedVision:
