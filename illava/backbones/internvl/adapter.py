@@ -127,7 +127,6 @@ class InternVLBackbone(FeatureLayerBackbone):
             self.config.vision_feature_layer == -1,
             reducer,
             config,
-            config.scored,
             check_interrupt,
         )
         kept, projected = self._shuffle_and_project(ids, hidden)

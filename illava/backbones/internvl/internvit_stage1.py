@@ -17,9 +17,9 @@ import torch
 
 from ...config import MergeConfig
 from ...merge import KEPT
-from ...methods import EncoderScorer, encoder_scorer
+from ...methods import encoder_scorer
 from ..common.group_reduction import reduce_groups
-from ..common.ragged import run_ragged
+from ..common.tiles import prenorm_layer_scores, run_tiles
 
 
 class GroupReducer:
@@ -62,50 +62,21 @@ def run_encoder(
     final_norm: bool,
     reducer: GroupReducer,
     config: MergeConfig,
-    scored: bool,
     check_interrupt: Callable[[], None] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Run the embeddings and the first ``n_layers`` layers, reducing before each stage-1 layer.
 
     A stage layer equal to ``n_layers`` reduces the output. ``final_norm``: the model takes the
-    tower's last hidden state (after its final norm) rather than a raw layer output. Without
-    ``scored`` (methods that ignore attention) the reducer gets zero scores. Returns, per tile, the
-    ids of the patches that came out (raster order) and their hidden states, CLS left out.
+    tower's last hidden state (after its final norm) rather than a raw layer output. Returns, per tile,
+    the ids of the patches that came out (raster order) and their hidden states, CLS left out.
     """
     layers = tower.encoder.layer
-    stage_layers = config.stage1_layers
     scorer = encoder_scorer(config.method, config.score_chunk)
-    tiles = list(tower.embeddings(pixel_values).unbind(0))
-    ids = [torch.arange(t.shape[0] - 1, device=t.device) for t in tiles]
-    inputs = tiles
-    for index in range(n_layers + 1):
-        if check_interrupt is not None:
-            check_interrupt()
-        if index in stage_layers:
-            step = stage_layers.index(index) + 1
-            if scored:
-                received = run_ragged(lambda batch, layer=layers[index - 1]: _scores(layer, batch, scorer), inputs)
-                scores = [row[1:] for row in received]
-            else:
-                scores = [torch.zeros(rows.shape[0] - 1, device=rows.device) for rows in tiles]
-            for t, rows in enumerate(tiles):
-                keep, patches = reducer(step, t, scores[t], rows[1:], ids[t])
-                tiles[t] = torch.cat([rows[:1], patches])
-                ids[t] = ids[t][keep]
-        if index == n_layers:
-            break
-        inputs = tiles
-        tiles = run_ragged(layers[index], tiles)
+    score = (lambda index, batch: prenorm_layer_scores(layers[index], batch, scorer, cls_row=0)) if config.scored else None
+    ids, tiles = run_tiles(
+        list(tower.embeddings(pixel_values).unbind(0)), n_layers, config.stage1_layers, reducer,
+        lambda index, batch: layers[index](batch), score, fixed_rows=1, check_interrupt=check_interrupt,
+    )
     if final_norm:
         tiles = [tower.layernorm(t) for t in tiles]
-    return ids, [t[1:] for t in tiles]
-
-
-def _scores(layer: torch.nn.Module, hidden: torch.Tensor, scorer: EncoderScorer) -> torch.Tensor:
-    """``scorer``'s score of each row of equal-length tiles (CLS included, in row 0) from the attention of
-    ``layer``, whose input was ``hidden`` (tiles, n, d): (tiles, n)."""
-    attn = layer.attention
-    x = layer.layernorm_before(hidden)
-    q = attn.q_norm(attn.q_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    k = attn.k_norm(attn.k_proj(x)).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    return scorer(q, k, attn.scale, cls_row=0)
+    return ids, tiles

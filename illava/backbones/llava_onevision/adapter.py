@@ -34,8 +34,8 @@ from .layout import (
     video_layout,
 )
 from .reducers import CellReducer, TokenReducer
-from .siglip_stage1 import run_encoder
 from ..common.resize import fit_area
+from ..common.tiles import prenorm_layer_scores, run_tiles
 from ..common.tower import FeatureLayerBackbone, tile_pictures
 
 
@@ -154,16 +154,16 @@ class LlavaOnevisionBackbone(FeatureLayerBackbone):
         return self._encoded([layout], [packed], [token_ids], [torch.cat(reducer.status)], video=True)
 
     def _run_encoder(self, tiles: torch.Tensor, reducer, config: MergeConfig, check_interrupt):
-        scored = config.scored
-        return run_encoder(
-            self.tower,
-            tiles,
-            self.feature_layer,
-            config.stage1_layers,
-            reducer,
-            encoder_scorer(config.method, config.score_chunk),
-            scored,
-            check_interrupt,
+        """SigLIP's embeddings and its first ``feature_layer`` layers over every tile, stage 1 inside; per tile,
+        the ids of the tokens that came out and their raw layer outputs (the model takes ``hidden_states[...]``,
+        before the post-layernorm)."""
+        layers = self.tower.encoder.layers
+        scorer = encoder_scorer(config.method, config.score_chunk)
+        score = (lambda index, batch: prenorm_layer_scores(layers[index], batch, scorer)) if config.scored else None
+        return run_tiles(
+            list(self.tower.embeddings(tiles).unbind(0)), self.feature_layer, config.stage1_layers, reducer,
+            # SigLIP layers take the attention mask positionally; tiles need none.
+            lambda index, batch: layers[index](batch, None), score, check_interrupt=check_interrupt,
         )
 
     def _encoded(self, layouts: list[TileLayout], features, groups, status, video: bool = False) -> EncodedVision:

@@ -1,4 +1,5 @@
-"""Stage-1 reductions of LLaVA-OneVision tiles and video frames, one tile at a time (see ``siglip_stage1``)."""
+"""Stage-1 reductions of LLaVA-OneVision tiles and video frames, one tile at a time (``common.tiles.run_tiles``
+runs SigLIP around them)."""
 
 from __future__ import annotations
 

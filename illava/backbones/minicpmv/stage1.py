@@ -23,6 +23,7 @@ from ...merge import KEPT
 from ...methods import EncoderScorer, encoder_scorer
 from ..common.group_reduction import reduce_groups
 from ..common.ragged import run_ragged
+from ..common.tiles import prenorm_layer_scores
 
 
 @dataclass
@@ -133,7 +134,7 @@ class SliceEncoder:
         inputs, before = previous
         pieces = list(inputs.split([old.ids.numel() for old in before]))
         received = []
-        for part, old, rows in zip(parts, before, run_ragged(lambda batch: _received(layer, batch, scorer), pieces)):
+        for part, old, rows in zip(parts, before, run_ragged(lambda batch: prenorm_layer_scores(layer, batch, scorer), pieces)):
             # The layer may have run before the window merger: sum its rows per block, then give each
             # current row its block's total divided among the block's current rows.
             old_block, _ = old.block_of(old.ids)
@@ -200,13 +201,3 @@ class _Segments:
             self.counts = counts
             self.cu_seqlens = torch.tensor([0, *counts], device=hidden.device).cumsum(0).to(torch.int32)
         return layer(hidden[None], attention_mask=None, cu_seqlens=self.cu_seqlens, max_seqlen=max(counts))[0]
-
-
-def _received(layer: torch.nn.Module, hidden: torch.Tensor, scorer: EncoderScorer) -> torch.Tensor:
-    """``scorer``'s score of each row of equal-length slices from the attention of ``layer``, whose input was
-    ``hidden`` (slices, n, d): (slices, n)."""
-    attn = layer.self_attn
-    x = layer.layer_norm1(hidden)
-    q = attn.q_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    k = attn.k_proj(x).unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(-3, -2)
-    return scorer(q, k, attn.scaling)
