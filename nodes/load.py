@@ -9,7 +9,7 @@ import logging
 import torch
 
 from ..illava import LVLM, ModelFolderError
-from ..illava.backbones import supported_model_types
+from ..illava.backbones import family_names, supported_model_types
 from ..illava.quantization import QUANTIZATIONS, check_quantization
 from . import comfy_compat
 from .handle import LVLMHandle, shared_model
@@ -39,8 +39,7 @@ class LoadLVLM:
         "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
         "models/VLM with transformers' own classes. Nothing is downloaded unless you pick a 'download:' entry "
         "(a checkpoint of the catalogue, saved to models/LLM once). Supported model types: "
-        f"{', '.join(supported_model_types())} (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL 2.5/3 in transformers "
-        "format, LLaVA-OneVision, MiniCPM-V 4.6). The bundled illava-scenes-qwen2.5-vl is a small demo model "
+        f"{', '.join(supported_model_types())} ({', '.join(family_names())}; InternVL in transformers format). The bundled illava-scenes-qwen2.5-vl is a small demo model "
         "for the example workflows."
     )
 

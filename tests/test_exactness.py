@@ -39,7 +39,7 @@ def test_merging_off_equals_vanilla_generate_exactly(lvlm, images, case, config)
 
 
 @pytest.mark.parametrize("config", PEERS_KEEPING_EVERYTHING, ids=lambda config: config.method)
-def test_the_papers_peers_set_but_keeping_everything_equal_vanilla_exactly(lvlm, images, config):
+def test_the_papers_peers_keeping_everything_equals_vanilla_exactly(lvlm, images, config):
     requests = cases(images)["batch of two"]
     expected_ids, expected_logits = vanilla_generate(lvlm, requests)
     result = illava_generate(lvlm, requests, config)

@@ -95,7 +95,7 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(intern
 
 
 @pytest.mark.parametrize("name", PEERS)
-def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, internvl, name):
+def test_cached_decoding_of_the_papers_peers_equals_a_fresh_forward_at_their_placement(pictures, internvl, name):
     config = placed_peer(internvl, name)
     assert_cached_decoding_equals_a_fresh_forward(internvl, [pictures["wide"], pictures["small"]], None, config, [internvl.model.config.image_token_id], PROMPTS, STEPS)
 

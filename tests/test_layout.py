@@ -160,3 +160,41 @@ def test_a_family_missing_a_required_hook_cannot_be_made():
         Partial(None)
     required = sorted(Backbone.__abstractmethods__)
     assert "encode_vision" in required and "image_inputs" in required and "query_scores" not in required
+
+
+def test_a_new_family_is_a_folder_of_backbones_and_nothing_else(tmp_path, monkeypatch, qwen25, images):
+    """A family added as one folder beside the others is found, registered and served, merging included, with no
+    list to edit anywhere: here a copy of Qwen2.5-VL's adapter under a made-up model type."""
+    import dataclasses
+    import sys
+
+    import illava
+    from illava import backbones
+    from illava.backbones import base
+
+    family = tmp_path / "fake_vl"
+    family.mkdir()
+    (family / "__init__.py").write_text(
+        "from ..base import register\n"
+        "from ..qwen.qwen2_vl import QwenVLBackbone\n\n\n"
+        "class FakeVLBackbone(QwenVLBackbone):\n"
+        "    pass\n\n\n"
+        "register('fake_vl', FakeVLBackbone, 'FakeVL', min_transformers='5.18.0')\n"
+    )
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_REQUIREMENTS", dict(base._REQUIREMENTS))
+    monkeypatch.setattr(backbones, "__path__", [*backbones.__path__, str(tmp_path)])
+    try:
+        backbones.import_families()
+        assert "fake_vl" in backbones.supported_model_types() and "FakeVL" in backbones.family_names()
+        monkeypatch.setattr(qwen25.model.config, "model_type", "fake_vl")
+        adapter = backbones.backbone_for(qwen25.model)
+        assert type(adapter).__name__ == "FakeVLBackbone"
+        lvlm = dataclasses.replace(qwen25, backbone=adapter)
+        config = illava.MergeConfig(stage1_layers=(2,), stage1_keep=0.5, stage2_layers=(2,), stage2_keep=0.5)
+        result = illava.generate(lvlm, illava.encode(lvlm, images[:1], config), "What is this?", config,
+                                 illava.GenerationOptions(max_new_tokens=2))
+        tokens = result.stats[0]["visual_tokens"]
+        assert tokens["llm_after_stage2"] < tokens["llm_input"] < tokens["llm_input_full"]
+    finally:
+        sys.modules.pop("illava.backbones.fake_vl", None)

@@ -172,7 +172,7 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(llava_
 
 
 @pytest.mark.parametrize("name", PEERS)
-def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, llava_onevision, name):
+def test_cached_decoding_of_the_papers_peers_equals_a_fresh_forward_at_their_placement(pictures, llava_onevision, name):
     config = placed_peer(llava_onevision, name)
     assert_cached_decoding_equals_a_fresh_forward(llava_onevision, [pictures["wide"], pictures["tall"]], None, config, [llava_onevision.model.config.image_token_id], PROMPTS, STEPS)
 

@@ -109,7 +109,7 @@ def test_cached_decoding_equals_a_fresh_forward_over_the_reduced_sequence(minicp
 
 
 @pytest.mark.parametrize("name", PEERS)
-def test_the_papers_peers_decode_as_a_fresh_forward_at_their_placement(pictures, minicpmv, name):
+def test_cached_decoding_of_the_papers_peers_equals_a_fresh_forward_at_their_placement(pictures, minicpmv, name):
     config = placed_peer(minicpmv, name)
     assert_cached_decoding_equals_a_fresh_forward(minicpmv, cases(pictures)["two images"][0][0], None, config, [minicpmv.model.config.image_token_id], PROMPTS, STEPS)
 

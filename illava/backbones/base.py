@@ -348,6 +348,11 @@ def supported_model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def family_names() -> list[str]:
+    """The supported families as users know them (Qwen2.5-VL, InternVL, ...), in registration order."""
+    return list(dict.fromkeys(name for name, _ in _REQUIREMENTS.values()))
+
+
 def backbone_for(model: torch.nn.Module) -> Backbone:
     """The adapter for a loaded model; a ValueError naming the supported types for any other."""
     model_type = getattr(model.config, "model_type", None)
