@@ -141,7 +141,7 @@ def generate_batch(
             torch.manual_seed(options.seed)
         out = lvlm.model.generate(**backbone.generate_inputs(inputs), **kwargs)
         clock.stop()
-    ids = [_trim(row.tolist(), lvlm.eos_token_ids, lvlm.pad_token_id) for row in out.sequences[:, prompt_length:]]
+    ids = [_trim(row.tolist(), lvlm.eos_token_ids) for row in out.sequences[:, prompt_length:]]
     record = stage2.record if stage2 is not None else None
     stats, traces = [], []
     for b, (items, _) in enumerate(requests):
@@ -235,7 +235,8 @@ def _forcing(forced_ids: Sequence[Sequence[int]], prompt_length: int, eos: int) 
     return allowed
 
 
-def _trim(ids: list[int], eos: set[int], pad: int) -> list[int]:
+def _trim(ids: list[int], eos: set[int]) -> list[int]:
+    """The new ids up to the first end-of-answer token (generate pads the rows that ended early after it)."""
     out = []
     for token in ids:
         if token in eos:

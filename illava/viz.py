@@ -48,14 +48,6 @@ def token_map(image: np.ndarray, codes: np.ndarray, dim: float = 0.2) -> np.ndar
     return out.clip(0, 255).astype(np.uint8)
 
 
-def stage_maps(trace: ItemTrace, image: np.ndarray, stage: int) -> list[np.ndarray]:
-    """One map per temporal group of ``trace`` for ``stage`` (1, or 2 for after both stages)."""
-    codes = trace.stage1 if stage == 1 else trace.stage2
-    if codes is None:
-        raise ValueError("this trace has no stage-2 map yet: run Generate with stage 2 layers first")
-    return [token_map(image, frame) for frame in codes]
-
-
 def side_by_side(panels: list[np.ndarray], gap: int = 6) -> np.ndarray:
     """Panels joined left to right with a white gap, top-aligned."""
     return _join(panels, axis=1, gap=gap)

@@ -42,11 +42,6 @@ MODEL_FOLDER_NAMES = ("LLM", "VLM")
 _fallback_roots: dict[str, list[str]] = {name: [] for name in MODEL_FOLDER_NAMES}
 
 
-def in_comfyui() -> bool:
-    """True when ComfyUI's modules are importable (running inside ComfyUI)."""
-    return folder_paths is not None
-
-
 def register_model_folders() -> None:
     """Register models/LLM and models/VLM with ComfyUI, keeping paths extra_model_paths.yaml already added."""
     if folder_paths is None:

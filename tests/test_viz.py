@@ -8,7 +8,6 @@ from illava.viz import (
     frame_group_labels,
     labelled_map,
     stage_caption,
-    stage_maps,
     token_map,
     trace_figure,
     video_strip,
@@ -43,21 +42,11 @@ def test_maps_follow_the_trace_of_a_real_run(qwen25, images):
     assert preview.shape[0] == 1
     figure = trace_figure(trace, preview)
     assert figure.shape[0] == preview.shape[1] and figure.shape[1] > 3 * preview.shape[2]
-    first, second = stage_maps(trace, preview[0], 1)[0], stage_maps(trace, preview[0], 2)[0]
+    first, second = token_map(preview[0], trace.stage1[0]), token_map(preview[0], trace.stage2[0])
     assert first.mean() > second.mean()
     item = visuals.items[0]
     assert stage_caption(1, trace.stage1[0]).endswith(f": {item.tokens_kept} / {item.tokens_full} tokens kept")
     assert stage_caption(2, trace.stage2[0]).endswith(f": {stage2_kept} / {item.tokens_full} tokens kept")
-
-
-def test_a_trace_without_stage2_says_so():
-    trace = ItemTrace("image", (1, 2, 2), np.ones((1, 2, 2), dtype=np.int8))
-    try:
-        stage_maps(trace, np.zeros((4, 4, 3), dtype=np.uint8), 2)
-    except ValueError as error:
-        assert "run Generate with stage 2 layers" in str(error)
-    else:
-        raise AssertionError("expected a ValueError")
 
 
 def test_captions_count_kept_and_recycled_slots_of_the_stage():
