@@ -16,6 +16,8 @@ from .quantization import quantization_config
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+# The dtype choices the CLI and the nodes offer: auto, then the short names of DTYPES.
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 

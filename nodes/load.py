@@ -10,6 +10,7 @@ import torch
 
 from ..illava import LVLM, ModelFolderError
 from ..illava.backbones import family_names, supported_model_types
+from ..illava.loading import ATTENTIONS, DTYPE_CHOICES
 from ..illava.quantization import QUANTIZATIONS, check_quantization
 from . import comfy_compat
 from .handle import LVLMHandle, shared_model
@@ -23,8 +24,6 @@ def devices() -> list[str]:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return ["auto", "cuda", "cpu"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
 
-DTYPES = ["auto", "bf16", "fp16", "fp32"]
-ATTENTIONS = ["sdpa", "eager", "flash_attention_2"]
 
 
 class LoadLVLM:
@@ -50,8 +49,8 @@ class LoadLVLM:
             "required": {
                 "model": (models, {"tooltip": "A model folder under models/LLM or models/VLM (or extra_model_paths.yaml's LLM / VLM). A 'download:' entry downloads that checkpoint into models/LLM when the workflow runs (size, then memory needed in bf16); once there, its folder is listed instead."}),
                 "device": (devices(), {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU unless --cpu). cuda:N picks one of several GPUs."}),
-                "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."}),
-                "attention": (ATTENTIONS, {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
+                "dtype": (list(DTYPE_CHOICES), {"default": "auto", "tooltip": "auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."}),
+                "attention": (list(ATTENTIONS), {"default": "sdpa", "tooltip": "flash_attention_2 needs the flash-attn package and a CUDA GPU; otherwise sdpa is used with a warning."}),
                 "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "Off: move the weights off the GPU after each Generate (slower, frees VRAM for other models)."}),
                 "trust_remote_code": ("BOOLEAN", {"default": False, "tooltip": "Lets the model folder run its own Python code while loading. Only turn on for folders from a source you trust; the supported models do not need it."}),
             },

@@ -10,7 +10,7 @@ import sys
 from ..config import Resolution
 from .options import (
     FLAG_OF_FIELD, announced_configs, caption_style, load_model, merge_arguments, runtime_arguments, style_arguments,
-    style_prompt,
+    style_prompt, video_arguments,
 )
 
 
@@ -19,8 +19,7 @@ def register(commands, formatter) -> None:
     parser.add_argument("--model", required=True, help="Hugging Face model folder (config.json + *.safetensors)")
     parser.add_argument("--image", action="append", default=None, help="image file; repeat for several images")
     parser.add_argument("--video", default=None, help="video file (decoded with decord); comes after the images")
-    parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
-    parser.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
+    video_arguments(parser)
     style_arguments(parser)
     merge_arguments(parser)
     runtime_arguments(parser)

@@ -10,7 +10,7 @@ import sys
 from ..config import Resolution
 from .options import (
     FLAG_OF_FIELD, announced_configs, caption_style, load_model, merge_arguments, positive_int, runtime_arguments,
-    style_arguments, style_prompt,
+    style_arguments, style_prompt, video_arguments,
 )
 
 
@@ -34,8 +34,7 @@ def register(commands, formatter) -> None:
                         help="prompts answered together, or auto: as many as the free memory holds")
     sizing.add_argument("--memory-budget", type=_gigabytes, default=None, metavar="GB",
                         help="pick the batch size so a batch's KV cache and activations fit in GB beyond the weights")
-    parser.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second")
-    parser.add_argument("--max-frames", type=int, default=32, help="most video frames to sample")
+    video_arguments(parser)
     parser.add_argument("--recursive", action="store_true", help="also caption the inputs in IN's subfolders")
     parser.add_argument("--overwrite", action="store_true", help="caption inputs again even when captioned already")
     runtime_arguments(parser)

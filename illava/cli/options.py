@@ -10,9 +10,11 @@ import sys
 from ..budget import DEFAULT_BUDGET, check_budget
 from ..captioning.styles import CAPTION_STYLES, DEFAULT_STYLE, caption_prompt
 from ..config import PRESETS, MergeConfig
+from ..loading import ATTENTIONS, DTYPE_CHOICES
 from ..methods import METHODS
 from ..quantization import QUANTIZATIONS
 from ..resolve import resolve
+from ..video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -75,11 +77,18 @@ def style_arguments(parser: argparse.ArgumentParser) -> None:
 def runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """How the model is loaded and how long it may answer."""
     parser.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate")
-    parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
+    parser.add_argument("--dtype", choices=list(DTYPE_CHOICES), default="auto",
+                        help="auto: bf16 on GPUs that compute it natively, fp16 on older ones, fp32 on a CPU")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--attention", default="sdpa", help="sdpa, eager or flash_attention_2")
+    parser.add_argument("--attention", choices=list(ATTENTIONS), default="sdpa", help="the attention kernel")
     parser.add_argument("--quantization", choices=list(QUANTIZATIONS), default="none",
                         help="8-bit or 4-bit weights through bitsandbytes (GPU or CPU; needs bitsandbytes and accelerate)")
+
+
+def video_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which frames of a video are sampled: the library's defaults, as the nodes have them."""
+    parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="video frames sampled per second")
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="most video frames to sample")
 
 
 def budget(text: str) -> float:
