@@ -76,24 +76,7 @@ def run_harness(
             config, name = chosen.config, method
             if method.startswith("illava") and overrides:
                 config, name = config.with_(**overrides), method + suffix
-            if not chosen.reached:
-                results.append({"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(),
-                                "cannot_reach": round(chosen.work, 3)})
-                log(f"{name:<14} budget {budget:.2f}: cannot reach (min {chosen.work:.2f})")
-                continue
-            try:
-                scored = evaluate(lvlm, config, kind, n, first=first)
-            except ValueError as error:
-                # A method this model cannot run (e.g. merging where its adapter only drops) is
-                # reported as such; the other methods still run.
-                results.append({"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(),
-                                "unsupported": str(error).splitlines()[0]})
-                log(f"{name:<14} budget {budget:.2f}: not run: {results[-1]['unsupported']}")
-                continue
-            row = _row(name, budget, config, scored, full)
-            results.append(row)
-            log(f"{name:<14} budget {budget:.2f} (work {row['work']:.3f}): "
-                f"accuracy {row['accuracy']:.3f}, retention {row['retention']:.3f}")
+            results.append(_cell(lvlm, name, budget, chosen.reached, chosen.work, config, kind, n, first, full, log))
     return {
         "split": kind,
         "n": n,
@@ -107,6 +90,27 @@ def run_harness(
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _cell(lvlm, name: str, budget: float, reached: bool, work: float, config: MergeConfig, kind: str, n: int,
+          first: int, full: KindResult, log) -> dict:
+    """One method at one budget: its accuracy row, or why it has none (its placement cannot spend so
+    little, or this model cannot run it)."""
+    if not reached:
+        log(f"{name:<14} budget {budget:.2f}: cannot reach (min {work:.2f})")
+        return {"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(), "cannot_reach": round(work, 3)}
+    try:
+        scored = evaluate(lvlm, config, kind, n, first=first)
+    except ValueError as error:
+        # A method this model cannot run (e.g. merging where its adapter only drops) is reported as such;
+        # the other methods still run.
+        reason = str(error).splitlines()[0]
+        log(f"{name:<14} budget {budget:.2f}: not run: {reason}")
+        return {"method": name, "budget": budget, "accuracy": None, "config": config.to_dict(), "unsupported": reason}
+    row = _row(name, budget, config, scored, full)
+    log(f"{name:<14} budget {budget:.2f} (work {row['work']:.3f}): "
+        f"accuracy {row['accuracy']:.3f}, retention {row['retention']:.3f}")
+    return row
 
 
 def _row(method: str, budget: float, config: MergeConfig, scored: KindResult, full: KindResult) -> dict:
