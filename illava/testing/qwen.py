@@ -33,19 +33,11 @@ def _qwen2_5_vl(text, vision, text_config: dict, special: dict, initializer_rang
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     vision_config = dict(
-        depth=vision.depth,
-        hidden_size=vision.hidden_size,
-        intermediate_size=vision.intermediate_size,
-        num_heads=vision.num_heads,
-        out_hidden_size=text.hidden_size,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
+        _merger_vision(text, vision, 14, initializer_range),
         window_size=vision.window_size,
         # A shortened encoder keeps the full-attention blocks it still has, and at least its last.
         fullatt_block_indexes=[i for i in vision.fullatt_block_indexes if i < vision.depth] or [vision.depth - 1],
         tokens_per_second=2,
-        initializer_range=initializer_range,
     )
     return Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **special), Qwen2_5_VLForConditionalGeneration
 
@@ -78,19 +70,26 @@ def _qwen3_vl(text, vision, text_config: dict, special: dict, initializer_range:
         "mrope_interleaved": True,
     }
     vision_config = dict(
+        _merger_vision(text, vision, QWEN3_PATCH, initializer_range),
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0, vision.depth // 2],
+    )
+    return Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special), Qwen3VLForConditionalGeneration
+
+
+def _merger_vision(text, vision, patch: int, initializer_range: float) -> dict:
+    """What Qwen2.5-VL's and Qwen3-VL's vision configs share: the widths, and a merger out to the text width."""
+    return dict(
         depth=vision.depth,
         hidden_size=vision.hidden_size,
         intermediate_size=vision.intermediate_size,
         num_heads=vision.num_heads,
         out_hidden_size=text.hidden_size,
-        patch_size=QWEN3_PATCH,
+        patch_size=patch,
         spatial_merge_size=2,
         temporal_patch_size=2,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0, vision.depth // 2],
         initializer_range=initializer_range,
     )
-    return Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **special), Qwen3VLForConditionalGeneration
 
 
 _BUILDERS = {"qwen2_5_vl": _qwen2_5_vl, "qwen2_vl": _qwen2_vl, "qwen3_vl": _qwen3_vl}
