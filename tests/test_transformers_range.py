@@ -9,7 +9,7 @@ import pytest
 from packaging.version import Version
 
 import illava
-from illava.backbones import base, min_transformers, supported_model_types
+from illava.backbones import base, min_transformers, oldest_releases, supported_model_types
 from illava.loading import ModelFolderError, check_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,16 @@ def _folder_of(tmp_path: Path, model_type: str) -> Path:
 def test_every_backbone_declares_a_5x_minimum():
     for model_type in supported_model_types():
         assert Version(min_transformers(model_type)).major == 5, model_type
+
+
+def test_the_oldest_versions_run_tests_every_family_once_at_its_highest_minimum():
+    releases = oldest_releases()
+    assert [release for release, _ in releases] == sorted((r for r, _ in releases), key=Version)
+    families = [family for _, names in releases for family in names]
+    assert sorted(families) == sorted(set(families)) and {"qwen", "minicpmv"} <= set(families)
+    by_family = {family: release for release, names in releases for family in names}
+    assert by_family["minicpmv"] == min_transformers("minicpmv4_6")
+    assert all(Version(min_transformers(t)) <= Version(by_family["qwen"]) for t in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
 
 
 def test_an_older_transformers_names_the_version_the_model_needs(tmp_path, monkeypatch):

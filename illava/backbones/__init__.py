@@ -14,6 +14,7 @@ from .base import (
     backbone_for,
     family_names,
     min_transformers,
+    oldest_releases,
     supported_model_types,
     transformers_shortfall,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "backbone_for",
     "family_names",
     "min_transformers",
+    "oldest_releases",
     "supported_model_types",
     "transformers_shortfall",
 ]

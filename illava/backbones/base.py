@@ -323,6 +323,21 @@ def min_transformers(model_type: str) -> str:
     return _REQUIREMENTS[model_type][1]
 
 
+def oldest_releases() -> list[tuple[str, list[str]]]:
+    """Each family's oldest transformers release, lowest first, with the families (their sub-package names,
+    which their tests carry) that it is the oldest for: what the oldest-versions test run installs in turn."""
+    from packaging.version import Version
+
+    oldest: dict[str, str] = {}
+    for model_type, adapter in _REGISTRY.items():
+        family = adapter.__module__.split(".backbones.")[1].split(".")[0]
+        needed = _REQUIREMENTS[model_type][1]
+        if family not in oldest or Version(needed) > Version(oldest[family]):
+            oldest[family] = needed
+    releases = sorted(set(oldest.values()), key=Version)
+    return [(release, sorted(f for f, needed in oldest.items() if needed == release)) for release in releases]
+
+
 def installed_transformers() -> str:
     """The version of the transformers in use."""
     import transformers
