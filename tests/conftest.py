@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# Merge profiles a test calibrates go to a store of the test run's own, never the user's.
+# Merge profiles a test calibrates go to a store of the test run's own, never the user's, gone after the run.
 os.environ["ILLAVA_PROFILE_DIR"] = tempfile.mkdtemp(prefix="illava-profiles-")
+atexit.register(shutil.rmtree, os.environ["ILLAVA_PROFILE_DIR"], ignore_errors=True)
 
 import pytest
 import torch
