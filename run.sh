@@ -35,7 +35,8 @@ for release, families in oldest_releases(): print(release, *families)")
     for run in "${runs[@]}"; do
         read -r version families <<< "$run"
         "$py" -m pip install -q "transformers==$version"
-        "$py" -m pytest -q -p no:cacheprovider -k "($select) and (${families// / or })" tests
+        # Collected as a user without Ray would collect them (this venv has none): Ray's tests skip, not fail.
+        CI= "$py" -m pytest -q -p no:cacheprovider -k "($select) and (${families// / or })" tests
     done
 }
 
