@@ -51,6 +51,12 @@ class Method:
     recycles: bool = False
     ranks_by: str = "attention"
 
+    def __post_init__(self) -> None:
+        # A placement or ranking no stage knows would silently run as another one.
+        if self.placement not in PLACEMENTS or self.ranks_by not in RANKINGS:
+            raise ValueError(f"method {self.name!r}: placement must be one of {tuple(PLACEMENTS)} and ranks_by one of "
+                             f"{tuple(RANKINGS)}, got {self.placement!r} and {self.ranks_by!r}")
+
 
 def _illava(scores, similarity, n_out, recycled, weighting, sizes):
     n = scores.shape[0]

@@ -183,17 +183,20 @@ class Stage2:
             index, self.text_model.layers[index - 1], layer_input, keys, hidden, run.rotary, run.layer_features, state
         )
         run.visual_positions = state.visual
-        run.mask = self._mask(hidden, state.valid.long(), run.cache, index)
-        run.padding = self._padding(hidden, state.valid.long(), run.cache)
-        run.text_position_ids = None
+        self._mask_reduced(run, hidden, state.valid.long(), index)
         return hidden
 
     def _remask(self, segment: _Segment, hidden, run: "_Run", index: int) -> None:
         """A decoding step from stage-2 layer ``index`` on: the padding mask of the reduced cache it reads."""
         full = run.attention_mask[:, : self.prefill_length].gather(1, segment.index) * segment.valid
         reduced = torch.cat([full, run.attention_mask[:, self.prefill_length :]], dim=1)
-        run.mask = self._mask(hidden, reduced, run.cache, index)
-        run.padding = self._padding(hidden, reduced, run.cache)
+        self._mask_reduced(run, hidden, reduced, index)
+
+    def _mask_reduced(self, run: "_Run", hidden, attention_mask: torch.Tensor, index: int) -> None:
+        """The masks layer ``index`` on takes over the reduced sequence whose 2D padding mask is ``attention_mask``;
+        its positions are no longer plain text positions."""
+        run.mask = self._mask(hidden, attention_mask, run.cache, index)
+        run.padding = self._padding(hidden, attention_mask, run.cache)
         run.text_position_ids = None
 
     def _mask(self, hidden, attention_mask, cache, layer_index):

@@ -53,8 +53,8 @@ def readout(choice: MergeChoice, model, name: str) -> str:
     """What ``choice`` buys on ``model`` (a loaded ``LVLM`` or a ``describe.ModelOutline`` named ``name``) for a
     typical image and a 16-frame video: its work and predicted speedup, its settings and where they came from.
     Raises ValueError naming the field to change."""
-    at_budget = choice.preset_name == "auto" or choice.preset_name in METHODS
-    lead = f"{choice.preset_name} at budget {choice.budget:.2f}" if at_budget else (choice.preset_name or "custom")
+    preset = choice.preset_name
+    lead = f"{preset} at budget {choice.budget:.2f}" if _spends_budget(preset) else (preset or "custom")
     lines = [f"{lead} on {name}:"]
     settings = []
     for kind, what in (("image", "1024x768 image"), ("video", "16-frame video")):
@@ -66,6 +66,11 @@ def readout(choice: MergeChoice, model, name: str) -> str:
         text = settings_text(config, model.backbone.vit_depth)
         settings.append(f"{kind}: {text}" + (f" ({config.origin})" if config.origin else ""))
     return "\n".join(lines + settings)
+
+
+def _spends_budget(name: str | None) -> bool:
+    """Whether choice ``name`` is fitted to a budget (auto and the methods) rather than fixed (presets, custom)."""
+    return name == "auto" or name in METHODS
 
 
 def settings_text(config: MergeConfig, vit_depth: int) -> str:
@@ -91,7 +96,7 @@ def build_choice(preset: str = "custom", budget: float = DEFAULT_BUDGET, **knobs
         if preset not in PRESET_CHOICES:
             raise ValueError(f"preset must be one of {', '.join(PRESET_CHOICES)}; got {preset!r}")
         name = PRESET_CHOICES[preset]
-        if name == "auto" or name in METHODS:
+        if _spends_budget(name):
             return MergeChoice(name, MergeConfig(), check_budget(budget))
         if name is not None:
             return MergeChoice(name, PRESETS[name])

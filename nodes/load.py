@@ -38,7 +38,8 @@ class LoadLVLM:
         "Loads a Hugging Face model folder (config.json + *.safetensors + processor files) from models/LLM or "
         "models/VLM with transformers' own classes. Nothing is downloaded unless you pick a 'download:' entry "
         "(a checkpoint of the catalogue, saved to models/LLM once). Supported model types: "
-        f"{', '.join(supported_model_types())} ({', '.join(family_names())}; InternVL in transformers format). The bundled illava-scenes-qwen2.5-vl is a small demo model "
+        f"{', '.join(supported_model_types())} ({', '.join(family_names())}; InternVL in transformers format). "
+        "The bundled illava-scenes-qwen2.5-vl is a small demo model "
         "for the example workflows."
     )
 

@@ -160,3 +160,12 @@ def test_illava_recycles_what_was_asked():
 def test_methods_refuse_the_stage_they_do_not_have(fields, message):
     with pytest.raises(ValueError, match=message):
         MergeConfig(**fields)
+
+
+def test_a_method_record_names_a_known_placement_and_ranking():
+    from illava.methods import Method, _drop
+
+    with pytest.raises(ValueError, match="ranks_by one of"):
+        Method("typo", "", True, frozenset({2}), _drop, "llm-early", ranks_by="rater")
+    with pytest.raises(ValueError, match="placement must be one of"):
+        Method("typo", "", True, frozenset({2}), _drop, "llm-late")
